@@ -4,6 +4,7 @@
 //! the wire layer produces them from request bodies, storage persists them.
 
 pub mod model;
+pub mod ops;
 pub mod query;
 pub mod time;
 pub mod value;

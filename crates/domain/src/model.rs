@@ -14,15 +14,25 @@ pub struct EnumType {
 impl EnumType {
     /// Member value by exact (case-sensitive) name.
     pub fn value_of(&self, name: &str) -> Option<i64> {
-        self.members.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+        self.members
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
     }
 
     pub fn name_of(&self, value: i64) -> Option<&'static str> {
-        self.members.iter().find(|(_, v)| *v == value).map(|(n, _)| *n)
+        self.members
+            .iter()
+            .find(|(_, v)| *v == value)
+            .map(|(n, _)| *n)
     }
 
     pub fn member_list(&self) -> String {
-        self.members.iter().map(|(n, _)| format!("'{n}'")).collect::<Vec<_>>().join(", ")
+        self.members
+            .iter()
+            .map(|(n, _)| format!("'{n}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -32,16 +42,127 @@ macro_rules! enum_type {
     };
 }
 
-enum_type!(RUN_STATE, "runState", [("unknown", 0), ("success", 1), ("fail", 2), ("scriptError", 3), ("pending", 4), ("notApplicable", 5)]);
-enum_type!(REMEDIATION_STATE, "remediationState", [("unknown", 0), ("skipped", 1), ("success", 2), ("remediationFailed", 3), ("scriptError", 4), ("unknownFutureValue", 5)]);
-enum_type!(RUN_AS_ACCOUNT, "runAsAccountType", [("system", 0), ("user", 1)]);
-enum_type!(SCRIPT_TYPE, "deviceHealthScriptType", [("deviceHealthScript", 0), ("managedInstallerScript", 1)]);
-enum_type!(COMPLIANCE_STATE, "complianceState", [("unknown", 0), ("compliant", 1), ("noncompliant", 2), ("conflict", 3), ("error", 4), ("inGracePeriod", 254), ("configManager", 255)]);
-enum_type!(MANAGEMENT_AGENT, "managementAgentType", [("eas", 1), ("mdm", 2), ("easMdm", 3), ("intuneClient", 4), ("easIntuneClient", 5), ("configurationManagerClient", 8), ("configurationManagerClientMdm", 10), ("configurationManagerClientMdmEas", 11), ("unknown", 16), ("jamf", 32), ("googleCloudDevicePolicyController", 64), ("microsoft365ManagedMdm", 258), ("msSense", 1024), ("intuneAosp", 2048), ("google", 8192), ("unknownFutureValue", 8193)]);
-enum_type!(MANAGED_DEVICE_OWNER_TYPE, "managedDeviceOwnerType", [("unknown", 0), ("company", 1), ("personal", 2), ("unknownFutureValue", 3)]);
-enum_type!(OWNER_TYPE, "ownerType", [("unknown", 0), ("company", 1), ("personal", 2)]);
-enum_type!(DEVICE_ENROLLMENT_TYPE, "deviceEnrollmentType", [("unknown", 0), ("userEnrollment", 1), ("deviceEnrollmentManager", 2), ("appleBulkWithUser", 3), ("appleBulkWithoutUser", 4), ("windowsAzureADJoin", 5), ("windowsBulkUserless", 6), ("windowsAutoEnrollment", 7), ("windowsBulkAzureDomainJoin", 8), ("windowsCoManagement", 9), ("windowsAzureADJoinUsingDeviceAuth", 10), ("appleUserEnrollment", 11), ("appleUserEnrollmentWithServiceAccount", 12), ("azureAdJoinUsingAzureVmExtension", 14), ("androidEnterpriseDedicatedDevice", 15), ("androidEnterpriseFullyManaged", 16), ("androidEnterpriseCorporateWorkProfile", 17), ("androidAOSPUserOwnedDeviceEnrollment", 18), ("androidAOSPUserlessDeviceEnrollment", 19), ("appleAccountDrivenUserEnrollment", 25), ("unknownFutureValue", 26)]);
-enum_type!(JOIN_TYPE, "joinType", [("unknown", 0), ("azureADJoined", 1), ("azureADRegistered", 2), ("hybridAzureADJoined", 3)]);
+enum_type!(
+    RUN_STATE,
+    "runState",
+    [
+        ("unknown", 0),
+        ("success", 1),
+        ("fail", 2),
+        ("scriptError", 3),
+        ("pending", 4),
+        ("notApplicable", 5)
+    ]
+);
+enum_type!(
+    REMEDIATION_STATE,
+    "remediationState",
+    [
+        ("unknown", 0),
+        ("skipped", 1),
+        ("success", 2),
+        ("remediationFailed", 3),
+        ("scriptError", 4),
+        ("unknownFutureValue", 5)
+    ]
+);
+enum_type!(
+    RUN_AS_ACCOUNT,
+    "runAsAccountType",
+    [("system", 0), ("user", 1)]
+);
+enum_type!(
+    SCRIPT_TYPE,
+    "deviceHealthScriptType",
+    [("deviceHealthScript", 0), ("managedInstallerScript", 1)]
+);
+enum_type!(
+    COMPLIANCE_STATE,
+    "complianceState",
+    [
+        ("unknown", 0),
+        ("compliant", 1),
+        ("noncompliant", 2),
+        ("conflict", 3),
+        ("error", 4),
+        ("inGracePeriod", 254),
+        ("configManager", 255)
+    ]
+);
+enum_type!(
+    MANAGEMENT_AGENT,
+    "managementAgentType",
+    [
+        ("eas", 1),
+        ("mdm", 2),
+        ("easMdm", 3),
+        ("intuneClient", 4),
+        ("easIntuneClient", 5),
+        ("configurationManagerClient", 8),
+        ("configurationManagerClientMdm", 10),
+        ("configurationManagerClientMdmEas", 11),
+        ("unknown", 16),
+        ("jamf", 32),
+        ("googleCloudDevicePolicyController", 64),
+        ("microsoft365ManagedMdm", 258),
+        ("msSense", 1024),
+        ("intuneAosp", 2048),
+        ("google", 8192),
+        ("unknownFutureValue", 8193)
+    ]
+);
+enum_type!(
+    MANAGED_DEVICE_OWNER_TYPE,
+    "managedDeviceOwnerType",
+    [
+        ("unknown", 0),
+        ("company", 1),
+        ("personal", 2),
+        ("unknownFutureValue", 3)
+    ]
+);
+enum_type!(
+    OWNER_TYPE,
+    "ownerType",
+    [("unknown", 0), ("company", 1), ("personal", 2)]
+);
+enum_type!(
+    DEVICE_ENROLLMENT_TYPE,
+    "deviceEnrollmentType",
+    [
+        ("unknown", 0),
+        ("userEnrollment", 1),
+        ("deviceEnrollmentManager", 2),
+        ("appleBulkWithUser", 3),
+        ("appleBulkWithoutUser", 4),
+        ("windowsAzureADJoin", 5),
+        ("windowsBulkUserless", 6),
+        ("windowsAutoEnrollment", 7),
+        ("windowsBulkAzureDomainJoin", 8),
+        ("windowsCoManagement", 9),
+        ("windowsAzureADJoinUsingDeviceAuth", 10),
+        ("appleUserEnrollment", 11),
+        ("appleUserEnrollmentWithServiceAccount", 12),
+        ("azureAdJoinUsingAzureVmExtension", 14),
+        ("androidEnterpriseDedicatedDevice", 15),
+        ("androidEnterpriseFullyManaged", 16),
+        ("androidEnterpriseCorporateWorkProfile", 17),
+        ("androidAOSPUserOwnedDeviceEnrollment", 18),
+        ("androidAOSPUserlessDeviceEnrollment", 19),
+        ("appleAccountDrivenUserEnrollment", 25),
+        ("unknownFutureValue", 26)
+    ]
+);
+enum_type!(
+    JOIN_TYPE,
+    "joinType",
+    [
+        ("unknown", 0),
+        ("azureADJoined", 1),
+        ("azureADRegistered", 2),
+        ("hybridAzureADJoined", 3)
+    ]
+);
 
 /// The EDM type of a property, as remediate stores and validates it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,7 +231,16 @@ pub struct Property {
 }
 
 const fn prop(name: &'static str, kind: Kind, nullable: bool, default: DefaultValue) -> Property {
-    Property { name, kind, nullable, access: Access::ReadWrite, default, filterable: true, in_list: true, max_len: None }
+    Property {
+        name,
+        kind,
+        nullable,
+        access: Access::ReadWrite,
+        default,
+        filterable: true,
+        in_list: true,
+        max_len: None,
+    }
 }
 
 const fn read_only(mut p: Property) -> Property {
@@ -154,7 +284,10 @@ pub struct EntityType {
 
 impl EntityType {
     pub fn property(&self, name: &str) -> Option<(usize, &'static Property)> {
-        self.properties.iter().enumerate().find(|(_, p)| p.name == name)
+        self.properties
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.name == name)
     }
 
     /// Index of a property that must exist (a programming error otherwise).
@@ -189,23 +322,67 @@ pub static DEVICE_HEALTH_SCRIPT: EntityType = EntityType {
     accepted_types: &["microsoft.management.services.api.deviceHealthScript"],
     properties: &[
         read_only(prop("id", K::String, false, D::Server)),
-        limited(prop("publisher", K::String, true, D::Null), SHORT_STRING_MAX),
+        limited(
+            prop("publisher", K::String, true, D::Null),
+            SHORT_STRING_MAX,
+        ),
         read_only(prop("version", K::String, true, D::Server)),
-        limited(prop("displayName", K::String, true, D::Null), SHORT_STRING_MAX),
-        limited(prop("description", K::String, true, D::Null), OUTPUT_FIELD_MAX),
+        limited(
+            prop("displayName", K::String, true, D::Null),
+            SHORT_STRING_MAX,
+        ),
+        limited(
+            prop("description", K::String, true, D::Null),
+            OUTPUT_FIELD_MAX,
+        ),
         detail_only(prop("detectionScriptContent", K::Binary, true, D::Null)),
-        detail_only(prop("remediationScriptContent", K::Binary, true, D::EmptyBinary)),
+        detail_only(prop(
+            "remediationScriptContent",
+            K::Binary,
+            true,
+            D::EmptyBinary,
+        )),
         read_only(prop("createdDateTime", K::DateTimeOffset, false, D::Server)),
-        read_only(prop("lastModifiedDateTime", K::DateTimeOffset, false, D::Server)),
-        prop("runAsAccount", K::Enum(&RUN_AS_ACCOUNT), false, D::Enum("system")),
+        read_only(prop(
+            "lastModifiedDateTime",
+            K::DateTimeOffset,
+            false,
+            D::Server,
+        )),
+        prop(
+            "runAsAccount",
+            K::Enum(&RUN_AS_ACCOUNT),
+            false,
+            D::Enum("system"),
+        ),
         prop("enforceSignatureCheck", K::Boolean, false, D::Bool(false)),
         prop("runAs32Bit", K::Boolean, false, D::Bool(false)),
-        not_filterable(prop("roleScopeTagIds", K::StringCollection, true, D::StrList(&["0"]))),
+        not_filterable(prop(
+            "roleScopeTagIds",
+            K::StringCollection,
+            true,
+            D::StrList(&["0"]),
+        )),
         prop("isGlobalScript", K::Boolean, false, D::Bool(false)),
         read_only(prop("highestAvailableVersion", K::String, true, D::Null)),
-        prop("deviceHealthScriptType", K::Enum(&SCRIPT_TYPE), false, D::Enum("deviceHealthScript")),
-        not_filterable(prop("detectionScriptParameters", K::Complex(ComplexKind::ScriptParameters), true, D::Json("[]"))),
-        not_filterable(prop("remediationScriptParameters", K::Complex(ComplexKind::ScriptParameters), true, D::Json("[]"))),
+        prop(
+            "deviceHealthScriptType",
+            K::Enum(&SCRIPT_TYPE),
+            false,
+            D::Enum("deviceHealthScript"),
+        ),
+        not_filterable(prop(
+            "detectionScriptParameters",
+            K::Complex(ComplexKind::ScriptParameters),
+            true,
+            D::Json("[]"),
+        )),
+        not_filterable(prop(
+            "remediationScriptParameters",
+            K::Complex(ComplexKind::ScriptParameters),
+            true,
+            D::Json("[]"),
+        )),
     ],
 };
 
@@ -215,17 +392,77 @@ pub static DEVICE_RUN_STATE: EntityType = EntityType {
     accepted_types: &["microsoft.management.services.api.deviceHealthScriptDeviceState"],
     properties: &[
         read_only(prop("id", K::String, false, D::Server)),
-        prop("detectionState", K::Enum(&RUN_STATE), false, D::Enum("unknown")),
-        prop("lastStateUpdateDateTime", K::DateTimeOffset, false, D::MinDate),
-        prop("expectedStateUpdateDateTime", K::DateTimeOffset, true, D::Null),
+        prop(
+            "detectionState",
+            K::Enum(&RUN_STATE),
+            false,
+            D::Enum("unknown"),
+        ),
+        prop(
+            "lastStateUpdateDateTime",
+            K::DateTimeOffset,
+            false,
+            D::MinDate,
+        ),
+        prop(
+            "expectedStateUpdateDateTime",
+            K::DateTimeOffset,
+            true,
+            D::Null,
+        ),
         prop("lastSyncDateTime", K::DateTimeOffset, false, D::MinDate),
-        limited(prop("preRemediationDetectionScriptOutput", K::String, true, D::Null), OUTPUT_FIELD_MAX),
-        limited(prop("preRemediationDetectionScriptError", K::String, true, D::Null), OUTPUT_FIELD_MAX),
-        limited(prop("remediationScriptError", K::String, true, D::Null), OUTPUT_FIELD_MAX),
-        limited(prop("postRemediationDetectionScriptOutput", K::String, true, D::Null), OUTPUT_FIELD_MAX),
-        limited(prop("postRemediationDetectionScriptError", K::String, true, D::Null), OUTPUT_FIELD_MAX),
-        prop("remediationState", K::Enum(&REMEDIATION_STATE), false, D::Enum("unknown")),
-        not_filterable(prop("assignmentFilterIds", K::StringCollection, true, D::StrList(&[]))),
+        limited(
+            prop(
+                "preRemediationDetectionScriptOutput",
+                K::String,
+                true,
+                D::Null,
+            ),
+            OUTPUT_FIELD_MAX,
+        ),
+        limited(
+            prop(
+                "preRemediationDetectionScriptError",
+                K::String,
+                true,
+                D::Null,
+            ),
+            OUTPUT_FIELD_MAX,
+        ),
+        limited(
+            prop("remediationScriptError", K::String, true, D::Null),
+            OUTPUT_FIELD_MAX,
+        ),
+        limited(
+            prop(
+                "postRemediationDetectionScriptOutput",
+                K::String,
+                true,
+                D::Null,
+            ),
+            OUTPUT_FIELD_MAX,
+        ),
+        limited(
+            prop(
+                "postRemediationDetectionScriptError",
+                K::String,
+                true,
+                D::Null,
+            ),
+            OUTPUT_FIELD_MAX,
+        ),
+        prop(
+            "remediationState",
+            K::Enum(&REMEDIATION_STATE),
+            false,
+            D::Enum("unknown"),
+        ),
+        not_filterable(prop(
+            "assignmentFilterIds",
+            K::StringCollection,
+            true,
+            D::StrList(&[]),
+        )),
     ],
 };
 
@@ -235,32 +472,90 @@ pub static MANAGED_DEVICE: EntityType = EntityType {
     accepted_types: &[],
     properties: &[
         read_only(prop("id", K::String, false, D::Server)),
-        limited(prop("userId", K::String, true, D::Str("")), SHORT_STRING_MAX),
-        limited(prop("deviceName", K::String, true, D::Str("")), SHORT_STRING_MAX),
-        limited(prop("managedDeviceName", K::String, true, D::Str("")), SHORT_STRING_MAX),
-        prop("managedDeviceOwnerType", K::Enum(&MANAGED_DEVICE_OWNER_TYPE), false, D::Enum("unknown")),
+        limited(
+            prop("userId", K::String, true, D::Str("")),
+            SHORT_STRING_MAX,
+        ),
+        limited(
+            prop("deviceName", K::String, true, D::Str("")),
+            SHORT_STRING_MAX,
+        ),
+        limited(
+            prop("managedDeviceName", K::String, true, D::Str("")),
+            SHORT_STRING_MAX,
+        ),
+        prop(
+            "managedDeviceOwnerType",
+            K::Enum(&MANAGED_DEVICE_OWNER_TYPE),
+            false,
+            D::Enum("unknown"),
+        ),
         prop("ownerType", K::Enum(&OWNER_TYPE), false, D::Enum("unknown")),
         prop("enrolledDateTime", K::DateTimeOffset, false, D::MinDate),
         prop("lastSyncDateTime", K::DateTimeOffset, false, D::MinDate),
-        limited(prop("operatingSystem", K::String, true, D::Str("")), SHORT_STRING_MAX),
-        prop("complianceState", K::Enum(&COMPLIANCE_STATE), false, D::Enum("unknown")),
-        prop("managementAgent", K::Enum(&MANAGEMENT_AGENT), false, D::Enum("unknown")),
-        limited(prop("osVersion", K::String, true, D::Str("")), SHORT_STRING_MAX),
-        limited(prop("azureADDeviceId", K::String, true, D::Str("")), SHORT_STRING_MAX),
-        prop("deviceEnrollmentType", K::Enum(&DEVICE_ENROLLMENT_TYPE), false, D::Enum("unknown")),
-        limited(prop("emailAddress", K::String, true, D::Str("")), SHORT_STRING_MAX),
+        limited(
+            prop("operatingSystem", K::String, true, D::Str("")),
+            SHORT_STRING_MAX,
+        ),
+        prop(
+            "complianceState",
+            K::Enum(&COMPLIANCE_STATE),
+            false,
+            D::Enum("unknown"),
+        ),
+        prop(
+            "managementAgent",
+            K::Enum(&MANAGEMENT_AGENT),
+            false,
+            D::Enum("unknown"),
+        ),
+        limited(
+            prop("osVersion", K::String, true, D::Str("")),
+            SHORT_STRING_MAX,
+        ),
+        limited(
+            prop("azureADDeviceId", K::String, true, D::Str("")),
+            SHORT_STRING_MAX,
+        ),
+        prop(
+            "deviceEnrollmentType",
+            K::Enum(&DEVICE_ENROLLMENT_TYPE),
+            false,
+            D::Enum("unknown"),
+        ),
+        limited(
+            prop("emailAddress", K::String, true, D::Str("")),
+            SHORT_STRING_MAX,
+        ),
         limited(prop("model", K::String, true, D::Str("")), SHORT_STRING_MAX),
-        limited(prop("manufacturer", K::String, true, D::Str("")), SHORT_STRING_MAX),
-        limited(prop("serialNumber", K::String, true, D::Str("")), SHORT_STRING_MAX),
-        limited(prop("userPrincipalName", K::String, true, D::Str("")), SHORT_STRING_MAX),
-        limited(prop("userDisplayName", K::String, true, D::Str("")), SHORT_STRING_MAX),
+        limited(
+            prop("manufacturer", K::String, true, D::Str("")),
+            SHORT_STRING_MAX,
+        ),
+        limited(
+            prop("serialNumber", K::String, true, D::Str("")),
+            SHORT_STRING_MAX,
+        ),
+        limited(
+            prop("userPrincipalName", K::String, true, D::Str("")),
+            SHORT_STRING_MAX,
+        ),
+        limited(
+            prop("userDisplayName", K::String, true, D::Str("")),
+            SHORT_STRING_MAX,
+        ),
         prop("isEncrypted", K::Boolean, false, D::Bool(false)),
         prop("isSupervised", K::Boolean, false, D::Bool(false)),
         prop("totalStorageSpaceInBytes", K::Int64, false, D::Int(0)),
         prop("freeStorageSpaceInBytes", K::Int64, false, D::Int(0)),
         prop("physicalMemoryInBytes", K::Int64, false, D::Int(0)),
         prop("joinType", K::Enum(&JOIN_TYPE), false, D::Enum("unknown")),
-        not_filterable(prop("roleScopeTagIds", K::StringCollection, true, D::StrList(&[]))),
+        not_filterable(prop(
+            "roleScopeTagIds",
+            K::StringCollection,
+            true,
+            D::StrList(&[]),
+        )),
     ],
 };
 
@@ -272,22 +567,42 @@ mod tests {
     fn every_entity_starts_with_its_key_and_has_unique_names() {
         for entity in [&DEVICE_HEALTH_SCRIPT, &DEVICE_RUN_STATE, &MANAGED_DEVICE] {
             assert_eq!(entity.properties[0].name, "id");
-            let mut names: Vec<_> = entity.properties.iter().map(|p| p.name.to_ascii_lowercase()).collect();
+            let mut names: Vec<_> = entity
+                .properties
+                .iter()
+                .map(|p| p.name.to_ascii_lowercase())
+                .collect();
             names.sort();
             names.dedup();
-            assert_eq!(names.len(), entity.properties.len(), "{} has duplicate names", entity.name);
+            assert_eq!(
+                names.len(),
+                entity.properties.len(),
+                "{} has duplicate names",
+                entity.name
+            );
         }
     }
 
     #[test]
     fn run_state_has_the_twelve_graph_properties_in_wire_order() {
         let names: Vec<_> = DEVICE_RUN_STATE.properties.iter().map(|p| p.name).collect();
-        assert_eq!(names, [
-            "id", "detectionState", "lastStateUpdateDateTime", "expectedStateUpdateDateTime", "lastSyncDateTime",
-            "preRemediationDetectionScriptOutput", "preRemediationDetectionScriptError", "remediationScriptError",
-            "postRemediationDetectionScriptOutput", "postRemediationDetectionScriptError", "remediationState",
-            "assignmentFilterIds",
-        ]);
+        assert_eq!(
+            names,
+            [
+                "id",
+                "detectionState",
+                "lastStateUpdateDateTime",
+                "expectedStateUpdateDateTime",
+                "lastSyncDateTime",
+                "preRemediationDetectionScriptOutput",
+                "preRemediationDetectionScriptError",
+                "remediationScriptError",
+                "postRemediationDetectionScriptOutput",
+                "postRemediationDetectionScriptError",
+                "remediationState",
+                "assignmentFilterIds",
+            ]
+        );
     }
 
     #[test]
@@ -295,7 +610,12 @@ mod tests {
         for entity in [&DEVICE_HEALTH_SCRIPT, &DEVICE_RUN_STATE, &MANAGED_DEVICE] {
             for p in entity.properties {
                 if let (Kind::Enum(e), DefaultValue::Enum(m)) = (p.kind, p.default) {
-                    assert!(e.value_of(m).is_some(), "{}.{} default {m}", entity.name, p.name);
+                    assert!(
+                        e.value_of(m).is_some(),
+                        "{}.{} default {m}",
+                        entity.name,
+                        p.name
+                    );
                 }
             }
         }
@@ -303,7 +623,8 @@ mod tests {
 
     #[test]
     fn seed_type_is_accepted_with_or_without_hash() {
-        assert!(DEVICE_RUN_STATE.accepts_type("#microsoft.management.services.api.deviceHealthScriptDeviceState"));
+        assert!(DEVICE_RUN_STATE
+            .accepts_type("#microsoft.management.services.api.deviceHealthScriptDeviceState"));
         assert!(DEVICE_RUN_STATE.accepts_type("microsoft.graph.deviceHealthScriptDeviceState"));
         assert!(!DEVICE_RUN_STATE.accepts_type("#microsoft.graph.deviceHealthScript"));
     }

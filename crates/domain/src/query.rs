@@ -58,9 +58,20 @@ pub enum StringFunction {
 /// Microsoft's services do; storage keeps lower-cased shadow columns for that.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Filter {
-    Compare { column: Column, op: CompareOp, value: Value },
-    In { column: Column, values: Vec<Value> },
-    Function { function: StringFunction, column: Column, text: String },
+    Compare {
+        column: Column,
+        op: CompareOp,
+        value: Value,
+    },
+    In {
+        column: Column,
+        values: Vec<Value>,
+    },
+    Function {
+        function: StringFunction,
+        column: Column,
+        text: String,
+    },
     And(Box<Filter>, Box<Filter>),
     Or(Box<Filter>, Box<Filter>),
     Not(Box<Filter>),

@@ -20,11 +20,15 @@ pub struct Instant(i64);
 impl Instant {
     /// `0001-01-01T00:00:00Z`, Graph's value for a non-nullable date that was never set.
     pub const MIN: Instant = Instant(0);
-    pub const MAX: Instant = Instant(days_from_civil(9999, 12, 31) * TICKS_PER_DAY + TICKS_PER_DAY - 1
-        + UNIX_EPOCH_DAYS * TICKS_PER_DAY);
+    pub const MAX: Instant = Instant(
+        days_from_civil(9999, 12, 31) * TICKS_PER_DAY + TICKS_PER_DAY - 1
+            + UNIX_EPOCH_DAYS * TICKS_PER_DAY,
+    );
 
     pub fn from_ticks(ticks: i64) -> Option<Instant> {
-        (Self::MIN.0..=Self::MAX.0).contains(&ticks).then_some(Instant(ticks))
+        (Self::MIN.0..=Self::MAX.0)
+            .contains(&ticks)
+            .then_some(Instant(ticks))
     }
 
     pub fn ticks(self) -> i64 {
@@ -73,7 +77,12 @@ impl Instant {
         let year = digits(b, 0, 4).ok_or_else(|| err(expected))?;
         let month = digits(b, 5, 2).ok_or_else(|| err(expected))?;
         let day = digits(b, 8, 2).ok_or_else(|| err(expected))?;
-        if b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't') || b[13] != b':' || b[16] != b':' {
+        if b[4] != b'-'
+            || b[7] != b'-'
+            || !(b[10] == b'T' || b[10] == b't')
+            || b[13] != b':'
+            || b[16] != b':'
+        {
             return Err(err(expected));
         }
         let hour = digits(b, 11, 2).ok_or_else(|| err(expected))?;
@@ -90,7 +99,9 @@ impl Instant {
                 if index < 7 {
                     fraction += digit * 10_i64.pow(6 - index as u32);
                 } else if digit != 0 {
-                    return Err(err("more than 7 fraction digits (Graph's precision is 100 ns)"));
+                    return Err(err(
+                        "more than 7 fraction digits (Graph's precision is 100 ns)",
+                    ));
                 }
                 pos += 1;
             }
@@ -107,7 +118,11 @@ impl Instant {
                     return Err(err("offset out of range"));
                 }
                 let total = oh * 60 + om;
-                if sign == b'-' { -total } else { total }
+                if sign == b'-' {
+                    -total
+                } else {
+                    total
+                }
             }
             None => return Err(err("a zone offset ('Z' or '±HH:MM') is required")),
             _ => return Err(err(expected)),
@@ -122,7 +137,8 @@ impl Instant {
         let ticks = days * TICKS_PER_DAY
             + (hour * 3600 + minute * 60 + second - offset_minutes * 60) * TICKS_PER_SECOND
             + fraction;
-        Instant::from_ticks(ticks).ok_or_else(|| err("outside 0001-01-01T00:00:00Z ..= 9999-12-31T23:59:59.9999999Z"))
+        Instant::from_ticks(ticks)
+            .ok_or_else(|| err("outside 0001-01-01T00:00:00Z ..= 9999-12-31T23:59:59.9999999Z"))
     }
 }
 
@@ -133,7 +149,13 @@ impl fmt::Display for Instant {
         let (y, m, d) = civil_from_days(days);
         let secs = in_day / TICKS_PER_SECOND;
         let frac = in_day % TICKS_PER_SECOND;
-        write!(f, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)?;
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60
+        )?;
         if frac != 0 {
             let digits = format!("{frac:07}");
             write!(f, ".{}", digits.trim_end_matches('0'))?;
@@ -153,7 +175,9 @@ impl fmt::Display for TimeError {
 
 fn digits(b: &[u8], start: usize, len: usize) -> Option<i64> {
     let slice = b.get(start..start + len)?;
-    slice.iter().try_fold(0_i64, |acc, c| c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0')))
+    slice.iter().try_fold(0_i64, |acc, c| {
+        c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
+    })
 }
 
 fn is_leap(y: i64) -> bool {
@@ -198,38 +222,62 @@ mod tests {
     use super::*;
 
     fn round(s: &str) -> String {
-        Instant::parse(s).map(|i| i.to_string()).unwrap_or_else(|e| e.0)
+        Instant::parse(s)
+            .map(|i| i.to_string())
+            .unwrap_or_else(|e| e.0)
     }
 
     #[test]
     fn graph_values_round_trip_exactly() {
         assert_eq!(round("0001-01-01T00:00:00Z"), "0001-01-01T00:00:00Z");
-        assert_eq!(round("2025-04-04T00:37:33.6892117Z"), "2025-04-04T00:37:33.6892117Z");
+        assert_eq!(
+            round("2025-04-04T00:37:33.6892117Z"),
+            "2025-04-04T00:37:33.6892117Z"
+        );
         assert_eq!(round("2024-04-13T20:23:18Z"), "2024-04-13T20:23:18Z");
-        assert_eq!(round("9999-12-31T23:59:59.9999999Z"), "9999-12-31T23:59:59.9999999Z");
+        assert_eq!(
+            round("9999-12-31T23:59:59.9999999Z"),
+            "9999-12-31T23:59:59.9999999Z"
+        );
         assert_eq!(round("2024-02-29T12:00:00.5Z"), "2024-02-29T12:00:00.5Z");
     }
 
     #[test]
     fn offsets_become_the_same_instant_in_utc() {
-        assert_eq!(round("2025-03-01T10:00:00.1234567+02:00"), "2025-03-01T08:00:00.1234567Z");
+        assert_eq!(
+            round("2025-03-01T10:00:00.1234567+02:00"),
+            "2025-03-01T08:00:00.1234567Z"
+        );
         assert_eq!(round("2016-12-31T23:30:00-08:00"), "2017-01-01T07:30:00Z");
         assert_eq!(round("2025-03-01t10:00:00z"), "2025-03-01T10:00:00Z");
     }
 
     #[test]
     fn extra_zero_digits_are_fine_but_lost_precision_is_rejected() {
-        assert_eq!(round("2025-03-01T10:00:00.123456700Z"), "2025-03-01T10:00:00.1234567Z");
+        assert_eq!(
+            round("2025-03-01T10:00:00.123456700Z"),
+            "2025-03-01T10:00:00.1234567Z"
+        );
         assert!(Instant::parse("2025-03-01T10:00:00.123456789Z").is_err());
     }
 
     #[test]
     fn invalid_values_are_rejected() {
         for bad in [
-            "String (timestamp)", "2025-03-01", "2025-03-01T10:00:00", "2025-02-29T00:00:00Z",
-            "2025-13-01T00:00:00Z", "2025-01-01T24:00:00Z", "2025-01-01T00:00:60Z", "0000-12-31T00:00:00Z",
-            "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "2025-01-01T00:00:00.Z",
-            "2025-01-01T00:00:00+2:00", "2025-01-01 00:00:00Z", "２０２５-01-01T00:00:00Z",
+            "String (timestamp)",
+            "2025-03-01",
+            "2025-03-01T10:00:00",
+            "2025-02-29T00:00:00Z",
+            "2025-13-01T00:00:00Z",
+            "2025-01-01T24:00:00Z",
+            "2025-01-01T00:00:60Z",
+            "0000-12-31T00:00:00Z",
+            "0001-01-01T00:00:00+01:00",
+            "9999-12-31T23:59:59-01:00",
+            "2025-01-01T00:00:00.Z",
+            "2025-01-01T00:00:00+2:00",
+            "2025-01-01 00:00:00Z",
+            "２０２５-01-01T00:00:00Z",
         ] {
             assert!(Instant::parse(bad).is_err(), "{bad} should be rejected");
         }
@@ -240,7 +288,17 @@ mod tests {
         let a = Instant::parse("2025-01-01T00:00:00+01:00").unwrap();
         let b = Instant::parse("2024-12-31T23:30:00Z").unwrap();
         assert!(a < b);
-        assert_eq!(Instant::parse("1970-01-01T00:00:01Z").unwrap().unix_seconds(), 1);
-        assert_eq!(Instant::parse("2025-07-04T23:59:59Z").unwrap().date_string(), "2025-07-04");
+        assert_eq!(
+            Instant::parse("1970-01-01T00:00:01Z")
+                .unwrap()
+                .unix_seconds(),
+            1
+        );
+        assert_eq!(
+            Instant::parse("2025-07-04T23:59:59Z")
+                .unwrap()
+                .date_string(),
+            "2025-07-04"
+        );
     }
 }

@@ -62,7 +62,12 @@ pub struct Record {
 impl Record {
     /// A record with every property at its create default.
     pub fn with_defaults(entity: &'static EntityType) -> Record {
-        Record { entity, values: entity.properties.iter().map(default_value).collect(), parent: None, device_id: None }
+        Record {
+            entity,
+            values: entity.properties.iter().map(default_value).collect(),
+            parent: None,
+            device_id: None,
+        }
     }
 
     pub fn id(&self) -> &str {

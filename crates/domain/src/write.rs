@@ -5,18 +5,42 @@ use crate::value::{Record, Value};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
-    CreateScript { record: Record },
+    CreateScript {
+        record: Record,
+    },
     /// `content_changed` bumps `version`.
-    UpdateScript { id: String, changes: Vec<(usize, Value)> },
+    UpdateScript {
+        id: String,
+        changes: Vec<(usize, Value)>,
+    },
     /// Also removes the script's run states (and their history) and assignments.
-    DeleteScript { id: String },
+    DeleteScript {
+        id: String,
+    },
     /// The record's `parent` is the script id; `device_id` the bound device (checked to exist).
-    CreateRunState { record: Record },
-    UpdateRunState { script_id: String, id: String, changes: Vec<(usize, Value)>, bind_device: Option<String> },
-    DeleteRunState { script_id: String, id: String },
-    CreateDevice { record: Record },
-    UpdateDevice { id: String, changes: Vec<(usize, Value)> },
-    DeleteDevice { id: String },
+    CreateRunState {
+        record: Record,
+    },
+    UpdateRunState {
+        script_id: String,
+        id: String,
+        changes: Vec<(usize, Value)>,
+        bind_device: Option<String>,
+    },
+    DeleteRunState {
+        script_id: String,
+        id: String,
+    },
+    CreateDevice {
+        record: Record,
+    },
+    UpdateDevice {
+        id: String,
+        changes: Vec<(usize, Value)>,
+    },
+    DeleteDevice {
+        id: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

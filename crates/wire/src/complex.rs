@@ -14,8 +14,11 @@ pub fn validate(kind: ComplexKind, property: &str, json: &Json) -> Result<String
     Ok(canonical.to_string())
 }
 
-const PARAMETER_TYPES: [&str; 3] =
-    ["deviceHealthScriptStringParameter", "deviceHealthScriptIntegerParameter", "deviceHealthScriptBooleanParameter"];
+const PARAMETER_TYPES: [&str; 3] = [
+    "deviceHealthScriptStringParameter",
+    "deviceHealthScriptIntegerParameter",
+    "deviceHealthScriptBooleanParameter",
+];
 
 fn script_parameters(property: &str, json: &Json) -> Result<Json, DecodeError> {
     let err = |m: String| DecodeError(m);
@@ -26,7 +29,10 @@ fn script_parameters(property: &str, json: &Json) -> Result<Json, DecodeError> {
     for (i, item) in items.iter().enumerate() {
         let at = format!("{property}[{i}]");
         let Json::Object(map) = item else {
-            return Err(err(format!("'{at}' must be an object, but the request has {}.", describe(item))));
+            return Err(err(format!(
+                "'{at}' must be an object, but the request has {}.",
+                describe(item)
+            )));
         };
         let type_name = match map.get("@odata.type") {
             Some(Json::String(t)) => {
@@ -38,20 +44,33 @@ fn script_parameters(property: &str, json: &Json) -> Result<Json, DecodeError> {
             _ => return Err(err(format!("'{at}' needs an '@odata.type' (deviceHealthScriptParameter is abstract); expected one of #microsoft.graph.{}.", PARAMETER_TYPES.join(", #microsoft.graph.")))),
         };
         let mut canonical = Map::new();
-        canonical.insert("@odata.type".into(), Json::String(format!("#microsoft.graph.{type_name}")));
+        canonical.insert(
+            "@odata.type".into(),
+            Json::String(format!("#microsoft.graph.{type_name}")),
+        );
         let get = |key: &str| map.get(key).filter(|v| !v.is_null());
         for key in ["name", "description"] {
             match get(key) {
                 None => canonical.insert(key.into(), Json::Null),
                 Some(Json::String(s)) => canonical.insert(key.into(), Json::String(s.clone())),
-                Some(other) => return Err(err(format!("'{at}.{key}' must be a string, but the request has {}.", describe(other)))),
+                Some(other) => {
+                    return Err(err(format!(
+                        "'{at}.{key}' must be a string, but the request has {}.",
+                        describe(other)
+                    )))
+                }
             };
         }
         for key in ["isRequired", "applyDefaultValueWhenNotAssigned"] {
             match map.get(key) {
                 None => canonical.insert(key.into(), Json::Bool(false)),
                 Some(Json::Bool(b)) => canonical.insert(key.into(), Json::Bool(*b)),
-                Some(other) => return Err(err(format!("'{at}.{key}' must be true or false, but the request has {}.", describe(other)))),
+                Some(other) => {
+                    return Err(err(format!(
+                        "'{at}.{key}' must be true or false, but the request has {}.",
+                        describe(other)
+                    )))
+                }
             };
         }
         let default = map.get("defaultValue");
@@ -59,10 +78,19 @@ fn script_parameters(property: &str, json: &Json) -> Result<Json, DecodeError> {
             ("deviceHealthScriptStringParameter", None | Some(Json::Null)) => Json::Null,
             ("deviceHealthScriptStringParameter", Some(Json::String(s))) => Json::String(s.clone()),
             ("deviceHealthScriptIntegerParameter", None) => Json::from(0),
-            ("deviceHealthScriptIntegerParameter", Some(Json::Number(n))) if n.as_i64().is_some_and(|v| i32::try_from(v).is_ok()) => Json::Number(n.clone()),
+            ("deviceHealthScriptIntegerParameter", Some(Json::Number(n)))
+                if n.as_i64().is_some_and(|v| i32::try_from(v).is_ok()) =>
+            {
+                Json::Number(n.clone())
+            }
             ("deviceHealthScriptBooleanParameter", None) => Json::Bool(false),
             ("deviceHealthScriptBooleanParameter", Some(Json::Bool(b))) => Json::Bool(*b),
-            (_, Some(other)) => return Err(err(format!("'{at}.defaultValue' has {}, which is not valid for {type_name}.", describe(other)))),
+            (_, Some(other)) => {
+                return Err(err(format!(
+                    "'{at}.defaultValue' has {}, which is not valid for {type_name}.",
+                    describe(other)
+                )))
+            }
             (_, None) => Json::Null,
         };
         canonical.insert("defaultValue".into(), default);
@@ -83,10 +111,25 @@ mod tests {
     #[test]
     fn parameters_are_canonicalized_and_checked() {
         let json: Json = serde_json::from_str(r#"[{"@odata.type":"microsoft.graph.deviceHealthScriptStringParameter","name":"p","defaultValue":"v"}]"#).unwrap();
-        let text = validate(ComplexKind::ScriptParameters, "detectionScriptParameters", &json).unwrap();
-        assert_eq!(text, r##"[{"@odata.type":"#microsoft.graph.deviceHealthScriptStringParameter","name":"p","description":null,"isRequired":false,"applyDefaultValueWhenNotAssigned":false,"defaultValue":"v"}]"##);
+        let text = validate(
+            ComplexKind::ScriptParameters,
+            "detectionScriptParameters",
+            &json,
+        )
+        .unwrap();
+        assert_eq!(
+            text,
+            r##"[{"@odata.type":"#microsoft.graph.deviceHealthScriptStringParameter","name":"p","description":null,"isRequired":false,"applyDefaultValueWhenNotAssigned":false,"defaultValue":"v"}]"##
+        );
         let bad: Json = serde_json::from_str(r#"[{"name":"p"}]"#).unwrap();
-        assert!(validate(ComplexKind::ScriptParameters, "detectionScriptParameters", &bad).unwrap_err().0.contains("abstract"));
+        assert!(validate(
+            ComplexKind::ScriptParameters,
+            "detectionScriptParameters",
+            &bad
+        )
+        .unwrap_err()
+        .0
+        .contains("abstract"));
         let bad: Json = serde_json::from_str(r##"[{"@odata.type":"#microsoft.graph.deviceHealthScriptIntegerParameter","defaultValue":"x"}]"##).unwrap();
         assert!(validate(ComplexKind::ScriptParameters, "p", &bad).is_err());
     }

@@ -77,7 +77,9 @@ pub fn parse_object(bytes: &[u8]) -> Result<Vec<(String, Json)>, DecodeError> {
     let mut seen = std::collections::HashSet::new();
     for (key, _) in &members.0 {
         if !seen.insert(key.as_str()) {
-            return fail(format!("The property '{key}' appears more than once in the request body."));
+            return fail(format!(
+                "The property '{key}' appears more than once in the request body."
+            ));
         }
     }
     Ok(members.0)
@@ -85,9 +87,15 @@ pub fn parse_object(bytes: &[u8]) -> Result<Vec<(String, Json)>, DecodeError> {
 
 /// Decode an entity body for create or update. `navigations` lists the navigation properties
 /// that may be bound with `name@odata.bind`.
-pub fn decode_entity(entity: &'static EntityType, bytes: &[u8], navigations: &[&str]) -> Result<EntityBody, DecodeError> {
+pub fn decode_entity(
+    entity: &'static EntityType,
+    bytes: &[u8],
+    navigations: &[&str],
+) -> Result<EntityBody, DecodeError> {
     let members = parse_object(bytes)?;
     let mut body = EntityBody::default();
+    // Invalid property values are all reported at once, so a client sees every problem.
+    let mut invalid: Vec<String> = Vec::new();
     for (key, value) in members {
         if let Some(annotation) = key.strip_prefix('@') {
             match annotation {
@@ -104,7 +112,11 @@ pub fn decode_entity(entity: &'static EntityType, bytes: &[u8], navigations: &[&
                 }
                 // Echoed from responses by clients that round-trip entities; they carry no data.
                 "odata.context" | "odata.etag" | "odata.id" | "odata.editLink" => {}
-                _ => return fail(format!("The annotation '{key}' is not supported on a request body.")),
+                _ => {
+                    return fail(format!(
+                        "The annotation '{key}' is not supported on a request body."
+                    ))
+                }
             }
             continue;
         }
@@ -118,7 +130,9 @@ pub fn decode_entity(entity: &'static EntityType, bytes: &[u8], navigations: &[&
                         ));
                     }
                     let Json::String(url) = value else {
-                        return fail(format!("'{key}' must be a string with the URL of the entity to bind."));
+                        return fail(format!(
+                            "'{key}' must be a string with the URL of the entity to bind."
+                        ));
                     };
                     body.binds.push((name.to_owned(), url));
                 }
@@ -129,7 +143,11 @@ pub fn decode_entity(entity: &'static EntityType, bytes: &[u8], navigations: &[&
                         return fail(format!("'{key}' must be a string."));
                     }
                 }
-                _ => return fail(format!("The annotation '{key}' is not supported on a request body.")),
+                _ => {
+                    return fail(format!(
+                        "The annotation '{key}' is not supported on a request body."
+                    ))
+                }
             }
             continue;
         }
@@ -138,7 +156,12 @@ pub fn decode_entity(entity: &'static EntityType, bytes: &[u8], navigations: &[&
                 .properties
                 .iter()
                 .find(|p| p.name.eq_ignore_ascii_case(&key))
-                .map(|p| format!(" Property names are case-sensitive: did you mean '{}'?", p.name))
+                .map(|p| {
+                    format!(
+                        " Property names are case-sensitive: did you mean '{}'?",
+                        p.name
+                    )
+                })
                 .unwrap_or_default();
             return fail(format!(
                 "The property '{key}' does not exist on type '{}'.{hint}",
@@ -146,10 +169,14 @@ pub fn decode_entity(entity: &'static EntityType, bytes: &[u8], navigations: &[&
             ));
         };
         // Validate read-only values too (a wrong type is still a client bug), then ignore them.
-        let value = decode_value(property, &value)?;
-        if property.access == Access::ReadWrite {
-            body.fields.push((index, value));
+        match decode_value(property, &value) {
+            Ok(value) if property.access == Access::ReadWrite => body.fields.push((index, value)),
+            Ok(_) => {}
+            Err(e) => invalid.push(e.0),
         }
+    }
+    if !invalid.is_empty() {
+        return fail(invalid.join(" "));
     }
     Ok(body)
 }
@@ -164,41 +191,67 @@ pub fn decode_value(property: &Property, json: &Json) -> Result<Value, DecodeErr
         return fail(format!("The property '{name}' cannot be null."));
     }
     let type_error = |expected: &str| {
-        DecodeError(format!("The property '{name}' must be {expected}, but the request has {}.", describe(json)))
+        DecodeError(format!(
+            "The property '{name}' must be {expected}, but the request has {}.",
+            describe(json)
+        ))
     };
     let value = match property.kind {
         Kind::String => {
-            let Json::String(s) = json else { return Err(type_error("a string")) };
+            let Json::String(s) = json else {
+                return Err(type_error("a string"));
+            };
             check_length(property, s.chars().count())?;
             Value::Str(s.clone())
         }
         Kind::Binary => {
-            let Json::String(s) = json else { return Err(type_error("a base64-encoded string (Edm.Binary)")) };
+            let Json::String(s) = json else {
+                return Err(type_error("a base64-encoded string (Edm.Binary)"));
+            };
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(s)
                 .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(s))
-                .map_err(|e| DecodeError(format!("The property '{name}' must be base64-encoded (Edm.Binary): {e}.")))?;
+                .map_err(|e| {
+                    DecodeError(format!(
+                        "The property '{name}' must be base64-encoded (Edm.Binary): {e}."
+                    ))
+                })?;
             check_length(property, bytes.len())?;
             Value::Bin(bytes)
         }
         Kind::Boolean => Value::Bool(json.as_bool().ok_or_else(|| type_error("true or false"))?),
         Kind::Int32 => {
-            let n = json.as_i64().ok_or_else(|| type_error("an integer (Edm.Int32)"))?;
+            let n = json
+                .as_i64()
+                .ok_or_else(|| type_error("an integer (Edm.Int32)"))?;
             if i32::try_from(n).is_err() {
-                return fail(format!("The property '{name}' value {n} is outside the range of Edm.Int32."));
+                return fail(format!(
+                    "The property '{name}' value {n} is outside the range of Edm.Int32."
+                ));
             }
             Value::Int(n)
         }
-        Kind::Int64 => Value::Int(json.as_i64().ok_or_else(|| type_error("an integer (Edm.Int64)"))?),
+        Kind::Int64 => Value::Int(
+            json.as_i64()
+                .ok_or_else(|| type_error("an integer (Edm.Int64)"))?,
+        ),
         Kind::DateTimeOffset => {
             let Json::String(s) = json else {
-                return Err(type_error("an ISO 8601 date and time with a zone offset (Edm.DateTimeOffset)"));
+                return Err(type_error(
+                    "an ISO 8601 date and time with a zone offset (Edm.DateTimeOffset)",
+                ));
             };
-            let instant = Instant::parse(s).map_err(|e| DecodeError(format!("The property '{name}' is invalid: {e}.")))?;
+            let instant = Instant::parse(s)
+                .map_err(|e| DecodeError(format!("The property '{name}' is invalid: {e}.")))?;
             Value::Time(instant)
         }
         Kind::Enum(e) => {
-            let Json::String(s) = json else { return Err(type_error(&format!("a member of microsoft.graph.{}", e.name))) };
+            let Json::String(s) = json else {
+                return Err(type_error(&format!(
+                    "a member of microsoft.graph.{}",
+                    e.name
+                )));
+            };
             let v = e.value_of(s).ok_or_else(|| {
                 DecodeError(format!(
                     "The property '{name}' has the value '{s}', which is not a member of microsoft.graph.{}; expected one of {}.",
@@ -209,11 +262,16 @@ pub fn decode_value(property: &Property, json: &Json) -> Result<Value, DecodeErr
             Value::Enum(v)
         }
         Kind::StringCollection => {
-            let Json::Array(items) = json else { return Err(type_error("an array of strings")) };
+            let Json::Array(items) = json else {
+                return Err(type_error("an array of strings"));
+            };
             let mut out = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
                 let Json::String(s) = item else {
-                    return fail(format!("The property '{name}' must contain only strings; item {i} is {}.", describe(item)));
+                    return fail(format!(
+                        "The property '{name}' must contain only strings; item {i} is {}.",
+                        describe(item)
+                    ));
                 };
                 check_length(property, s.chars().count())?;
                 out.push(s.clone());
@@ -230,7 +288,11 @@ fn check_length(property: &Property, len: usize) -> Result<(), DecodeError> {
         Some(max) if len > max => fail(format!(
             "The property '{}' is {len} {} long, over the limit of {max}; nothing was stored.",
             property.name,
-            if matches!(property.kind, Kind::Binary) { "bytes" } else { "characters" }
+            if matches!(property.kind, Kind::Binary) {
+                "bytes"
+            } else {
+                "characters"
+            }
         )),
         _ => Ok(()),
     }
@@ -242,7 +304,9 @@ pub fn describe(json: &Json) -> String {
         Json::Null => "null".into(),
         Json::Bool(b) => b.to_string(),
         Json::Number(n) => format!("the number {n}"),
-        Json::String(s) if s.chars().count() > 40 => format!("a string '{}…'", s.chars().take(40).collect::<String>()),
+        Json::String(s) if s.chars().count() > 40 => {
+            format!("a string '{}…'", s.chars().take(40).collect::<String>())
+        }
         Json::String(s) => format!("'{s}'"),
         Json::Array(_) => "an array".into(),
         Json::Object(_) => "an object".into(),
@@ -275,7 +339,10 @@ mod tests {
     #[test]
     fn the_seed_placeholders_are_rejected_naming_the_property() {
         let err = run_state(r#"{"detectionState": "String"}"#).unwrap_err();
-        assert!(err.contains("'detectionState'") && err.contains("'String'") && err.contains("'fail'"), "{err}");
+        assert!(
+            err.contains("'detectionState'") && err.contains("'String'") && err.contains("'fail'"),
+            "{err}"
+        );
         let err = run_state(r#"{"lastStateUpdateDateTime": "String (timestamp)"}"#).unwrap_err();
         assert!(err.contains("'lastStateUpdateDateTime'"), "{err}");
     }
@@ -286,13 +353,25 @@ mod tests {
             (r#"{"detectionState": "Fail"}"#, "not a member"),
             (r#"{"detectionState": null}"#, "cannot be null"),
             (r#"{"detectionState": 2}"#, "must be a member"),
-            (r#"{"lastSyncDateTime": "2025-01-01T00:00:00"}"#, "zone offset"),
+            (
+                r#"{"lastSyncDateTime": "2025-01-01T00:00:00"}"#,
+                "zone offset",
+            ),
             (r#"{"bogus": 1}"#, "'bogus' does not exist"),
-            (r#"{"DetectionState": "fail"}"#, "did you mean 'detectionState'"),
-            (r#"{"detectionState": "fail", "detectionState": "success"}"#, "more than once"),
+            (
+                r#"{"DetectionState": "fail"}"#,
+                "did you mean 'detectionState'",
+            ),
+            (
+                r#"{"detectionState": "fail", "detectionState": "success"}"#,
+                "more than once",
+            ),
             (r#"{"remediationScriptError": 5}"#, "must be a string"),
             (r#"{"assignmentFilterIds": ["a", 1]}"#, "item 1"),
-            (r##"{"@odata.type": "#microsoft.graph.managedDevice"}"##, "not valid here"),
+            (
+                r##"{"@odata.type": "#microsoft.graph.managedDevice"}"##,
+                "not valid here",
+            ),
             (r#"{"device@odata.bind": "x"}"#, "not a navigation property"),
             (r#"[1,2]"#, "must be a JSON object"),
             (r#"{"a": "#, "not valid JSON"),
@@ -300,6 +379,19 @@ mod tests {
         ] {
             let err = run_state(json).unwrap_err();
             assert!(err.contains(needle), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn every_invalid_property_is_reported_at_once() {
+        let err = run_state(r#"{"detectionState": "String", "lastSyncDateTime": "String (timestamp)", "remediationState": "String"}"#)
+            .unwrap_err();
+        for name in [
+            "'detectionState'",
+            "'lastSyncDateTime'",
+            "'remediationState'",
+        ] {
+            assert!(err.contains(name), "{err}");
         }
     }
 
@@ -314,16 +406,33 @@ mod tests {
 
     #[test]
     fn read_only_properties_are_ignored_and_binds_collected() {
-        let body = run_state(r#"{"id": "x", "managedDevice@odata.bind": "managedDevices('d1')"}"#).unwrap();
+        let body = run_state(r#"{"id": "x", "managedDevice@odata.bind": "managedDevices('d1')"}"#)
+            .unwrap();
         assert!(body.fields.is_empty());
-        assert_eq!(body.binds, [("managedDevice".to_owned(), "managedDevices('d1')".to_owned())]);
+        assert_eq!(
+            body.binds,
+            [(
+                "managedDevice".to_owned(),
+                "managedDevices('d1')".to_owned()
+            )]
+        );
     }
 
     #[test]
     fn script_content_must_be_base64() {
-        let err = decode_entity(&DEVICE_HEALTH_SCRIPT, br#"{"detectionScriptContent": "not base64!"}"#, &[]).unwrap_err();
+        let err = decode_entity(
+            &DEVICE_HEALTH_SCRIPT,
+            br#"{"detectionScriptContent": "not base64!"}"#,
+            &[],
+        )
+        .unwrap_err();
         assert!(err.0.contains("base64"), "{err}");
-        let ok = decode_entity(&DEVICE_HEALTH_SCRIPT, br#"{"detectionScriptContent": "ZWNobyAx"}"#, &[]).unwrap();
+        let ok = decode_entity(
+            &DEVICE_HEALTH_SCRIPT,
+            br#"{"detectionScriptContent": "ZWNobyAx"}"#,
+            &[],
+        )
+        .unwrap();
         assert_eq!(ok.fields[0].1, Value::Bin(b"echo 1".to_vec()));
     }
 }

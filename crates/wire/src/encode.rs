@@ -44,7 +44,9 @@ pub fn value_json(property: &Property, value: &Value) -> Json {
         Value::Int(i) => Json::from(*i),
         Value::Time(t) => Json::String(t.to_string()),
         Value::Enum(v) => match property.kind {
-            Kind::Enum(e) => e.name_of(*v).map_or(Json::Null, |n| Json::String(n.to_owned())),
+            Kind::Enum(e) => e
+                .name_of(*v)
+                .map_or(Json::Null, |n| Json::String(n.to_owned())),
             _ => Json::from(*v),
         },
         Value::StrList(items) => Json::Array(items.iter().cloned().map(Json::String).collect()),

@@ -112,12 +112,22 @@ pub struct InnerError<'a> {
 }
 
 /// Serialize the Graph error envelope.
-pub fn error_json(kind: ErrorKind, message: &str, date: &str, request_id: &str, client_request_id: &str) -> Vec<u8> {
+pub fn error_json(
+    kind: ErrorKind,
+    message: &str,
+    date: &str,
+    request_id: &str,
+    client_request_id: &str,
+) -> Vec<u8> {
     let body = ErrorBody {
         error: ErrorDetail {
             code: kind.code(),
             message,
-            inner_error: InnerError { date, request_id, client_request_id },
+            inner_error: InnerError {
+                date,
+                request_id,
+                client_request_id,
+            },
         },
     };
     serde_json::to_vec(&body).unwrap_or_default()
@@ -129,19 +139,39 @@ mod tests {
 
     #[test]
     fn the_error_table_is_what_clients_see() {
-        let table: Vec<String> =
-            ErrorKind::ALL.iter().map(|k| format!("{} {}", k.status().as_u16(), k.code())).collect();
-        assert_eq!(table, [
-            "400 BadRequest", "401 InvalidAuthenticationToken", "403 Forbidden", "404 ResourceNotFound",
-            "405 MethodNotAllowed", "409 Conflict", "413 RequestEntityTooLarge", "415 UnsupportedMediaType",
-            "424 FailedDependency", "429 TooManyRequests", "503 ServiceUnavailable", "504 RequestTimeout",
-            "500 InternalServerError",
-        ]);
+        let table: Vec<String> = ErrorKind::ALL
+            .iter()
+            .map(|k| format!("{} {}", k.status().as_u16(), k.code()))
+            .collect();
+        assert_eq!(
+            table,
+            [
+                "400 BadRequest",
+                "401 InvalidAuthenticationToken",
+                "403 Forbidden",
+                "404 ResourceNotFound",
+                "405 MethodNotAllowed",
+                "409 Conflict",
+                "413 RequestEntityTooLarge",
+                "415 UnsupportedMediaType",
+                "424 FailedDependency",
+                "429 TooManyRequests",
+                "503 ServiceUnavailable",
+                "504 RequestTimeout",
+                "500 InternalServerError",
+            ]
+        );
     }
 
     #[test]
     fn envelope_has_graph_shape() {
-        let body = error_json(ErrorKind::NotFound, "gone", "2025-01-01T00:00:00Z", "r1", "c1");
+        let body = error_json(
+            ErrorKind::NotFound,
+            "gone",
+            "2025-01-01T00:00:00Z",
+            "r1",
+            "c1",
+        );
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["error"]["code"], "ResourceNotFound");
         assert_eq!(v["error"]["message"], "gone");

@@ -1,0 +1,510 @@
+//! Request handling: authenticate, route, authorize, parse and validate, call storage, shape
+//! the Graph response. Handlers are thin; rules live in `domain`, JSON in `wire`, SQL in `store`.
+
+use http::{HeaderMap, Method, StatusCode};
+use remediate_domain::model::{EntityType, DEVICE_HEALTH_SCRIPT, DEVICE_RUN_STATE, MANAGED_DEVICE};
+use remediate_domain::ops;
+use remediate_domain::query::{ListQuery, Scope};
+use remediate_domain::write::Write;
+use remediate_domain::Record;
+use remediate_store::EntityRef;
+use remediate_wire::{decode_entity, entity_object, Shape};
+use serde_json::{Map, Value as Json};
+
+use crate::auth::{permissions as perm, Principal};
+use crate::error::ApiError;
+use crate::query::{self, Bound, DEFAULT_TOP, MAX_TOP};
+use crate::respond::ApiResponse;
+use crate::route::{self, Route};
+use crate::AppState;
+
+/// One request to `/beta`, independent of the HTTP server (also built from `$batch` items).
+#[derive(Debug, Clone)]
+pub struct ApiRequest {
+    pub method: Method,
+    /// Path after `/beta/`, still percent-encoded.
+    pub path: String,
+    /// Raw query string without `?`.
+    pub query: String,
+    pub headers: HeaderMap,
+    pub body: bytes::Bytes,
+    /// Absolute base for links, e.g. `http://127.0.0.1:8080/beta`.
+    pub base_url: String,
+}
+
+pub async fn dispatch(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
+    let principal = authenticate(state, &req.headers)?;
+    let route = route::parse(&req.path)?;
+    if !route.methods().contains(&req.method.as_str()) {
+        return Err(ApiError::new(
+            remediate_wire::ErrorKind::MethodNotAllowed,
+            format!(
+                "The method '{}' is not allowed on this resource; allowed: {}.",
+                req.method,
+                route.methods().join(", ")
+            ),
+        )
+        .with_header("allow", route.methods().join(", ")));
+    }
+    let options = query::parse(&req.query)?;
+    let ctx = Ctx {
+        state,
+        req,
+        principal: &principal,
+        options,
+    };
+    match (route, &req.method) {
+        (Route::Scripts, &Method::GET) => {
+            principal.require(perm::SCRIPTS_READ)?;
+            ctx.list(
+                Scope::Scripts,
+                "deviceManagement/deviceHealthScripts".into(),
+            )
+            .await
+        }
+        (Route::Scripts, _) => {
+            principal.require(perm::SCRIPTS_WRITE)?;
+            ctx.no_options("a create")?;
+            let body = ctx.body(&DEVICE_HEALTH_SCRIPT, &[])?;
+            let write = ops::create_script(body.fields)?;
+            ctx.created(write, |r| {
+                format!("deviceManagement/deviceHealthScripts/{}", enc(r.id()))
+            })
+            .await
+        }
+        (Route::Script(id), &Method::GET) => {
+            principal.require(perm::SCRIPTS_READ)?;
+            ctx.item(
+                &DEVICE_HEALTH_SCRIPT,
+                EntityRef::Script(id),
+                "deviceManagement/deviceHealthScripts/$entity".into(),
+            )
+            .await
+        }
+        (Route::Script(id), &Method::PATCH) => {
+            principal.require(perm::SCRIPTS_WRITE)?;
+            ctx.no_options("an update")?;
+            let body = ctx.body(&DEVICE_HEALTH_SCRIPT, &[])?;
+            ctx.write(ops::update_script(id, body.fields)?).await
+        }
+        (Route::Script(id), _) => {
+            principal.require(perm::SCRIPTS_WRITE)?;
+            ctx.no_options("a delete")?;
+            ctx.write(Write::DeleteScript { id }).await
+        }
+        (Route::RunStates { script_id }, &Method::GET) => {
+            principal.require(perm::SCRIPTS_READ)?;
+            ctx.require_script(&script_id).await?;
+            let context = format!(
+                "deviceManagement/deviceHealthScripts('{}')/deviceRunStates",
+                odata_key(&script_id)
+            );
+            ctx.list(Scope::RunStates { script_id }, context).await
+        }
+        (Route::RunStates { script_id }, _) => {
+            principal.require(perm::SCRIPTS_WRITE)?;
+            ctx.no_options("a create")?;
+            let body = ctx.body(&DEVICE_RUN_STATE, &["managedDevice"])?;
+            let device = bound_device(&body)?;
+            let write = ops::create_run_state(script_id.clone(), body.fields, device);
+            ctx.created(write, |r| {
+                format!(
+                    "deviceManagement/deviceHealthScripts/{}/deviceRunStates/{}",
+                    enc(&script_id),
+                    enc(r.id())
+                )
+            })
+            .await
+        }
+        (Route::RunState { script_id, id }, &Method::GET) => {
+            principal.require(perm::SCRIPTS_READ)?;
+            let context = format!(
+                "deviceManagement/deviceHealthScripts('{}')/deviceRunStates/$entity",
+                odata_key(&script_id)
+            );
+            ctx.item(
+                &DEVICE_RUN_STATE,
+                EntityRef::RunState { script_id, id },
+                context,
+            )
+            .await
+        }
+        (Route::RunState { script_id, id }, &Method::PATCH) => {
+            principal.require(perm::SCRIPTS_WRITE)?;
+            ctx.no_options("an update")?;
+            let body = ctx.body(&DEVICE_RUN_STATE, &["managedDevice"])?;
+            let bind_device = bound_device(&body)?;
+            ctx.write(Write::UpdateRunState {
+                script_id,
+                id,
+                changes: body.fields,
+                bind_device,
+            })
+            .await
+        }
+        (Route::RunState { script_id, id }, _) => {
+            principal.require(perm::SCRIPTS_WRITE)?;
+            ctx.no_options("a delete")?;
+            ctx.write(Write::DeleteRunState { script_id, id }).await
+        }
+        (Route::RunStateDevice { script_id, id }, _) => {
+            principal.require(perm::RUN_STATE_DEVICE_READ)?;
+            let bound = query::bind_item(&MANAGED_DEVICE, &ctx.options)?;
+            let state_ref = EntityRef::RunState {
+                script_id: script_id.clone(),
+                id: id.clone(),
+            };
+            let Some(run_state) = state.store.get(&principal.tenant, &state_ref).await? else {
+                return Err(ApiError::not_found(format!(
+                    "The deviceRunState '{id}' does not exist in deviceHealthScript '{script_id}'."
+                )));
+            };
+            let Some(device_id) = run_state.device_id else {
+                return Err(ApiError::not_found(format!(
+                    "No managedDevice is bound to the deviceRunState '{id}'."
+                )));
+            };
+            let Some(device) = state
+                .store
+                .get(&principal.tenant, &EntityRef::Device(device_id.clone()))
+                .await?
+            else {
+                return Err(ApiError::not_found(format!("The managedDevice '{device_id}' bound to this deviceRunState no longer exists.")));
+            };
+            Ok(ctx.item_response(
+                &device,
+                &bound,
+                "deviceManagement/managedDevices/$entity".into(),
+                None,
+            ))
+        }
+        (Route::Devices, &Method::GET) => {
+            principal.require(perm::DEVICES_READ)?;
+            ctx.list(Scope::Devices, "deviceManagement/managedDevices".into())
+                .await
+        }
+        (Route::Devices, _) => {
+            principal.require(perm::DEVICES_WRITE)?;
+            ctx.no_options("a create")?;
+            let body = ctx.body(&MANAGED_DEVICE, &[])?;
+            ctx.created(ops::create_device(body.fields), |r| {
+                format!("deviceManagement/managedDevices/{}", enc(r.id()))
+            })
+            .await
+        }
+        (Route::Device(id), &Method::GET) => {
+            principal.require(perm::DEVICES_READ)?;
+            ctx.item(
+                &MANAGED_DEVICE,
+                EntityRef::Device(id),
+                "deviceManagement/managedDevices/$entity".into(),
+            )
+            .await
+        }
+        (Route::Device(id), &Method::PATCH) => {
+            principal.require(perm::DEVICES_WRITE)?;
+            ctx.no_options("an update")?;
+            let body = ctx.body(&MANAGED_DEVICE, &[])?;
+            ctx.write(Write::UpdateDevice {
+                id,
+                changes: body.fields,
+            })
+            .await
+        }
+        (Route::Device(id), _) => {
+            principal.require(perm::DEVICES_WRITE)?;
+            ctx.no_options("a delete")?;
+            ctx.write(Write::DeleteDevice { id }).await
+        }
+    }
+}
+
+fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+        return Err(ApiError::unauthenticated(
+            "Access token is empty: send 'Authorization: Bearer <token>'.",
+        ));
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::unauthenticated("The Authorization header is not valid text."))?;
+    let token = text
+        .strip_prefix("Bearer ")
+        .or_else(|| text.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::unauthenticated("The Authorization header must be 'Bearer <token>'.")
+        })?;
+    state.key.verify(token)
+}
+
+fn bound_device(body: &remediate_wire::EntityBody) -> Result<Option<String>, ApiError> {
+    match body.binds.as_slice() {
+        [] => Ok(None),
+        [(_, url)] => route::bound_device_id(url).map(Some),
+        _ => Err(ApiError::bad_request(
+            "'managedDevice@odata.bind' may be given only once.",
+        )),
+    }
+}
+
+/// Percent-encode a key for a path segment.
+fn enc(key: &str) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~')
+        .remove(b':');
+    percent_encoding::utf8_percent_encode(key, SEGMENT).to_string()
+}
+
+/// A key inside OData key syntax `('…')`.
+fn odata_key(key: &str) -> String {
+    key.replace('\'', "''")
+}
+
+struct Ctx<'a> {
+    state: &'a AppState,
+    req: &'a ApiRequest,
+    principal: &'a Principal,
+    options: remediate_odata::QueryOptions,
+}
+
+impl Ctx<'_> {
+    fn no_options(&self, what: &str) -> Result<(), ApiError> {
+        query::expect_none(&self.options, what)
+    }
+
+    fn body(
+        &self,
+        entity: &'static EntityType,
+        navigations: &[&str],
+    ) -> Result<remediate_wire::EntityBody, ApiError> {
+        check_json_content_type(&self.req.headers)?;
+        Ok(decode_entity(entity, &self.req.body, navigations)?)
+    }
+
+    fn context(&self, suffix: &str) -> Json {
+        Json::String(format!("{}/$metadata#{suffix}", self.req.base_url))
+    }
+
+    async fn require_script(&self, id: &str) -> Result<(), ApiError> {
+        match self
+            .state
+            .store
+            .get(&self.principal.tenant, &EntityRef::Script(id.to_owned()))
+            .await?
+        {
+            Some(_) => Ok(()),
+            None => Err(ApiError::not_found(format!(
+                "The deviceHealthScript '{id}' does not exist."
+            ))),
+        }
+    }
+
+    async fn write(&self, write: Write) -> Result<ApiResponse, ApiError> {
+        self.state
+            .store
+            .write(&self.principal.tenant, write)
+            .await?;
+        Ok(ApiResponse::no_content())
+    }
+
+    async fn created(
+        &self,
+        write: Write,
+        location: impl Fn(&Record) -> String,
+    ) -> Result<ApiResponse, ApiError> {
+        let remediate_domain::write::WriteOutcome::Created(record) = self
+            .state
+            .store
+            .write(&self.principal.tenant, write)
+            .await?
+        else {
+            return Err(ApiError::new(
+                remediate_wire::ErrorKind::Internal,
+                "The create did not return the new entity.",
+            ));
+        };
+        let context = match record.entity.name {
+            "deviceHealthScript" => "deviceManagement/deviceHealthScripts/$entity".to_owned(),
+            "managedDevice" => "deviceManagement/managedDevices/$entity".to_owned(),
+            _ => format!(
+                "deviceManagement/deviceHealthScripts('{}')/deviceRunStates/$entity",
+                odata_key(record.parent.as_deref().unwrap_or(""))
+            ),
+        };
+        let mut response = self.item_response(&record, &Bound::default(), context, None);
+        response.status = StatusCode::CREATED;
+        Ok(response.with_header(
+            "location",
+            format!("{}/{}", self.req.base_url, location(&record)),
+        ))
+    }
+
+    async fn item(
+        &self,
+        entity: &'static EntityType,
+        key: EntityRef,
+        context: String,
+    ) -> Result<ApiResponse, ApiError> {
+        let bound = query::bind_item(entity, &self.options)?;
+        let Some(record) = self.state.store.get(&self.principal.tenant, &key).await? else {
+            let (what, id) = match &key {
+                EntityRef::Script(id) => ("deviceHealthScript", id),
+                EntityRef::RunState { id, .. } => ("deviceRunState", id),
+                EntityRef::Device(id) => ("managedDevice", id),
+            };
+            return Err(ApiError::not_found(format!(
+                "The {what} '{id}' does not exist."
+            )));
+        };
+        let device = match (&bound.expand_device, &record.device_id) {
+            (Some(_), Some(device_id)) => Some(
+                self.state
+                    .store
+                    .get(
+                        &self.principal.tenant,
+                        &EntityRef::Device(device_id.clone()),
+                    )
+                    .await?,
+            ),
+            (Some(_), None) => Some(None),
+            (None, _) => None,
+        };
+        Ok(self.item_response(&record, &bound, context, device))
+    }
+
+    fn item_response(
+        &self,
+        record: &Record,
+        bound: &Bound,
+        context: String,
+        device: Option<Option<Record>>,
+    ) -> ApiResponse {
+        let mut object = Map::new();
+        object.insert("@odata.context".into(), self.context(&context));
+        object.insert(
+            "@odata.type".into(),
+            Json::String(record.entity.type_annotation()),
+        );
+        object.extend(entity_object(record, bound.select.as_deref(), Shape::Item));
+        if let (Some(device), Some(select)) = (device, &bound.expand_device) {
+            object.insert(
+                "managedDevice".into(),
+                expanded_device(device.as_ref(), select.as_deref()),
+            );
+        }
+        ApiResponse::json(StatusCode::OK, object)
+    }
+
+    async fn list(&self, scope: Scope, context: String) -> Result<ApiResponse, ApiError> {
+        let bound = query::bind_list(&scope, &self.options)?;
+        let fingerprint = crate::paging::query_fingerprint(&self.req.path, &self.req.query);
+        let secret = self.state.store.paging_secret();
+        let after = match &bound.skiptoken {
+            Some(token) => Some(crate::paging::decode(secret, &fingerprint, token)?),
+            None => None,
+        };
+        let top = bound.top.map_or(DEFAULT_TOP, |t| {
+            usize::try_from(t).unwrap_or(MAX_TOP).min(MAX_TOP)
+        });
+        let list = ListQuery {
+            scope,
+            filter: bound.filter.clone(),
+            order: bound.order.clone(),
+            top,
+            skip: bound.skip,
+            after,
+            count: bound.count,
+            expand_device: bound.expand_device.is_some(),
+        };
+        let page = self.state.store.list(&self.principal.tenant, &list).await?;
+        let mut object = Map::new();
+        object.insert("@odata.context".into(), self.context(&context));
+        if let Some(count) = page.count {
+            object.insert("@odata.count".into(), Json::from(count));
+        }
+        if let Some(next) = &page.next {
+            let token = crate::paging::encode(secret, &fingerprint, next);
+            object.insert(
+                "@odata.nextLink".into(),
+                Json::String(self.next_link(&token)),
+            );
+        }
+        let mut items = Vec::with_capacity(page.records.len());
+        for (i, record) in page.records.iter().enumerate() {
+            let mut item = entity_object(record, bound.select.as_deref(), Shape::ListItem);
+            if let Some(select) = &bound.expand_device {
+                let device = page.devices.get(i).and_then(Option::as_ref);
+                item.insert(
+                    "managedDevice".into(),
+                    expanded_device(device, select.as_deref()),
+                );
+            }
+            items.push(Json::Object(item));
+        }
+        object.insert("value".into(), Json::Array(items));
+        Ok(ApiResponse::json(StatusCode::OK, object))
+    }
+
+    /// The request's own URL with `$skiptoken` replaced and `$skip` dropped (already applied).
+    fn next_link(&self, token: &str) -> String {
+        let mut params: Vec<&str> = self
+            .req
+            .query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .filter(|p| {
+                let name = p.split('=').next().unwrap_or("");
+                let name = percent_encoding::percent_decode_str(name)
+                    .decode_utf8_lossy()
+                    .to_ascii_lowercase();
+                let bare = name.trim_start_matches('$');
+                bare != "skiptoken" && bare != "skip"
+            })
+            .collect();
+        let token_param = format!("$skiptoken={token}");
+        params.push(&token_param);
+        format!(
+            "{}/{}?{}",
+            self.req.base_url,
+            self.req.path.trim_start_matches('/'),
+            params.join("&")
+        )
+    }
+}
+
+fn expanded_device(device: Option<&Record>, select: Option<&[usize]>) -> Json {
+    match device {
+        Some(device) => Json::Object(entity_object(device, select, Shape::Item)),
+        None => Json::Null,
+    }
+}
+
+fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let unsupported = |found: &str| {
+        ApiError::new(
+            remediate_wire::ErrorKind::UnsupportedMediaType,
+            format!("The request body must be sent with 'Content-Type: application/json'; found {found}."),
+        )
+    };
+    let Some(value) = headers.get(http::header::CONTENT_TYPE) else {
+        return Err(unsupported("no Content-Type header"));
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| unsupported("an unreadable Content-Type"))?;
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence != "application/json" {
+        return Err(unsupported(&format!("'{text}'")));
+    }
+    Ok(())
+}

@@ -1,0 +1,59 @@
+//! The HTTP API of remediate: the axum edge, routing, authentication and authorization, OData
+//! query binding, paging tokens and response shaping. See `ARCHITECTURE.md` for the request flow.
+
+pub mod auth;
+pub mod error;
+pub mod handlers;
+pub mod paging;
+pub mod query;
+pub mod respond;
+pub mod route;
+pub mod server;
+
+use std::sync::Arc;
+
+use remediate_store::Store;
+
+/// Settings the API needs at run time.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Public base URL (without `/beta`) for links; `None` uses the request's `Host`.
+    pub public_url: Option<String>,
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            public_url: None,
+            max_body_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub key: auth::LocalKey,
+    pub config: ApiConfig,
+}
+
+impl AppState {
+    /// `{public url or http://Host}/beta`.
+    pub fn base_url(&self, headers: &http::HeaderMap) -> String {
+        if let Some(public) = &self.config.public_url {
+            return format!("{}/beta", public.trim_end_matches('/'));
+        }
+        let host = headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| {
+                !h.is_empty()
+                    && h.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+            })
+            .unwrap_or("localhost");
+        format!("http://{host}/beta")
+    }
+}
+
+pub use server::{router, run};

@@ -1,0 +1,42 @@
+//! Responses independent of axum, so `$batch` can run inner requests through the same code.
+
+use http::StatusCode;
+use serde_json::{Map, Value as Json};
+
+#[derive(Debug, Clone)]
+pub struct ApiResponse {
+    pub status: StatusCode,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Body,
+}
+
+#[derive(Debug, Clone)]
+pub enum Body {
+    Empty,
+    Json(Vec<u8>),
+    Text(String),
+}
+
+impl ApiResponse {
+    pub fn json(status: StatusCode, object: Map<String, Json>) -> ApiResponse {
+        let bytes = serde_json::to_vec(&Json::Object(object)).unwrap_or_default();
+        ApiResponse {
+            status,
+            headers: Vec::new(),
+            body: Body::Json(bytes),
+        }
+    }
+
+    pub fn no_content() -> ApiResponse {
+        ApiResponse {
+            status: StatusCode::NO_CONTENT,
+            headers: Vec::new(),
+            body: Body::Empty,
+        }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: String) -> ApiResponse {
+        self.headers.push((name, value));
+        self
+    }
+}

@@ -1,0 +1,187 @@
+//! The HTTP edge: one axum service that reads the request (with size limits), assigns the
+//! request id, hands `/beta` requests to [`dispatch`](crate::handlers::dispatch) and writes
+//! Graph's headers and error envelope on every answer.
+
+use std::sync::Arc;
+use std::time::Instant as Clock;
+
+use axum::body::Body as AxumBody;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use http::{HeaderValue, Method, StatusCode};
+use remediate_domain::Instant;
+use remediate_wire::{error::error_json, ErrorKind, JSON_CONTENT_TYPE};
+
+use crate::error::ApiError;
+use crate::handlers::{dispatch, ApiRequest};
+use crate::respond::{ApiResponse, Body};
+use crate::AppState;
+
+pub fn router(state: Arc<AppState>) -> axum::Router {
+    axum::Router::new().fallback(handle).with_state(state)
+}
+
+/// Serve until `shutdown` completes, then drain in-flight requests.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+struct Ids {
+    request_id: String,
+    client_request_id: String,
+}
+
+async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let started = Clock::now();
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let client_request_id = request
+        .headers()
+        .get("client-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 200)
+        .map_or_else(|| request_id.clone(), str::to_owned);
+    let ids = Ids {
+        request_id,
+        client_request_id,
+    };
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let span = tracing::info_span!("request", request_id = %ids.request_id, %method, %path);
+    let _guard = span.enter();
+    let result = route(&state, request).await;
+    let response = match result {
+        Ok(response) => response,
+        Err(error) => error_response(&error, &ids),
+    };
+    tracing::info!(
+        status = response.status.as_u16(),
+        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request done"
+    );
+    to_http(response, &ids)
+}
+
+async fn route(state: &AppState, request: Request) -> Result<ApiResponse, ApiError> {
+    let path = request.uri().path().to_owned();
+    match path.as_str() {
+        "/healthz" => return Ok(text(StatusCode::OK, "ok")),
+        "/readyz" => {
+            return match state.store.ping().await {
+                Ok(()) => Ok(text(StatusCode::OK, "ready")),
+                Err(e) => Err(ApiError::from(e)),
+            }
+        }
+        _ => {}
+    }
+    let Some(rest) = path
+        .strip_prefix("/beta/")
+        .or_else(|| (path == "/beta").then_some(""))
+    else {
+        return Err(ApiError::bad_request(format!(
+            "Resource not found for the segment '{}'. This server serves the Microsoft Graph beta API under /beta.",
+            path.trim_start_matches('/').split('/').next().unwrap_or("")
+        )));
+    };
+    let base_url = state.base_url(request.headers());
+    let (parts, body) = request.into_parts();
+    let limit = state.config.max_body_bytes;
+    if let Some(length) = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+    {
+        if length > limit {
+            return Err(too_large(limit));
+        }
+    }
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(_) => return Err(too_large(limit)),
+    };
+    let api_request = ApiRequest {
+        method: parts.method,
+        path: rest.to_owned(),
+        query: parts.uri.query().unwrap_or("").to_owned(),
+        headers: parts.headers,
+        body,
+        base_url,
+    };
+    if api_request.method == Method::HEAD || api_request.method == Method::OPTIONS {
+        return Err(ApiError::new(
+            ErrorKind::MethodNotAllowed,
+            format!("The method '{}' is not supported.", api_request.method),
+        ));
+    }
+    dispatch(state, &api_request).await
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        ErrorKind::PayloadTooLarge,
+        format!("The request body is larger than the limit of {limit} bytes."),
+    )
+}
+
+fn text(status: StatusCode, body: &str) -> ApiResponse {
+    ApiResponse {
+        status,
+        headers: Vec::new(),
+        body: Body::Text(body.to_owned()),
+    }
+}
+
+fn error_response(error: &ApiError, ids: &Ids) -> ApiResponse {
+    let date = Instant::now().to_seconds_string();
+    let body = error_json(
+        error.kind,
+        &error.message,
+        &date,
+        &ids.request_id,
+        &ids.client_request_id,
+    );
+    ApiResponse {
+        status: error.kind.status(),
+        headers: error.headers.clone(),
+        body: Body::Json(body),
+    }
+}
+
+fn to_http(response: ApiResponse, ids: &Ids) -> Response {
+    let (content_type, body) = match response.body {
+        Body::Empty => (None, AxumBody::empty()),
+        Body::Json(bytes) => (Some(JSON_CONTENT_TYPE), AxumBody::from(bytes)),
+        Body::Text(text) => (Some("text/plain; charset=utf-8"), AxumBody::from(text)),
+    };
+    let mut http = Response::new(body);
+    *http.status_mut() = response.status;
+    let headers = http.headers_mut();
+    if let Some(content_type) = content_type {
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static(content_type),
+        );
+    }
+    headers.insert("odata-version", HeaderValue::from_static("4.0"));
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&ids.request_id) {
+        headers.insert("request-id", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&ids.client_request_id) {
+        headers.insert("client-request-id", v);
+    }
+    for (name, value) in response.headers {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    }
+    http
+}

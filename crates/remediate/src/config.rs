@@ -1,0 +1,157 @@
+//! One typed configuration with the precedence defaults < file (`remediate.toml`) < environment
+//! (`REMEDIATE_*`) < flags. clap merges environment and flags; the file fills what both left unset.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "REMEDIATE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the SQLite database and the local signing key.
+    #[arg(long, env = "REMEDIATE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL: sqlite://FILE or postgres://USER@HOST:PORT/DB (default: SQLite in the data directory).
+    #[arg(long, env = "REMEDIATE_DATABASE")]
+    pub database: Option<String>,
+    /// Public base URL used in links (@odata.nextLink, Location), e.g. https://remediate.example.com.
+    #[arg(long, env = "REMEDIATE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Largest accepted request body in bytes (default 4 MiB).
+    #[arg(long, env = "REMEDIATE_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Database connections (default 8).
+    #[arg(long, env = "REMEDIATE_DB_CONNECTIONS")]
+    pub db_connections: Option<u32>,
+    /// Log format: text or json.
+    #[arg(long, env = "REMEDIATE_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Configuration file (default: ./remediate.toml when it exists).
+    #[arg(long, env = "REMEDIATE_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    database: Option<String>,
+    public_url: Option<String>,
+    max_body_bytes: Option<usize>,
+    db_connections: Option<u32>,
+    log_format: Option<String>,
+}
+
+/// The resolved configuration of `remediate serve`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database: String,
+    pub public_url: Option<String>,
+    pub max_body_bytes: usize,
+    pub db_connections: u32,
+    pub log_json: bool,
+}
+
+pub const DEFAULT_DATA_DIR: &str = "./remediate-data";
+
+impl Config {
+    pub fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
+        let file = load_file(args.config.as_deref())?;
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let database = match args.database.or(file.database) {
+            Some(url) => url,
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                data_dir.join("remediate.db").display()
+            ),
+        };
+        let log_format = args
+            .log_format
+            .or(file.log_format)
+            .unwrap_or_else(|| "text".into());
+        if log_format != "text" && log_format != "json" {
+            anyhow::bail!("log format must be 'text' or 'json', not '{log_format}'");
+        }
+        let public_url = args.public_url.or(file.public_url);
+        if let Some(url) = &public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                anyhow::bail!("the public URL must start with http:// or https://, got '{url}'");
+            }
+        }
+        let max_body_bytes = args
+            .max_body_bytes
+            .or(file.max_body_bytes)
+            .unwrap_or(4 * 1024 * 1024);
+        if max_body_bytes < 1024 {
+            anyhow::bail!("max_body_bytes must be at least 1024");
+        }
+        Ok(Config {
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            data_dir,
+            database,
+            public_url,
+            max_body_bytes,
+            db_connections: args
+                .db_connections
+                .or(file.db_connections)
+                .unwrap_or(8)
+                .max(1),
+            log_json: log_format == "json",
+        })
+    }
+}
+
+fn load_file(explicit: Option<&Path>) -> anyhow::Result<FileConfig> {
+    let path = match explicit {
+        Some(path) => path.to_path_buf(),
+        None => {
+            let default = PathBuf::from("remediate.toml");
+            if !default.exists() {
+                return Ok(FileConfig::default());
+            }
+            default
+        }
+    };
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Parse a lifetime: seconds, or a number with s/m/h/d.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => (&text[..i], &text[i..]),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration like 3600, 90m, 12h or 7d"))?;
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "'{text}' has an unknown unit '{unit}'; use s, m, h or d"
+            ))
+        }
+    };
+    n.checked_mul(factor)
+        .filter(|s| *s > 0)
+        .ok_or_else(|| format!("'{text}' is not a positive duration"))
+}

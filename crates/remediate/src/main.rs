@@ -1,0 +1,162 @@
+//! The `remediate` binary: `serve` runs the server, `token` mints a token for the local key.
+
+mod config;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use remediate_api::{auth, ApiConfig, AppState};
+use remediate_store::{SqlStore, StoreOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "remediate",
+    version,
+    about = "A Microsoft Graph (beta) compatible server for Intune Remediations"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(config::ServeArgs),
+    /// Print a JWT signed by the local key of a data directory.
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// Data directory holding the signing key (created if missing).
+    #[arg(long, env = "REMEDIATE_DATA_DIR", default_value = config::DEFAULT_DATA_DIR)]
+    data_dir: std::path::PathBuf,
+    /// Tenant id (the `tid` claim); all data is partitioned by it.
+    #[arg(long)]
+    tenant: String,
+    /// Delegated permission (`scp`), repeatable, e.g. DeviceManagementScripts.ReadWrite.All.
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// Application permission (`roles`), repeatable.
+    #[arg(long = "role")]
+    roles: Vec<String>,
+    /// Lifetime: seconds, or with a unit (90m, 12h, 7d). Default 1h.
+    #[arg(long, default_value = "1h", value_parser = config::parse_duration)]
+    expires_in: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = config::Config::resolve(args)?;
+            init_tracing(config.log_json);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(serve(config))
+        }
+        Command::Token(args) => {
+            if args.tenant.trim().is_empty() {
+                anyhow::bail!("--tenant must not be empty");
+            }
+            if args.scopes.is_empty() && args.roles.is_empty() {
+                anyhow::bail!("give at least one --scope or --role (e.g. --scope DeviceManagementScripts.ReadWrite.All)");
+            }
+            let key = auth::LocalKey::load_or_create(&args.data_dir).with_context(|| {
+                format!("loading the signing key in {}", args.data_dir.display())
+            })?;
+            let claims =
+                auth::local_claims(&args.tenant, &args.scopes, &args.roles, args.expires_in);
+            println!("{}", key.mint(&claims)?);
+            Ok(())
+        }
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REMEDIATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn serve(config: config::Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let key = auth::LocalKey::load_or_create(&config.data_dir)
+        .context("loading the local signing key")?;
+    let store = SqlStore::connect(&StoreOptions {
+        url: config.database.clone(),
+        max_connections: config.db_connections,
+        acquire_timeout: Duration::from_secs(10),
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("opening the database: {e}"))?;
+    let store = Arc::new(store);
+    let state = Arc::new(AppState {
+        store: store.clone(),
+        key,
+        config: ApiConfig {
+            public_url: config.public_url.clone(),
+            max_body_bytes: config.max_body_bytes,
+        },
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, database = store_kind(&config.database), "remediate started");
+    println!("listening on http://{address}");
+    println!(
+        "mint a token: remediate token --data-dir {} --tenant <tenant> --scope DeviceManagementScripts.ReadWrite.All",
+        config.data_dir.display()
+    );
+    use std::io::Write;
+    std::io::stdout().flush().ok();
+    remediate_api::run(listener, state, shutdown_signal()).await?;
+    store.close().await;
+    tracing::info!("remediate stopped");
+    Ok(())
+}
+
+fn store_kind(url: &str) -> &'static str {
+    if url.starts_with("sqlite:") {
+        "sqlite"
+    } else {
+        "postgres"
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        tokio::signal::ctrl_c().await.ok();
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received; draining in-flight requests");
+}

@@ -1,0 +1,61 @@
+//! Storage: one narrow interface ([`Store`]) and its SQL implementation for SQLite and PostgreSQL.
+//!
+//! This crate is the only place that contains SQL. It speaks domain types: validated
+//! [`Write`] commands, each executed in one transaction, and bound [`ListQuery`]s, translated to
+//! parameterized SQL (client values only ever travel as bound parameters; names come from the
+//! model). A successful return means the transaction is committed and durable.
+
+mod migrate;
+mod sql;
+mod translate;
+
+use async_trait::async_trait;
+use remediate_domain::query::{ListQuery, Page};
+use remediate_domain::write::{Write, WriteOutcome};
+use remediate_domain::Record;
+
+pub use sql::{Dialect, SqlStore, StoreOptions};
+
+/// Why a storage call failed. Mapped to HTTP statuses by the API layer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The addressed entity (or its parent) does not exist in the tenant.
+    #[error("{0}")]
+    NotFound(String),
+    /// A unique key is taken; the message names the existing entity.
+    #[error("{0}")]
+    Conflict(String),
+    /// The request refers to another entity that does not exist (a bind to a missing device).
+    #[error("{0}")]
+    InvalidReference(String),
+    /// The database cannot be reached or is overloaded; the client should retry.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else; a bug or corrupt data.
+    #[error("storage failure: {0}")]
+    Internal(String),
+}
+
+/// What a single-entity read addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntityRef {
+    Script(String),
+    RunState { script_id: String, id: String },
+    Device(String),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Execute one write command in one transaction.
+    async fn write(&self, tenant: &str, write: Write) -> Result<WriteOutcome, StoreError>;
+    /// Read one entity; `Ok(None)` when it does not exist in the tenant.
+    async fn get(&self, tenant: &str, entity: &EntityRef) -> Result<Option<Record>, StoreError>;
+    /// Read one page of a collection.
+    async fn list(&self, tenant: &str, query: &ListQuery) -> Result<Page, StoreError>;
+    /// Is the database reachable?
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// The secret that signs paging tokens, shared by every process on the same database.
+    fn paging_secret(&self) -> &[u8];
+    /// Which database this is.
+    fn dialect(&self) -> Dialect;
+}
