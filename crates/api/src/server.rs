@@ -91,19 +91,7 @@ async fn route(state: &AppState, request: Request) -> Result<ApiResponse, ApiErr
     let base_url = state.base_url(request.headers());
     let (parts, body) = request.into_parts();
     let limit = state.config.max_body_bytes;
-    if let Some(length) = parts
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-    {
-        if length > limit {
-            return Err(too_large(limit));
-        }
-    }
-    let body = match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => bytes,
-        Err(_) => return Err(too_large(limit)),
-    };
+    let body = read_body(body, limit).await?;
     let api_request = ApiRequest {
         method: parts.method,
         path: rest.to_owned(),
@@ -119,6 +107,33 @@ async fn route(state: &AppState, request: Request) -> Result<ApiResponse, ApiErr
         ));
     }
     dispatch(state, &api_request).await
+}
+
+/// Read the body up to `limit` bytes. A larger body is drained (up to a hard cap, so the client
+/// can read the 413 instead of seeing a reset connection) and answered with 413.
+async fn read_body(body: AxumBody, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    use futures_util::StreamExt;
+    const DRAIN_CAP: usize = 64 * 1024 * 1024;
+    let mut stream = body.into_data_stream();
+    let mut buffer = bytes::BytesMut::new();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::bad_request(format!("The request body could not be read: {e}."))
+        })?;
+        total += chunk.len();
+        if total > limit {
+            if total > DRAIN_CAP {
+                break;
+            }
+            continue;
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    if total > limit {
+        return Err(too_large(limit));
+    }
+    Ok(buffer.freeze())
 }
 
 fn too_large(limit: usize) -> ApiError {

@@ -1,0 +1,9 @@
+//! Integration tests: the real server over HTTP, each test on SQLite and on PostgreSQL.
+
+mod harness;
+
+mod errors;
+mod paging;
+mod run_states;
+mod scripts_devices;
+mod security;
