@@ -326,11 +326,23 @@ def test_paging_manual_with_url_and_count(api):
     assert len(whole.value) == 7
     assert whole.odata_next_link is None
 
-    # /$count segment: text/plain integer
-    r = api.http.get(f"/deviceManagement/deviceHealthScripts/{script.id}/deviceRunStates/$count")
-    assert r.status_code == 200, r.text
-    assert r.text.strip() == "7"
-    assert r.headers.get("content-type", "").startswith("text/plain")
+
+def test_count_segment(api):
+    """SPEC §2: `/$count` on every collection answers a text/plain integer."""
+    script = api.create_script()
+    for _ in range(2):
+        api.create_state(script.id, api.create_device().id)
+    for path, expected in (
+        (f"/deviceManagement/deviceHealthScripts/{script.id}/deviceRunStates/$count", "2"),
+        ("/deviceManagement/deviceHealthScripts/$count", "1"),
+        ("/deviceManagement/managedDevices/$count", "2"),
+    ):
+        r = api.http.get(path)
+        assert r.status_code == 200, f"GET {path}: {r.status_code} {r.text}"
+        assert r.text.strip() == expected, f"GET {path}: {r.text!r}"
+        assert r.headers.get("content-type", "").startswith("text/plain"), r.headers.get("content-type")
+    # and through the SDK's count builder
+    assert api.run(api.states(script.id).count.get()) == 2
 
 
 def test_patch_run_state(api):

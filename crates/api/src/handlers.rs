@@ -178,6 +178,24 @@ pub async fn dispatch(state: &AppState, req: &ApiRequest) -> Result<ApiResponse,
                 None,
             ))
         }
+        (Route::Count(inner), _) => {
+            let scope = match *inner {
+                Route::Scripts => {
+                    principal.require(perm::SCRIPTS_READ)?;
+                    Scope::Scripts
+                }
+                Route::RunStates { script_id } => {
+                    principal.require(perm::SCRIPTS_READ)?;
+                    ctx.require_script(&script_id).await?;
+                    Scope::RunStates { script_id }
+                }
+                _ => {
+                    principal.require(perm::DEVICES_READ)?;
+                    Scope::Devices
+                }
+            };
+            ctx.count(scope).await
+        }
         (Route::Devices, &Method::GET) => {
             principal.require(perm::DEVICES_READ)?;
             ctx.list(Scope::Devices, "deviceManagement/managedDevices".into())
@@ -448,6 +466,32 @@ impl Ctx<'_> {
         }
         object.insert("value".into(), Json::Array(items));
         Ok(ApiResponse::json(StatusCode::OK, object))
+    }
+
+    /// `/$count`: the number of matching rows as `text/plain` (only `$filter` applies).
+    async fn count(&self, scope: Scope) -> Result<ApiResponse, ApiError> {
+        let only_filter = remediate_odata::QueryOptions {
+            filter: None,
+            ..self.options.clone()
+        };
+        query::expect_none(&only_filter, "/$count (only $filter is)")?;
+        let bound = query::bind_list(&scope, &self.options)?;
+        let list = ListQuery {
+            scope,
+            filter: bound.filter,
+            order: Vec::new(),
+            top: 0,
+            skip: 0,
+            after: None,
+            count: true,
+            expand_device: false,
+        };
+        let page = self.state.store.list(&self.principal.tenant, &list).await?;
+        Ok(ApiResponse {
+            status: StatusCode::OK,
+            headers: Vec::new(),
+            body: crate::respond::Body::Text(page.count.unwrap_or(0).to_string()),
+        })
     }
 
     /// The request's own URL with `$skiptoken` replaced and `$skip` dropped (already applied).

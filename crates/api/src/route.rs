@@ -9,11 +9,21 @@ use crate::error::ApiError;
 pub enum Route {
     Scripts,
     Script(String),
-    RunStates { script_id: String },
-    RunState { script_id: String, id: String },
-    RunStateDevice { script_id: String, id: String },
+    RunStates {
+        script_id: String,
+    },
+    RunState {
+        script_id: String,
+        id: String,
+    },
+    RunStateDevice {
+        script_id: String,
+        id: String,
+    },
     Devices,
     Device(String),
+    /// `/$count` of a collection route.
+    Count(Box<Route>),
 }
 
 impl Route {
@@ -24,7 +34,7 @@ impl Route {
             Route::Script(_) | Route::RunState { .. } | Route::Device(_) => {
                 &["GET", "PATCH", "DELETE"]
             }
-            Route::RunStateDevice { .. } => &["GET"],
+            Route::RunStateDevice { .. } | Route::Count(_) => &["GET"],
         }
     }
 }
@@ -122,6 +132,25 @@ pub fn parse(path: &str) -> Result<Route, ApiError> {
             None => parts.push((parsed.name, parsed.raw)),
         }
     }
+    if parts
+        .last()
+        .is_some_and(|(name, raw)| name == "$count" && raw == "$count")
+    {
+        parts.pop();
+        let inner = parse_parts(&parts)?;
+        return match inner {
+            Route::Scripts | Route::RunStates { .. } | Route::Devices => {
+                Ok(Route::Count(Box::new(inner)))
+            }
+            _ => Err(ApiError::bad_request(
+                "'$count' is supported only after a collection.",
+            )),
+        };
+    }
+    parse_parts(&parts)
+}
+
+fn parse_parts(parts: &[(String, String)]) -> Result<Route, ApiError> {
     let names: Vec<&str> = parts.iter().map(|(n, _)| n.as_str()).collect();
     let raw_of = |i: usize| parts.get(i).map(|(_, r)| r.as_str()).unwrap_or("");
     let Some(&first) = names.first() else {
@@ -238,6 +267,11 @@ mod tests {
         assert!(parse("users").unwrap_err().message.contains("'users'"));
         assert!(parse("deviceManagement/deviceHealthScripts('a)").is_err());
         assert!(parse("deviceManagement/deviceHealthScripts('')").is_err());
+        assert_eq!(
+            parse("deviceManagement/managedDevices/$count").unwrap(),
+            Route::Count(Box::new(Route::Devices))
+        );
+        assert!(parse("deviceManagement/managedDevices/x/$count").is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod differential;
 mod errors;
 mod paging;
 mod run_states;
