@@ -48,7 +48,7 @@ def server(request, tmp_path_factory):
             with _pg_connect():
                 pass
         except Exception as exc:  # unreachable, no driver, auth…
-            reason = f"PostgreSQL at 127.0.0.1:5432 unreachable: {exc}".strip()
+            reason = f"PostgreSQL at {PG_ADMIN['host']}:{PG_ADMIN['port']} unreachable: {exc}".strip()
             if _in_ci():
                 pytest.fail(reason + " (CI=true: PostgreSQL is required)", pytrace=False)
             pytest.skip(reason)

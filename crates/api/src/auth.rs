@@ -36,6 +36,9 @@ pub mod permissions {
         "DeviceManagementManagedDevices.ReadWrite.All",
     ];
     pub const DEVICES_WRITE: &[&str] = &["DeviceManagementManagedDevices.ReadWrite.All"];
+    /// `initiateOnDemandProactiveRemediation` (what practitioners grant; SPEC §6).
+    pub const PRIVILEGED_OPERATIONS: &[&str] =
+        &["DeviceManagementManagedDevices.PrivilegedOperations.All"];
     /// `…/deviceRunStates/{id}/managedDevice`: a script reader or a device reader.
     pub const RUN_STATE_DEVICE_READ: &[&str] = &[
         "DeviceManagementScripts.Read.All",

@@ -2,7 +2,10 @@
 //! the Graph response. Handlers are thin; rules live in `domain`, JSON in `wire`, SQL in `store`.
 
 use http::{HeaderMap, Method, StatusCode};
-use remediate_domain::model::{EntityType, DEVICE_HEALTH_SCRIPT, DEVICE_RUN_STATE, MANAGED_DEVICE};
+use remediate_domain::model::{
+    EntityType, DEVICE_HEALTH_SCRIPT, DEVICE_HEALTH_SCRIPT_ASSIGNMENT, DEVICE_RUN_STATE,
+    MANAGED_DEVICE, RUN_SUMMARY,
+};
 use remediate_domain::ops;
 use remediate_domain::query::{ListQuery, Scope};
 use remediate_domain::write::Write;
@@ -32,7 +35,27 @@ pub struct ApiRequest {
     pub base_url: String,
 }
 
-pub async fn dispatch(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
+/// Handle one `/beta` request. Boxed (and declared `Send`) because `$batch` calls it recursively.
+pub fn dispatch<'a>(
+    state: &'a AppState,
+    req: &'a ApiRequest,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ApiResponse, ApiError>> + Send + 'a>>
+{
+    Box::pin(dispatch_inner(state, req))
+}
+
+async fn dispatch_inner(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
+    // `$metadata` is public, as in Graph.
+    if req.path.trim_matches('/') == "$metadata" {
+        if req.method != Method::GET {
+            return Err(ApiError::new(
+                remediate_wire::ErrorKind::MethodNotAllowed,
+                "Only GET is allowed on $metadata.",
+            )
+            .with_header("allow", "GET".into()));
+        }
+        return Ok(crate::metadata::response());
+    }
     let principal = authenticate(state, &req.headers)?;
     let route = route::parse(&req.path)?;
     if !route.methods().contains(&req.method.as_str()) {
@@ -54,6 +77,159 @@ pub async fn dispatch(state: &AppState, req: &ApiRequest) -> Result<ApiResponse,
         options,
     };
     match (route, &req.method) {
+        (Route::Metadata, _) => Ok(crate::metadata::response()),
+        (Route::Batch, _) => {
+            ctx.no_options("$batch")?;
+            crate::batch::run(state, req).await
+        }
+        (Route::Assignments { script_id }, &Method::GET) => {
+            principal.require(perm::SCRIPTS_READ)?;
+            ctx.require_script(&script_id).await?;
+            let context = format!(
+                "deviceManagement/deviceHealthScripts('{}')/assignments",
+                odata_key(&script_id)
+            );
+            ctx.list(Scope::Assignments { script_id }, context).await
+        }
+        (Route::Assignments { script_id }, _) => {
+            principal.require(perm::SCRIPTS_WRITE)?;
+            ctx.no_options("a create")?;
+            let body = ctx.body(&DEVICE_HEALTH_SCRIPT_ASSIGNMENT, &[])?;
+            let write = ops::create_assignment(&script_id, body.fields)?;
+            ctx.created(write, |r| {
+                format!(
+                    "deviceManagement/deviceHealthScripts/{}/assignments/{}",
+                    enc(&script_id),
+                    enc(r.id())
+                )
+            })
+            .await
+        }
+        (Route::Assignment { script_id, id }, &Method::GET) => {
+            principal.require(perm::SCRIPTS_READ)?;
+            let context = format!(
+                "deviceManagement/deviceHealthScripts('{}')/assignments/$entity",
+                odata_key(&script_id)
+            );
+            ctx.item(
+                &DEVICE_HEALTH_SCRIPT_ASSIGNMENT,
+                EntityRef::Assignment { script_id, id },
+                context,
+            )
+            .await
+        }
+        (Route::Assignment { script_id, id }, &Method::PATCH) => {
+            principal.require(perm::SCRIPTS_WRITE)?;
+            ctx.no_options("an update")?;
+            let body = ctx.body(&DEVICE_HEALTH_SCRIPT_ASSIGNMENT, &[])?;
+            ctx.write(ops::update_assignment(script_id, id, body.fields)?)
+                .await
+        }
+        (Route::Assignment { script_id, id }, _) => {
+            principal.require(perm::SCRIPTS_WRITE)?;
+            ctx.no_options("a delete")?;
+            ctx.write(Write::DeleteAssignment { script_id, id }).await
+        }
+        (Route::RunSummary { script_id }, _) => {
+            principal.require(perm::SCRIPTS_READ)?;
+            let bound = query::bind_item(&RUN_SUMMARY, &ctx.options)?;
+            let Some(summary) = state
+                .store
+                .run_summary(&principal.tenant, &script_id)
+                .await?
+            else {
+                return Err(ApiError::not_found(format!(
+                    "The deviceHealthScript '{script_id}' does not exist."
+                )));
+            };
+            let context = format!(
+                "deviceManagement/deviceHealthScripts('{}')/runSummary/$entity",
+                odata_key(&script_id)
+            );
+            Ok(ctx.item_response(&summary, &bound, context, None))
+        }
+        (
+            Route::History {
+                script_id,
+                state_id,
+            },
+            _,
+        ) => {
+            principal.require(perm::SCRIPTS_READ)?;
+            let key = EntityRef::RunState {
+                script_id: script_id.clone(),
+                id: state_id.clone(),
+            };
+            if state.store.get(&principal.tenant, &key).await?.is_none() {
+                return Err(ApiError::not_found(format!(
+                    "The deviceRunState '{state_id}' does not exist in deviceHealthScript '{script_id}'."
+                )));
+            }
+            let context = format!(
+                "deviceManagement/deviceHealthScripts('{}')/deviceRunStates('{}')/history",
+                odata_key(&script_id),
+                odata_key(&state_id)
+            );
+            ctx.list(
+                Scope::History {
+                    script_id,
+                    state_id,
+                },
+                context,
+            )
+            .await
+        }
+        (Route::DeviceScriptStates { device_id }, _) => {
+            principal.require(perm::RUN_STATE_DEVICE_READ)?;
+            ctx.no_options("deviceHealthScriptStates")?;
+            let Some(states) = state
+                .store
+                .device_script_states(&principal.tenant, &device_id)
+                .await?
+            else {
+                return Err(ApiError::not_found(format!(
+                    "The managedDevice '{device_id}' does not exist."
+                )));
+            };
+            let mut object = Map::new();
+            object.insert(
+                "@odata.context".into(),
+                ctx.context(&format!(
+                    "deviceManagement/managedDevices('{}')/deviceHealthScriptStates",
+                    odata_key(&device_id)
+                )),
+            );
+            let items = states
+                .iter()
+                .map(|r| Json::Object(entity_object(r, None, Shape::Item)))
+                .collect();
+            object.insert("value".into(), Json::Array(items));
+            Ok(ApiResponse::json(StatusCode::OK, object))
+        }
+        (Route::PendingOnDemand { device_id }, _) => {
+            principal.require(perm::DEVICES_READ)?;
+            ctx.no_options("pendingOnDemandRemediations")?;
+            let Some(pending) = state
+                .store
+                .pending_on_demand(&principal.tenant, &device_id)
+                .await?
+            else {
+                return Err(ApiError::not_found(format!(
+                    "The managedDevice '{device_id}' does not exist."
+                )));
+            };
+            let items = pending
+                .into_iter()
+                .map(|(script, at)| serde_json::json!({"scriptPolicyId": script, "requestedDateTime": at.to_string()}))
+                .collect();
+            let mut object = Map::new();
+            object.insert("value".into(), Json::Array(items));
+            Ok(ApiResponse::json(StatusCode::OK, object))
+        }
+        (Route::Operation(operation), _) => {
+            ctx.no_options("an action or function")?;
+            crate::operations::run(&ctx, operation).await
+        }
         (Route::Scripts, &Method::GET) => {
             principal.require(perm::SCRIPTS_READ)?;
             ctx.list(
@@ -189,6 +365,30 @@ pub async fn dispatch(state: &AppState, req: &ApiRequest) -> Result<ApiResponse,
                     ctx.require_script(&script_id).await?;
                     Scope::RunStates { script_id }
                 }
+                Route::Assignments { script_id } => {
+                    principal.require(perm::SCRIPTS_READ)?;
+                    ctx.require_script(&script_id).await?;
+                    Scope::Assignments { script_id }
+                }
+                Route::History {
+                    script_id,
+                    state_id,
+                } => {
+                    principal.require(perm::SCRIPTS_READ)?;
+                    let key = EntityRef::RunState {
+                        script_id: script_id.clone(),
+                        id: state_id.clone(),
+                    };
+                    if state.store.get(&principal.tenant, &key).await?.is_none() {
+                        return Err(ApiError::not_found(format!(
+                            "The deviceRunState '{state_id}' does not exist."
+                        )));
+                    }
+                    Scope::History {
+                        script_id,
+                        state_id,
+                    }
+                }
                 _ => {
                     principal.require(perm::DEVICES_READ)?;
                     Scope::Devices
@@ -279,23 +479,23 @@ fn enc(key: &str) -> String {
 }
 
 /// A key inside OData key syntax `('…')`.
-fn odata_key(key: &str) -> String {
+pub(crate) fn odata_key(key: &str) -> String {
     key.replace('\'', "''")
 }
 
-struct Ctx<'a> {
-    state: &'a AppState,
-    req: &'a ApiRequest,
-    principal: &'a Principal,
-    options: remediate_odata::QueryOptions,
+pub(crate) struct Ctx<'a> {
+    pub(crate) state: &'a AppState,
+    pub(crate) req: &'a ApiRequest,
+    pub(crate) principal: &'a Principal,
+    pub(crate) options: remediate_odata::QueryOptions,
 }
 
 impl Ctx<'_> {
-    fn no_options(&self, what: &str) -> Result<(), ApiError> {
+    pub(crate) fn no_options(&self, what: &str) -> Result<(), ApiError> {
         query::expect_none(&self.options, what)
     }
 
-    fn body(
+    pub(crate) fn body(
         &self,
         entity: &'static EntityType,
         navigations: &[&str],
@@ -304,11 +504,11 @@ impl Ctx<'_> {
         Ok(decode_entity(entity, &self.req.body, navigations)?)
     }
 
-    fn context(&self, suffix: &str) -> Json {
+    pub(crate) fn context(&self, suffix: &str) -> Json {
         Json::String(format!("{}/$metadata#{suffix}", self.req.base_url))
     }
 
-    async fn require_script(&self, id: &str) -> Result<(), ApiError> {
+    pub(crate) async fn require_script(&self, id: &str) -> Result<(), ApiError> {
         match self
             .state
             .store
@@ -322,7 +522,7 @@ impl Ctx<'_> {
         }
     }
 
-    async fn write(&self, write: Write) -> Result<ApiResponse, ApiError> {
+    pub(crate) async fn write(&self, write: Write) -> Result<ApiResponse, ApiError> {
         self.state
             .store
             .write(&self.principal.tenant, write)
@@ -374,6 +574,7 @@ impl Ctx<'_> {
                 EntityRef::Script(id) => ("deviceHealthScript", id),
                 EntityRef::RunState { id, .. } => ("deviceRunState", id),
                 EntityRef::Device(id) => ("managedDevice", id),
+                EntityRef::Assignment { id, .. } => ("deviceHealthScriptAssignment", id),
             };
             return Err(ApiError::not_found(format!(
                 "The {what} '{id}' does not exist."
@@ -392,16 +593,86 @@ impl Ctx<'_> {
             (Some(_), None) => Some(None),
             (None, _) => None,
         };
-        Ok(self.item_response(&record, &bound, context, device))
+        let mut response_object = self.item_object(&record, &bound, context, device);
+        self.expand_script(&mut response_object, &record, &bound)
+            .await?;
+        Ok(ApiResponse::json(StatusCode::OK, response_object))
     }
 
-    fn item_response(
+    /// `$expand=assignments` / `$expand=runSummary` on a script.
+    async fn expand_script(
+        &self,
+        object: &mut Map<String, Json>,
+        record: &Record,
+        bound: &Bound,
+    ) -> Result<(), ApiError> {
+        if !std::ptr::eq(record.entity, &DEVICE_HEALTH_SCRIPT) {
+            return Ok(());
+        }
+        if let Some(select) = &bound.expand_assignments {
+            let list = ListQuery {
+                scope: Scope::Assignments {
+                    script_id: record.id().to_owned(),
+                },
+                filter: None,
+                order: Vec::new(),
+                top: query::MAX_TOP,
+                skip: 0,
+                after: None,
+                count: false,
+                expand_device: false,
+            };
+            let page = self.state.store.list(&self.principal.tenant, &list).await?;
+            let items = page
+                .records
+                .iter()
+                .map(|r| Json::Object(entity_object(r, select.as_deref(), Shape::Item)))
+                .collect();
+            object.insert(
+                "assignments@odata.context".into(),
+                self.context(&format!(
+                    "deviceManagement/deviceHealthScripts('{}')/assignments",
+                    odata_key(record.id())
+                )),
+            );
+            object.insert("assignments".into(), Json::Array(items));
+        }
+        if let Some(select) = &bound.expand_run_summary {
+            let summary = self
+                .state
+                .store
+                .run_summary(&self.principal.tenant, record.id())
+                .await?;
+            object.insert(
+                "runSummary".into(),
+                summary.map_or(Json::Null, |s| {
+                    Json::Object(entity_object(&s, select.as_deref(), Shape::Item))
+                }),
+            );
+        }
+        Ok(())
+    }
+
+    pub(crate) fn item_response(
         &self,
         record: &Record,
         bound: &Bound,
         context: String,
         device: Option<Option<Record>>,
     ) -> ApiResponse {
+        ApiResponse::json(
+            StatusCode::OK,
+            self.item_object(record, bound, context, device),
+        )
+    }
+
+    fn item_object(
+        &self,
+        record: &Record,
+        bound: &Bound,
+        context: String,
+        device: Option<Option<Record>>,
+    ) -> Map<String, Json> {
         let mut object = Map::new();
         object.insert("@odata.context".into(), self.context(&context));
         object.insert(
@@ -415,7 +686,7 @@ impl Ctx<'_> {
                 expanded_device(device.as_ref(), select.as_deref()),
             );
         }
-        ApiResponse::json(StatusCode::OK, object)
+        object
     }
 
     async fn list(&self, scope: Scope, context: String) -> Result<ApiResponse, ApiError> {
@@ -462,6 +733,7 @@ impl Ctx<'_> {
                     expanded_device(device, select.as_deref()),
                 );
             }
+            self.expand_script(&mut item, record, &bound).await?;
             items.push(Json::Object(item));
         }
         object.insert("value".into(), Json::Array(items));
@@ -528,7 +800,7 @@ fn expanded_device(device: Option<&Record>, select: Option<&[usize]>) -> Json {
     }
 }
 
-fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     let unsupported = |found: &str| {
         ApiError::new(
             remediate_wire::ErrorKind::UnsupportedMediaType,

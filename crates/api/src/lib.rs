@@ -2,8 +2,11 @@
 //! query binding, paging tokens and response shaping. See `ARCHITECTURE.md` for the request flow.
 
 pub mod auth;
+pub mod batch;
 pub mod error;
 pub mod handlers;
+pub mod metadata;
+mod operations;
 pub mod paging;
 pub mod query;
 pub mod respond;

@@ -2,7 +2,10 @@
 //! names, types, enum members and navigation paths are checked here, producing the typed
 //! [`ListQuery`] storage executes. Errors name the offending property or option.
 
-use remediate_domain::model::{EntityType, Kind, DEVICE_RUN_STATE, MANAGED_DEVICE};
+use remediate_domain::model::{
+    EntityType, Kind, DEVICE_HEALTH_SCRIPT, DEVICE_HEALTH_SCRIPT_ASSIGNMENT, DEVICE_RUN_STATE,
+    MANAGED_DEVICE, RUN_SUMMARY,
+};
 use remediate_domain::query::{Column, CompareOp, Filter, Scope, SortKey, StringFunction};
 use remediate_domain::{Instant, Value};
 use remediate_odata::{self as odata, Expr, Literal, QueryOptions};
@@ -26,6 +29,10 @@ pub struct Bound {
     pub select: Option<Vec<usize>>,
     /// `$expand=managedDevice`, with its nested `$select`.
     pub expand_device: Option<Option<Vec<usize>>>,
+    /// `$expand=assignments` on scripts, with its nested `$select`.
+    pub expand_assignments: Option<Option<Vec<usize>>>,
+    /// `$expand=runSummary` on scripts, with its nested `$select`.
+    pub expand_run_summary: Option<Option<Vec<usize>>>,
 }
 
 pub fn parse(raw: &str) -> Result<QueryOptions, ApiError> {
@@ -102,6 +109,40 @@ fn bind_projection(
     if let Some(items) = &options.expand {
         for item in items {
             let name = item.path.join("/");
+            if std::ptr::eq(entity, &DEVICE_HEALTH_SCRIPT)
+                && (name == "assignments" || name == "runSummary")
+            {
+                let nested = &item.options;
+                let unsupported = QueryOptions {
+                    select: None,
+                    ..nested.clone()
+                };
+                expect_none(
+                    &unsupported,
+                    &format!("$expand={name} (only a nested $select is)"),
+                )?;
+                let target = if name == "assignments" {
+                    &DEVICE_HEALTH_SCRIPT_ASSIGNMENT
+                } else {
+                    &RUN_SUMMARY
+                };
+                let select = match &nested.select {
+                    Some(items) => select_indexes(target, items)?,
+                    None => None,
+                };
+                let slot = if name == "assignments" {
+                    &mut bound.expand_assignments
+                } else {
+                    &mut bound.expand_run_summary
+                };
+                if slot.is_some() {
+                    return Err(ApiError::bad_request(format!(
+                        "'{name}' is expanded more than once."
+                    )));
+                }
+                *slot = Some(select);
+                continue;
+            }
             if std::ptr::eq(entity, &DEVICE_RUN_STATE) && name == "managedDevice" {
                 let nested = &item.options;
                 let unsupported = QueryOptions {
@@ -128,6 +169,8 @@ fn bind_projection(
                     entity.qualified_name(),
                     if std::ptr::eq(entity, &DEVICE_RUN_STATE) {
                         " Expandable: managedDevice."
+                    } else if std::ptr::eq(entity, &DEVICE_HEALTH_SCRIPT) {
+                        " Expandable: assignments, runSummary."
                     } else {
                         ""
                     }

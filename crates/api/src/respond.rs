@@ -15,6 +15,8 @@ pub enum Body {
     Empty,
     Json(Vec<u8>),
     Text(String),
+    /// `application/xml` (the `$metadata` document).
+    Xml(String),
 }
 
 impl ApiResponse {

@@ -24,7 +24,64 @@ pub enum Route {
     Device(String),
     /// `/$count` of a collection route.
     Count(Box<Route>),
+    Assignments {
+        script_id: String,
+    },
+    Assignment {
+        script_id: String,
+        id: String,
+    },
+    RunSummary {
+        script_id: String,
+    },
+    History {
+        script_id: String,
+        state_id: String,
+    },
+    /// A bound action or function (see [`Operation`]).
+    Operation(Operation),
+    DeviceScriptStates {
+        device_id: String,
+    },
+    /// Extension for device agents: on-demand runs queued for the device.
+    PendingOnDemand {
+        device_id: String,
+    },
+    Batch,
+    Metadata,
 }
+
+/// Actions and functions bound to scripts and devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operation {
+    Assign { script_id: String },
+    GetRemediationHistory { script_id: String },
+    GetGlobalScriptHighestAvailableVersion { script_id: String },
+    UpdateGlobalScript { script_id: String },
+    GetRemediationSummary,
+    AreGlobalScriptsAvailable,
+    EnableGlobalScripts,
+    InitiateOnDemandProactiveRemediation { device_id: String },
+}
+
+impl Operation {
+    /// Functions answer GET, actions POST.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Operation::GetRemediationHistory { .. }
+            | Operation::GetRemediationSummary
+            | Operation::AreGlobalScriptsAvailable => "GET",
+            _ => "POST",
+        }
+    }
+}
+
+/// Bound functions, which may be written with or without `()`.
+const FUNCTIONS: &[&str] = &[
+    "getRemediationHistory",
+    "getRemediationSummary",
+    "areGlobalScriptsAvailable",
+];
 
 impl Route {
     /// Methods this route answers (for 405 and `Allow`).
@@ -34,7 +91,23 @@ impl Route {
             Route::Script(_) | Route::RunState { .. } | Route::Device(_) => {
                 &["GET", "PATCH", "DELETE"]
             }
-            Route::RunStateDevice { .. } | Route::Count(_) => &["GET"],
+            Route::RunStateDevice { .. }
+            | Route::Count(_)
+            | Route::RunSummary { .. }
+            | Route::History { .. }
+            | Route::DeviceScriptStates { .. }
+            | Route::PendingOnDemand { .. }
+            | Route::Metadata => &["GET"],
+            Route::Assignments { .. } => &["GET", "POST"],
+            Route::Assignment { .. } => &["GET", "PATCH", "DELETE"],
+            Route::Batch => &["POST"],
+            Route::Operation(op) => {
+                if op.method() == "GET" {
+                    &["GET"]
+                } else {
+                    &["POST"]
+                }
+            }
         }
     }
 }
@@ -125,12 +198,20 @@ pub fn parse(path: &str) -> Result<Route, ApiError> {
     for segment in &raw {
         let parsed = parse_segment(segment)?;
         match parsed.key {
+            Some(key) if key.is_empty() && FUNCTIONS.contains(&parsed.name.as_str()) => {
+                parts.push((parsed.name, parsed.raw));
+            }
             Some(key) => {
                 parts.push((parsed.name.clone(), parsed.raw.clone()));
                 parts.push((check_key(&key, &parsed.raw)?, parsed.raw));
             }
             None => parts.push((parsed.name, parsed.raw)),
         }
+    }
+    match parts.as_slice() {
+        [(name, _)] if name == "$batch" => return Ok(Route::Batch),
+        [(name, _)] if name == "$metadata" => return Ok(Route::Metadata),
+        _ => {}
     }
     if parts
         .last()
@@ -139,9 +220,11 @@ pub fn parse(path: &str) -> Result<Route, ApiError> {
         parts.pop();
         let inner = parse_parts(&parts)?;
         return match inner {
-            Route::Scripts | Route::RunStates { .. } | Route::Devices => {
-                Ok(Route::Count(Box::new(inner)))
-            }
+            Route::Scripts
+            | Route::RunStates { .. }
+            | Route::Devices
+            | Route::Assignments { .. }
+            | Route::History { .. } => Ok(Route::Count(Box::new(inner))),
             _ => Err(ApiError::bad_request(
                 "'$count' is supported only after a collection.",
             )),
@@ -162,17 +245,48 @@ fn parse_parts(parts: &[(String, String)]) -> Result<Route, ApiError> {
     match names.get(1).copied() {
         Some("deviceHealthScripts") => {}
         Some("managedDevices") => {
-            return match names.len() {
-                2 => Ok(Route::Devices),
-                3 => Ok(Route::Device(check_key(names[2], raw_of(2))?)),
+            let Some(id) = names.get(2) else {
+                return Ok(Route::Devices);
+            };
+            let device_id = check_key(id, raw_of(2))?;
+            return match (names.get(3).copied(), names.len()) {
+                (None, _) => Ok(Route::Device(device_id)),
+                (Some("deviceHealthScriptStates"), 4) => {
+                    Ok(Route::DeviceScriptStates { device_id })
+                }
+                (Some("initiateOnDemandProactiveRemediation"), 4) => Ok(Route::Operation(
+                    Operation::InitiateOnDemandProactiveRemediation { device_id },
+                )),
+                (Some("pendingOnDemandRemediations"), 4) => {
+                    Ok(Route::PendingOnDemand { device_id })
+                }
                 _ => Err(not_found(raw_of(3))),
-            }
+            };
         }
         _ => return Err(not_found(raw_of(1))),
+    }
+    let collection_operation = match names.get(2).copied() {
+        Some("getRemediationSummary") => Some(Operation::GetRemediationSummary),
+        Some("areGlobalScriptsAvailable") => Some(Operation::AreGlobalScriptsAvailable),
+        Some("enableGlobalScripts") => Some(Operation::EnableGlobalScripts),
+        _ => None,
+    };
+    if let Some(operation) = collection_operation {
+        if names.len() > 3 {
+            return Err(not_found(raw_of(3)));
+        }
+        return Ok(Route::Operation(operation));
     }
     let script_id = match names.get(2) {
         None => return Ok(Route::Scripts),
         Some(id) => check_key(id, raw_of(2))?,
+    };
+    let single = |route: Route| {
+        if names.len() == 4 {
+            Ok(route)
+        } else {
+            Err(not_found(raw_of(4)))
+        }
     };
     match names.get(3).copied() {
         None => Ok(Route::Script(script_id)),
@@ -186,9 +300,34 @@ fn parse_parts(parts: &[(String, String)]) -> Result<Route, ApiError> {
                 Some("managedDevice") if names.len() == 6 => {
                     Ok(Route::RunStateDevice { script_id, id })
                 }
+                Some("history") if names.len() == 6 => Ok(Route::History {
+                    script_id,
+                    state_id: id,
+                }),
                 _ => Err(not_found(raw_of(5))),
             }
         }
+        Some("assignments") => match (names.get(4), names.len()) {
+            (None, _) => Ok(Route::Assignments { script_id }),
+            (Some(id), 5) => Ok(Route::Assignment {
+                script_id,
+                id: check_key(id, raw_of(4))?,
+            }),
+            _ => Err(not_found(raw_of(5))),
+        },
+        Some("runSummary") => single(Route::RunSummary { script_id }),
+        Some("assign") => single(Route::Operation(Operation::Assign { script_id })),
+        Some("getRemediationHistory") => {
+            single(Route::Operation(Operation::GetRemediationHistory {
+                script_id,
+            }))
+        }
+        Some("getGlobalScriptHighestAvailableVersion") => single(Route::Operation(
+            Operation::GetGlobalScriptHighestAvailableVersion { script_id },
+        )),
+        Some("updateGlobalScript") => single(Route::Operation(Operation::UpdateGlobalScript {
+            script_id,
+        })),
         Some(_) => Err(not_found(raw_of(3))),
     }
 }
@@ -272,6 +411,29 @@ mod tests {
             Route::Count(Box::new(Route::Devices))
         );
         assert!(parse("deviceManagement/managedDevices/x/$count").is_err());
+        assert_eq!(
+            parse("deviceManagement/deviceHealthScripts/getRemediationSummary()").unwrap(),
+            Route::Operation(Operation::GetRemediationSummary)
+        );
+        assert_eq!(
+            parse("deviceManagement/deviceHealthScripts/getRemediationSummary").unwrap(),
+            Route::Operation(Operation::GetRemediationSummary)
+        );
+        assert_eq!(
+            parse("deviceManagement/deviceHealthScripts('s')/getRemediationHistory()").unwrap(),
+            Route::Operation(Operation::GetRemediationHistory {
+                script_id: "s".into()
+            })
+        );
+        assert_eq!(
+            parse("deviceManagement/deviceHealthScripts/s/assignments/s%3Ag").unwrap(),
+            Route::Assignment {
+                script_id: "s".into(),
+                id: "s:g".into()
+            }
+        );
+        assert_eq!(parse("$batch").unwrap(), Route::Batch);
+        assert!(parse("deviceManagement/deviceHealthScripts/s/runSummary/x").is_err());
     }
 
     #[test]

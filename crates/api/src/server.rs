@@ -172,6 +172,7 @@ fn to_http(response: ApiResponse, ids: &Ids) -> Response {
         Body::Empty => (None, AxumBody::empty()),
         Body::Json(bytes) => (Some(JSON_CONTENT_TYPE), AxumBody::from(bytes)),
         Body::Text(text) => (Some("text/plain; charset=utf-8"), AxumBody::from(text)),
+        Body::Xml(text) => (Some("application/xml"), AxumBody::from(text)),
     };
     let mut http = Response::new(body);
     *http.status_mut() = response.status;

@@ -154,6 +154,16 @@ enum_type!(
     ]
 );
 enum_type!(
+    FILTER_TYPE,
+    "deviceAndAppManagementAssignmentFilterType",
+    [("none", 0), ("include", 1), ("exclude", 2)]
+);
+enum_type!(
+    GLOBAL_SCRIPT_STATE,
+    "globalDeviceHealthScriptState",
+    [("notConfigured", 0), ("pending", 1), ("enabled", 2)]
+);
+enum_type!(
     JOIN_TYPE,
     "joinType",
     [
@@ -186,6 +196,31 @@ pub enum Kind {
 pub enum ComplexKind {
     /// `Collection(graph.deviceHealthScriptParameter)` (polymorphic: string/integer/boolean).
     ScriptParameters,
+    /// `graph.deviceAndAppManagementAssignmentTarget` (polymorphic: all devices, all users, group, exclusion group).
+    AssignmentTarget,
+    /// `graph.deviceHealthScriptRunSchedule` (polymorphic: once, hourly, daily).
+    RunSchedule,
+}
+
+/// A key column that places a stored row in the hierarchy, besides its own `id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// `scriptId`: the script a run state, assignment or history record belongs to (`Record::parent`).
+    Script,
+    /// `stateId`: the run state a history record belongs to (`Record::state_id`).
+    State,
+    /// `managedDeviceId`: the device a run state is bound to (`Record::device_id`).
+    Device,
+}
+
+impl Link {
+    pub fn column(self) -> &'static str {
+        match self {
+            Link::Script => "scriptId",
+            Link::State => "stateId",
+            Link::Device => "managedDeviceId",
+        }
+    }
 }
 
 /// Whether a client may write a property.
@@ -280,6 +315,8 @@ pub struct EntityType {
     pub properties: &'static [Property],
     /// Other `@odata.type` values accepted on input besides `#microsoft.graph.{name}`.
     pub accepted_types: &'static [&'static str],
+    /// Key columns besides `id` (storage order).
+    pub links: &'static [Link],
 }
 
 impl EntityType {
@@ -320,6 +357,7 @@ pub static DEVICE_HEALTH_SCRIPT: EntityType = EntityType {
     name: "deviceHealthScript",
     table: "device_health_scripts",
     accepted_types: &["microsoft.management.services.api.deviceHealthScript"],
+    links: &[],
     properties: &[
         read_only(prop("id", K::String, false, D::Server)),
         limited(
@@ -390,6 +428,7 @@ pub static DEVICE_RUN_STATE: EntityType = EntityType {
     name: "deviceHealthScriptDeviceState",
     table: "device_run_states",
     accepted_types: &["microsoft.management.services.api.deviceHealthScriptDeviceState"],
+    links: &[Link::Script, Link::Device],
     properties: &[
         read_only(prop("id", K::String, false, D::Server)),
         prop(
@@ -470,6 +509,7 @@ pub static MANAGED_DEVICE: EntityType = EntityType {
     name: "managedDevice",
     table: "managed_devices",
     accepted_types: &[],
+    links: &[],
     properties: &[
         read_only(prop("id", K::String, false, D::Server)),
         limited(
@@ -559,13 +599,294 @@ pub static MANAGED_DEVICE: EntityType = EntityType {
     ],
 };
 
+pub static DEVICE_HEALTH_SCRIPT_ASSIGNMENT: EntityType = EntityType {
+    name: "deviceHealthScriptAssignment",
+    table: "device_health_script_assignments",
+    accepted_types: &[],
+    links: &[Link::Script],
+    properties: &[
+        read_only(prop("id", K::String, false, D::Server)),
+        not_filterable(prop(
+            "target",
+            K::Complex(ComplexKind::AssignmentTarget),
+            true,
+            D::Null,
+        )),
+        prop("runRemediationScript", K::Boolean, false, D::Bool(false)),
+        not_filterable(prop(
+            "runSchedule",
+            K::Complex(ComplexKind::RunSchedule),
+            true,
+            D::Null,
+        )),
+    ],
+};
+
+/// One appended run record (SPEC §3.2 "History"), served at `…/deviceRunStates/{id}/history`.
+/// An extension of remediate: Graph has no such entity.
+pub static RUN_RECORD: EntityType = EntityType {
+    name: "deviceHealthScriptRunRecord",
+    table: "run_history",
+    accepted_types: &[],
+    links: &[Link::Script, Link::State],
+    properties: &[
+        read_only(prop("id", K::String, false, D::Server)),
+        read_only(prop(
+            "recordedDateTime",
+            K::DateTimeOffset,
+            false,
+            D::Server,
+        )),
+        read_only(prop("managedDeviceId", K::String, true, D::Null)),
+        read_only(prop(
+            "detectionState",
+            K::Enum(&RUN_STATE),
+            false,
+            D::Enum("unknown"),
+        )),
+        read_only(prop(
+            "remediationState",
+            K::Enum(&REMEDIATION_STATE),
+            false,
+            D::Enum("unknown"),
+        )),
+        read_only(prop(
+            "lastStateUpdateDateTime",
+            K::DateTimeOffset,
+            false,
+            D::MinDate,
+        )),
+        read_only(limited(
+            prop(
+                "preRemediationDetectionScriptOutput",
+                K::String,
+                true,
+                D::Null,
+            ),
+            OUTPUT_FIELD_MAX,
+        )),
+        read_only(limited(
+            prop(
+                "preRemediationDetectionScriptError",
+                K::String,
+                true,
+                D::Null,
+            ),
+            OUTPUT_FIELD_MAX,
+        )),
+        read_only(limited(
+            prop("remediationScriptError", K::String, true, D::Null),
+            OUTPUT_FIELD_MAX,
+        )),
+        read_only(limited(
+            prop(
+                "postRemediationDetectionScriptOutput",
+                K::String,
+                true,
+                D::Null,
+            ),
+            OUTPUT_FIELD_MAX,
+        )),
+        read_only(limited(
+            prop(
+                "postRemediationDetectionScriptError",
+                K::String,
+                true,
+                D::Null,
+            ),
+            OUTPUT_FIELD_MAX,
+        )),
+    ],
+};
+
+/// `runSummary`: computed from a script's run states (SPEC §3.4), never stored.
+pub static RUN_SUMMARY: EntityType = EntityType {
+    name: "deviceHealthScriptRunSummary",
+    table: "",
+    accepted_types: &[],
+    links: &[],
+    properties: &[
+        read_only(prop("id", K::String, false, D::Server)),
+        read_only(prop(
+            "noIssueDetectedDeviceCount",
+            K::Int32,
+            false,
+            D::Int(0),
+        )),
+        read_only(prop("issueDetectedDeviceCount", K::Int32, false, D::Int(0))),
+        read_only(prop(
+            "detectionScriptErrorDeviceCount",
+            K::Int32,
+            false,
+            D::Int(0),
+        )),
+        read_only(prop(
+            "detectionScriptPendingDeviceCount",
+            K::Int32,
+            false,
+            D::Int(0),
+        )),
+        read_only(prop(
+            "detectionScriptNotApplicableDeviceCount",
+            K::Int32,
+            false,
+            D::Int(0),
+        )),
+        read_only(prop(
+            "issueRemediatedDeviceCount",
+            K::Int32,
+            false,
+            D::Int(0),
+        )),
+        read_only(prop(
+            "remediationSkippedDeviceCount",
+            K::Int32,
+            false,
+            D::Int(0),
+        )),
+        read_only(prop(
+            "issueReoccurredDeviceCount",
+            K::Int32,
+            false,
+            D::Int(0),
+        )),
+        read_only(prop(
+            "remediationScriptErrorDeviceCount",
+            K::Int32,
+            false,
+            D::Int(0),
+        )),
+        read_only(prop(
+            "lastScriptRunDateTime",
+            K::DateTimeOffset,
+            true,
+            D::Null,
+        )),
+        read_only(prop(
+            "issueRemediatedCumulativeDeviceCount",
+            K::Int32,
+            false,
+            D::Int(0),
+        )),
+    ],
+};
+
+/// `managedDevices/{id}/deviceHealthScriptStates`: one device's state in every script, computed.
+pub static POLICY_STATE: EntityType = EntityType {
+    name: "deviceHealthScriptPolicyState",
+    table: "",
+    accepted_types: &[],
+    links: &[],
+    properties: &[
+        read_only(prop("id", K::String, false, D::Server)),
+        read_only(prop("deviceId", K::String, false, D::Server)),
+        read_only(prop("policyId", K::String, false, D::Server)),
+        read_only(prop("userName", K::String, true, D::Null)),
+        read_only(prop("deviceName", K::String, true, D::Null)),
+        read_only(prop("policyName", K::String, true, D::Null)),
+        read_only(prop("osVersion", K::String, true, D::Null)),
+        read_only(prop(
+            "lastStateUpdateDateTime",
+            K::DateTimeOffset,
+            false,
+            D::MinDate,
+        )),
+        read_only(prop(
+            "expectedStateUpdateDateTime",
+            K::DateTimeOffset,
+            true,
+            D::Null,
+        )),
+        read_only(prop(
+            "lastSyncDateTime",
+            K::DateTimeOffset,
+            false,
+            D::MinDate,
+        )),
+        read_only(prop(
+            "preRemediationDetectionScriptOutput",
+            K::String,
+            true,
+            D::Null,
+        )),
+        read_only(prop(
+            "preRemediationDetectionScriptError",
+            K::String,
+            true,
+            D::Null,
+        )),
+        read_only(prop("remediationScriptError", K::String, true, D::Null)),
+        read_only(prop(
+            "postRemediationDetectionScriptOutput",
+            K::String,
+            true,
+            D::Null,
+        )),
+        read_only(prop(
+            "postRemediationDetectionScriptError",
+            K::String,
+            true,
+            D::Null,
+        )),
+        read_only(prop(
+            "detectionState",
+            K::Enum(&RUN_STATE),
+            false,
+            D::Enum("unknown"),
+        )),
+        read_only(prop(
+            "remediationState",
+            K::Enum(&REMEDIATION_STATE),
+            false,
+            D::Enum("unknown"),
+        )),
+        not_filterable(read_only(prop(
+            "assignmentFilterIds",
+            K::StringCollection,
+            true,
+            D::StrList(&[]),
+        ))),
+    ],
+};
+
+/// Every entity type served, for `$metadata` and model-wide checks.
+pub static ALL_ENTITIES: [&EntityType; 7] = [
+    &DEVICE_HEALTH_SCRIPT,
+    &DEVICE_RUN_STATE,
+    &MANAGED_DEVICE,
+    &DEVICE_HEALTH_SCRIPT_ASSIGNMENT,
+    &RUN_SUMMARY,
+    &POLICY_STATE,
+    &RUN_RECORD,
+];
+
+/// Every enum type served.
+pub static ALL_ENUMS: [&EnumType; 12] = [
+    &RUN_STATE,
+    &REMEDIATION_STATE,
+    &RUN_AS_ACCOUNT,
+    &SCRIPT_TYPE,
+    &COMPLIANCE_STATE,
+    &MANAGEMENT_AGENT,
+    &MANAGED_DEVICE_OWNER_TYPE,
+    &OWNER_TYPE,
+    &DEVICE_ENROLLMENT_TYPE,
+    &JOIN_TYPE,
+    &FILTER_TYPE,
+    &GLOBAL_SCRIPT_STATE,
+];
+
+/// The well-known pseudo-group ids Intune uses in assignment ids.
+pub const ALL_DEVICES_GROUP: &str = "adadadad-808e-44e2-905a-0b7873a8a531";
+pub const ALL_USERS_GROUP: &str = "acacacac-9df4-4c7d-9d50-4ef0226f57a9";
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn every_entity_starts_with_its_key_and_has_unique_names() {
-        for entity in [&DEVICE_HEALTH_SCRIPT, &DEVICE_RUN_STATE, &MANAGED_DEVICE] {
+        for entity in ALL_ENTITIES {
             assert_eq!(entity.properties[0].name, "id");
             let mut names: Vec<_> = entity
                 .properties
@@ -607,7 +928,7 @@ mod tests {
 
     #[test]
     fn enum_defaults_are_members() {
-        for entity in [&DEVICE_HEALTH_SCRIPT, &DEVICE_RUN_STATE, &MANAGED_DEVICE] {
+        for entity in ALL_ENTITIES {
             for p in entity.properties {
                 if let (Kind::Enum(e), DefaultValue::Enum(m)) = (p.kind, p.default) {
                     assert!(

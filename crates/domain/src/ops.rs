@@ -1,7 +1,10 @@
 //! Domain rules for new and changed entities: server-assigned ids and timestamps, required
 //! properties, and the rules Intune enforces on scripts.
 
-use crate::model::{DEVICE_HEALTH_SCRIPT, DEVICE_RUN_STATE, MANAGED_DEVICE};
+use crate::model::{
+    ALL_DEVICES_GROUP, ALL_USERS_GROUP, DEVICE_HEALTH_SCRIPT, DEVICE_HEALTH_SCRIPT_ASSIGNMENT,
+    DEVICE_RUN_STATE, MANAGED_DEVICE,
+};
 use crate::write::Write;
 use crate::{new_id, Instant, Record, Value};
 
@@ -93,6 +96,87 @@ pub fn create_device(fields: Vec<(usize, Value)>) -> Write {
     apply(&mut record, fields);
     record.set("id", Value::Str(new_id()));
     Write::CreateDevice { record }
+}
+
+/// The group id an assignment target addresses (pseudo-groups for all devices and all users).
+fn target_group(target: &Value) -> Result<String, RuleError> {
+    let Value::Json(text) = target else {
+        return Err(RuleError(
+            "The property 'target' is required for a deviceHealthScriptAssignment.".into(),
+        ));
+    };
+    let json: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| RuleError(format!("The assignment target is not valid JSON: {e}.")))?;
+    let kind = json["@odata.type"].as_str().unwrap_or("");
+    match kind {
+        "#microsoft.graph.allDevicesAssignmentTarget" => Ok(ALL_DEVICES_GROUP.to_owned()),
+        "#microsoft.graph.allLicensedUsersAssignmentTarget" => Ok(ALL_USERS_GROUP.to_owned()),
+        _ => json["groupId"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| RuleError("The assignment target needs a 'groupId'.".into())),
+    }
+}
+
+/// A new assignment of `script_id`, with the id `{scriptId}:{groupId}` as Intune forms it.
+pub fn assignment_record(
+    script_id: &str,
+    fields: Vec<(usize, Value)>,
+) -> Result<Record, RuleError> {
+    let mut record = Record::with_defaults(&DEVICE_HEALTH_SCRIPT_ASSIGNMENT);
+    apply(&mut record, fields);
+    let group = target_group(record.get("target"))?;
+    record.set("id", Value::Str(format!("{script_id}:{group}")));
+    record.parent = Some(script_id.to_owned());
+    Ok(record)
+}
+
+pub fn create_assignment(script_id: &str, fields: Vec<(usize, Value)>) -> Result<Write, RuleError> {
+    Ok(Write::CreateAssignment {
+        record: assignment_record(script_id, fields)?,
+    })
+}
+
+/// PATCH of an assignment: the target may change its filter but not its group (the group is the id).
+pub fn update_assignment(
+    script_id: String,
+    id: String,
+    fields: Vec<(usize, Value)>,
+) -> Result<Write, RuleError> {
+    let target = DEVICE_HEALTH_SCRIPT_ASSIGNMENT.index("target");
+    if let Some((_, value)) = fields.iter().find(|(i, _)| *i == target) {
+        let group = target_group(value)?;
+        if format!("{script_id}:{group}") != id {
+            return Err(RuleError(format!(
+                "The target's group '{group}' differs from this assignment's ('{id}'); assign the new group with POST or the assign action."
+            )));
+        }
+    }
+    Ok(Write::UpdateAssignment {
+        script_id,
+        id,
+        changes: fields,
+    })
+}
+
+/// The `assign` action: the full new set; two assignments of the same group are a 400.
+pub fn assign(script_id: &str, items: Vec<Vec<(usize, Value)>>) -> Result<Write, RuleError> {
+    let mut records: Vec<Record> = Vec::with_capacity(items.len());
+    for (i, fields) in items.into_iter().enumerate() {
+        let record = assignment_record(script_id, fields)
+            .map_err(|e| RuleError(format!("deviceHealthScriptAssignments[{i}]: {}", e.0)))?;
+        if records.iter().any(|r| r.id() == record.id()) {
+            return Err(RuleError(format!(
+                "deviceHealthScriptAssignments[{i}] targets the same group as an earlier item ('{}').",
+                record.id()
+            )));
+        }
+        records.push(record);
+    }
+    Ok(Write::Assign {
+        script_id: script_id.to_owned(),
+        records,
+    })
 }
 
 #[cfg(test)]

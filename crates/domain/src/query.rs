@@ -10,6 +10,8 @@ pub enum Scope {
     Scripts,
     RunStates { script_id: String },
     Devices,
+    Assignments { script_id: String },
+    History { script_id: String, state_id: String },
 }
 
 impl Scope {
@@ -18,8 +20,26 @@ impl Scope {
             Scope::Scripts => &crate::model::DEVICE_HEALTH_SCRIPT,
             Scope::RunStates { .. } => &crate::model::DEVICE_RUN_STATE,
             Scope::Devices => &crate::model::MANAGED_DEVICE,
+            Scope::Assignments { .. } => &crate::model::DEVICE_HEALTH_SCRIPT_ASSIGNMENT,
+            Scope::History { .. } => &crate::model::RUN_RECORD,
         }
     }
+}
+
+/// `getRemediationHistory`: one entry per UTC day with records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemediationHistory {
+    pub last_modified: Option<crate::Instant>,
+    pub days: Vec<HistoryDay>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryDay {
+    /// `YYYY-MM-DD` (UTC).
+    pub date: String,
+    pub remediated: i64,
+    pub no_issue: i64,
+    pub detect_failed: i64,
 }
 
 /// A property reference: a property of the listed entity, or of the device a run state is bound to.

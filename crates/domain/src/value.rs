@@ -57,6 +57,8 @@ pub struct Record {
     pub parent: Option<String>,
     /// Target of the `managedDevice` navigation of a run state.
     pub device_id: Option<String>,
+    /// The run state a history record belongs to.
+    pub state_id: Option<String>,
 }
 
 impl Record {
@@ -67,6 +69,24 @@ impl Record {
             values: entity.properties.iter().map(default_value).collect(),
             parent: None,
             device_id: None,
+            state_id: None,
+        }
+    }
+
+    /// The value of a link column (`scriptId`, `stateId`, `managedDeviceId`).
+    pub fn link(&self, link: crate::model::Link) -> Option<&str> {
+        match link {
+            crate::model::Link::Script => self.parent.as_deref(),
+            crate::model::Link::State => self.state_id.as_deref(),
+            crate::model::Link::Device => self.device_id.as_deref(),
+        }
+    }
+
+    pub fn set_link(&mut self, link: crate::model::Link, value: Option<String>) {
+        match link {
+            crate::model::Link::Script => self.parent = value,
+            crate::model::Link::State => self.state_id = value,
+            crate::model::Link::Device => self.device_id = value,
         }
     }
 

@@ -31,6 +31,33 @@ pub enum Write {
         script_id: String,
         id: String,
     },
+    /// An assignment of a script (`parent` is the script id).
+    CreateAssignment {
+        record: Record,
+    },
+    UpdateAssignment {
+        script_id: String,
+        id: String,
+        changes: Vec<(usize, Value)>,
+    },
+    DeleteAssignment {
+        script_id: String,
+        id: String,
+    },
+    /// The `assign` action: replace the script's whole assignment set.
+    Assign {
+        script_id: String,
+        records: Vec<Record>,
+    },
+    /// `initiateOnDemandProactiveRemediation`: queue a run of `script_id` on `device_id`.
+    RequestOnDemand {
+        device_id: String,
+        script_id: String,
+    },
+    /// `enableGlobalScripts`: record the tenant's global-scripts state.
+    SetGlobalScriptsState {
+        state: i64,
+    },
     CreateDevice {
         record: Record,
     },

@@ -30,6 +30,9 @@ pub struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, env = "REMEDIATE_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Days run-history records are kept (default 90).
+    #[arg(long, env = "REMEDIATE_HISTORY_RETENTION_DAYS")]
+    pub history_retention_days: Option<u32>,
     /// Configuration file (default: ./remediate.toml when it exists).
     #[arg(long, env = "REMEDIATE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -45,6 +48,7 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     db_connections: Option<u32>,
     log_format: Option<String>,
+    history_retention_days: Option<u32>,
 }
 
 /// The resolved configuration of `remediate serve`.
@@ -57,6 +61,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub db_connections: u32,
     pub log_json: bool,
+    pub history_retention_days: u32,
 }
 
 pub const DEFAULT_DATA_DIR: &str = "./remediate-data";
@@ -110,6 +115,14 @@ impl Config {
                 .unwrap_or(8)
                 .max(1),
             log_json: log_format == "json",
+            history_retention_days: match args
+                .history_retention_days
+                .or(file.history_retention_days)
+                .unwrap_or(90)
+            {
+                0 => anyhow::bail!("history_retention_days must be at least 1"),
+                days => days,
+            },
         })
     }
 }

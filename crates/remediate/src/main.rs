@@ -125,10 +125,29 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
     );
     use std::io::Write;
     std::io::stdout().flush().ok();
+    let retention = tokio::spawn(prune_history(store.clone(), config.history_retention_days));
     remediate_api::run(listener, state, shutdown_signal()).await?;
+    retention.abort();
     store.close().await;
     tracing::info!("remediate stopped");
     Ok(())
+}
+
+/// Apply the history retention at start and then hourly.
+async fn prune_history(store: Arc<SqlStore>, days: u32) {
+    use remediate_store::Store;
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let now = remediate_domain::Instant::now().ticks();
+        let cutoff = remediate_domain::Instant::from_ticks(now - i64::from(days) * 864_000_000_000)
+            .unwrap_or(remediate_domain::Instant::MIN);
+        match store.prune_history(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, days, "pruned run history beyond the retention"),
+            Err(e) => tracing::warn!(error = %e, "pruning run history failed; retrying in an hour"),
+        }
+    }
 }
 
 fn store_kind(url: &str) -> &'static str {

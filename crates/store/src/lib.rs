@@ -8,9 +8,10 @@
 mod migrate;
 mod sql;
 mod translate;
+mod views;
 
 use async_trait::async_trait;
-use remediate_domain::query::{ListQuery, Page};
+use remediate_domain::query::{ListQuery, Page, RemediationHistory};
 use remediate_domain::write::{Write, WriteOutcome};
 use remediate_domain::Record;
 
@@ -42,6 +43,7 @@ pub enum EntityRef {
     Script(String),
     RunState { script_id: String, id: String },
     Device(String),
+    Assignment { script_id: String, id: String },
 }
 
 #[async_trait]
@@ -52,6 +54,36 @@ pub trait Store: Send + Sync + 'static {
     async fn get(&self, tenant: &str, entity: &EntityRef) -> Result<Option<Record>, StoreError>;
     /// Read one page of a collection.
     async fn list(&self, tenant: &str, query: &ListQuery) -> Result<Page, StoreError>;
+    /// `runSummary` of a script (SPEC §3.4); `None` when the script does not exist.
+    async fn run_summary(
+        &self,
+        tenant: &str,
+        script_id: &str,
+    ) -> Result<Option<Record>, StoreError>;
+    /// `getRemediationHistory` of a script; `None` when the script does not exist.
+    async fn remediation_history(
+        &self,
+        tenant: &str,
+        script_id: &str,
+    ) -> Result<Option<RemediationHistory>, StoreError>;
+    /// `getRemediationSummary`: (number of scripts, devices with remediationState `success` in any script).
+    async fn remediation_summary(&self, tenant: &str) -> Result<(i64, i64), StoreError>;
+    /// `deviceHealthScriptStates` of a device; `None` when the device does not exist.
+    async fn device_script_states(
+        &self,
+        tenant: &str,
+        device_id: &str,
+    ) -> Result<Option<Vec<Record>>, StoreError>;
+    /// On-demand runs queued for a device: (script id, requested at); `None` when the device does not exist.
+    async fn pending_on_demand(
+        &self,
+        tenant: &str,
+        device_id: &str,
+    ) -> Result<Option<Vec<(String, remediate_domain::Instant)>>, StoreError>;
+    /// The tenant's global-scripts state (member value of globalDeviceHealthScriptState).
+    async fn global_scripts_state(&self, tenant: &str) -> Result<i64, StoreError>;
+    /// Delete history records older than `cutoff` (retention); returns how many were deleted.
+    async fn prune_history(&self, cutoff: remediate_domain::Instant) -> Result<u64, StoreError>;
     /// Is the database reachable?
     async fn ping(&self) -> Result<(), StoreError>;
     /// The secret that signs paging tokens, shared by every process on the same database.

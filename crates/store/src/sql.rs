@@ -5,8 +5,11 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use remediate_domain::model::{EntityType, DEVICE_HEALTH_SCRIPT, DEVICE_RUN_STATE, MANAGED_DEVICE};
-use remediate_domain::query::{After, ListQuery, Page};
+use remediate_domain::model::{
+    EntityType, DEVICE_HEALTH_SCRIPT, DEVICE_HEALTH_SCRIPT_ASSIGNMENT, DEVICE_RUN_STATE,
+    MANAGED_DEVICE, RUN_RECORD,
+};
+use remediate_domain::query::{After, ListQuery, Page, RemediationHistory, Scope};
 use remediate_domain::write::{Write, WriteOutcome};
 use remediate_domain::{Instant, Record, Value};
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -178,7 +181,7 @@ fn bind_all<'q>(
 }
 
 /// `"a", "b", …` for an entity's properties as stored, with `NULL` for properties a list leaves out.
-fn select_columns(entity: &EntityType, alias: &str, list: bool) -> String {
+pub(crate) fn select_columns(entity: &EntityType, alias: &str, list: bool) -> String {
     let mut columns: Vec<String> = entity
         .properties
         .iter()
@@ -190,23 +193,17 @@ fn select_columns(entity: &EntityType, alias: &str, list: bool) -> String {
             }
         })
         .collect();
-    if std::ptr::eq(entity, &DEVICE_RUN_STATE) {
-        columns.push(format!("{alias}.\"scriptId\""));
-        columns.push(format!("{alias}.\"managedDeviceId\""));
+    for link in entity.links {
+        columns.push(format!("{alias}.\"{}\"", link.column()));
     }
     columns.join(", ")
 }
 
 fn column_count(entity: &EntityType) -> usize {
-    entity.properties.len()
-        + if std::ptr::eq(entity, &DEVICE_RUN_STATE) {
-            2
-        } else {
-            0
-        }
+    entity.properties.len() + entity.links.len()
 }
 
-fn decode_record(
+pub(crate) fn decode_record(
     entity: &'static EntityType,
     row: &AnyRow,
     offset: usize,
@@ -220,11 +217,11 @@ fn decode_record(
         values,
         parent: None,
         device_id: None,
+        state_id: None,
     };
-    if std::ptr::eq(entity, &DEVICE_RUN_STATE) {
-        let n = entity.properties.len();
-        record.parent = row.try_get::<Option<String>, _>(offset + n)?;
-        record.device_id = row.try_get::<Option<String>, _>(offset + n + 1)?;
+    let n = entity.properties.len();
+    for (i, link) in entity.links.iter().enumerate() {
+        record.set_link(*link, row.try_get::<Option<String>, _>(offset + n + i)?);
     }
     Ok(record)
 }
@@ -233,11 +230,9 @@ fn insert_sql(tenant: &str, record: &Record) -> Sql {
     let entity = record.entity;
     let mut columns = vec!["\"tenant\"".to_owned()];
     let mut args = vec![Arg::Text(Some(tenant.to_owned()))];
-    if std::ptr::eq(entity, &DEVICE_RUN_STATE) {
-        columns.push("\"scriptId\"".into());
-        args.push(Arg::Text(record.parent.clone()));
-        columns.push("\"managedDeviceId\"".into());
-        args.push(Arg::Text(record.device_id.clone()));
+    for link in entity.links {
+        columns.push(format!("\"{}\"", link.column()));
+        args.push(Arg::Text(record.link(*link).map(str::to_owned)));
     }
     for (p, v) in entity.properties.iter().zip(&record.values) {
         columns.extend(translate::column_names(p));
@@ -268,7 +263,7 @@ fn key_where(sql: &mut Sql, tenant: &str, key: &EntityRef) {
             sql.push(" AND t.\"id\" = ")
                 .arg(Arg::Text(Some(id.clone())));
         }
-        EntityRef::RunState { script_id, id } => {
+        EntityRef::RunState { script_id, id } | EntityRef::Assignment { script_id, id } => {
             sql.push(" AND t.\"scriptId\" = ")
                 .arg(Arg::Text(Some(script_id.clone())));
             sql.push(" AND t.\"id\" = ")
@@ -282,6 +277,7 @@ fn entity_of(key: &EntityRef) -> &'static EntityType {
         EntityRef::Script(_) => &DEVICE_HEALTH_SCRIPT,
         EntityRef::RunState { .. } => &DEVICE_RUN_STATE,
         EntityRef::Device(_) => &MANAGED_DEVICE,
+        EntityRef::Assignment { .. } => &DEVICE_HEALTH_SCRIPT_ASSIGNMENT,
     }
 }
 
@@ -372,39 +368,59 @@ impl SqlStore {
         Ok(())
     }
 
+    /// Append a run record of `state` (same transaction as the change), and clear any on-demand
+    /// request of that device and script: the device has now reported it.
     async fn append_history(
         &self,
         tx: &mut Tx<'_>,
         tenant: &str,
         state: &Record,
     ) -> Result<(), sqlx::Error> {
-        let get_int = |name: &str| match state.get(name) {
-            Value::Enum(v) | Value::Int(v) => *v,
-            Value::Time(t) => t.ticks(),
-            _ => 0,
-        };
-        let get_text = |name: &str| state.get(name).as_str().map(str::to_owned);
-        sqlx::query(
-            "INSERT INTO run_history (\"tenant\", \"scriptId\", \"stateId\", \"managedDeviceId\", \"recordedDateTime\", \
-             \"detectionState\", \"remediationState\", \"lastStateUpdateDateTime\", \"preRemediationDetectionScriptOutput\", \
-             \"preRemediationDetectionScriptError\", \"remediationScriptError\", \"postRemediationDetectionScriptOutput\", \
-             \"postRemediationDetectionScriptError\") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
-        .bind(tenant.to_owned())
-        .bind(state.parent.clone())
-        .bind(state.id().to_owned())
-        .bind(state.device_id.clone())
-        .bind(Instant::now().ticks())
-        .bind(get_int("detectionState"))
-        .bind(get_int("remediationState"))
-        .bind(get_int("lastStateUpdateDateTime"))
-        .bind(get_text("preRemediationDetectionScriptOutput"))
-        .bind(get_text("preRemediationDetectionScriptError"))
-        .bind(get_text("remediationScriptError"))
-        .bind(get_text("postRemediationDetectionScriptOutput"))
-        .bind(get_text("postRemediationDetectionScriptError"))
-        .execute(&mut **tx)
-        .await?;
+        let now = Instant::now();
+        let mut record = Record::with_defaults(&RUN_RECORD);
+        let suffix = &remediate_domain::new_id()[..8];
+        record.set("id", Value::Str(format!("{:020}-{suffix}", now.ticks())));
+        record.set("recordedDateTime", Value::Time(now));
+        record.set(
+            "managedDeviceId",
+            state.device_id.clone().map_or(Value::Null, Value::Str),
+        );
+        for name in [
+            "detectionState",
+            "remediationState",
+            "lastStateUpdateDateTime",
+            "preRemediationDetectionScriptOutput",
+            "preRemediationDetectionScriptError",
+            "remediationScriptError",
+            "postRemediationDetectionScriptOutput",
+            "postRemediationDetectionScriptError",
+        ] {
+            record.set(name, state.get(name).clone());
+        }
+        record.parent = state.parent.clone();
+        record.state_id = Some(state.id().to_owned());
+        let sql = insert_sql(tenant, &record);
+        bind_all(sqlx::query(&sql.text), sql.args)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// The device has reported the script: its queued on-demand run is done.
+    async fn clear_on_demand(
+        &self,
+        tx: &mut Tx<'_>,
+        tenant: &str,
+        state: &Record,
+    ) -> Result<(), sqlx::Error> {
+        if let (Some(device), Some(script)) = (&state.device_id, &state.parent) {
+            sqlx::query("DELETE FROM on_demand_requests WHERE \"tenant\" = $1 AND \"managedDeviceId\" = $2 AND \"scriptId\" = $3")
+                .bind(tenant.to_owned())
+                .bind(device.clone())
+                .bind(script.clone())
+                .execute(&mut **tx)
+                .await?;
+        }
         Ok(())
     }
 
@@ -474,6 +490,7 @@ impl SqlStore {
                     .execute(&mut **tx)
                     .await?;
                 self.append_history(tx, tenant, &record).await?;
+                self.clear_on_demand(tx, tenant, &record).await?;
                 Ok(Ok(WriteOutcome::Created(record)))
             }
             Write::UpdateScript { id, changes } => {
@@ -571,10 +588,16 @@ impl SqlStore {
                 if before != after {
                     self.append_history(tx, tenant, &record).await?;
                 }
+                self.clear_on_demand(tx, tenant, &record).await?;
                 Ok(Ok(WriteOutcome::Updated))
             }
             Write::DeleteScript { id } => {
-                for table in ["run_history", "device_run_states"] {
+                for table in [
+                    "run_history",
+                    "device_run_states",
+                    "device_health_script_assignments",
+                    "on_demand_requests",
+                ] {
                     sqlx::query(&format!(
                         "DELETE FROM {table} WHERE \"tenant\" = $1 AND \"scriptId\" = $2"
                     ))
@@ -590,6 +613,130 @@ impl SqlStore {
                     format!("The deviceHealthScript '{id}' does not exist."),
                 )
                 .await
+            }
+            Write::CreateAssignment { record } => {
+                let script_id = record.parent.clone().unwrap_or_default();
+                if !self
+                    .exists(tx, tenant, &EntityRef::Script(script_id.clone()))
+                    .await?
+                {
+                    return Ok(Err(StoreError::NotFound(format!(
+                        "The deviceHealthScript '{script_id}' does not exist."
+                    ))));
+                }
+                let key = EntityRef::Assignment {
+                    script_id,
+                    id: record.id().to_owned(),
+                };
+                if self.exists(tx, tenant, &key).await? {
+                    return Ok(Err(StoreError::Conflict(format!(
+                        "An assignment with the id '{}' (the same target group) already exists for this deviceHealthScript.",
+                        record.id()
+                    ))));
+                }
+                let sql = insert_sql(tenant, &record);
+                bind_all(sqlx::query(&sql.text), sql.args)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(Ok(WriteOutcome::Created(record)))
+            }
+            Write::UpdateAssignment {
+                script_id,
+                id,
+                changes,
+            } => {
+                let key = EntityRef::Assignment {
+                    script_id: script_id.clone(),
+                    id: id.clone(),
+                };
+                let Some(mut record) = self.fetch(tx, tenant, &key, true).await? else {
+                    return Ok(Err(StoreError::NotFound(format!(
+                        "The deviceHealthScriptAssignment '{id}' does not exist in deviceHealthScript '{script_id}'."
+                    ))));
+                };
+                let changed: Vec<usize> = changes.iter().map(|(i, _)| *i).collect();
+                for (index, value) in changes {
+                    record.values[index] = value;
+                }
+                self.update_columns(tx, tenant, &key, &record, &changed, None)
+                    .await?;
+                Ok(Ok(WriteOutcome::Updated))
+            }
+            Write::DeleteAssignment { script_id, id } => {
+                let message = format!("The deviceHealthScriptAssignment '{id}' does not exist in deviceHealthScript '{script_id}'.");
+                self.delete(
+                    tx,
+                    tenant,
+                    &EntityRef::Assignment { script_id, id },
+                    message,
+                )
+                .await
+            }
+            Write::Assign { script_id, records } => {
+                if !self
+                    .exists(tx, tenant, &EntityRef::Script(script_id.clone()))
+                    .await?
+                {
+                    return Ok(Err(StoreError::NotFound(format!(
+                        "The deviceHealthScript '{script_id}' does not exist."
+                    ))));
+                }
+                sqlx::query("DELETE FROM device_health_script_assignments WHERE \"tenant\" = $1 AND \"scriptId\" = $2")
+                    .bind(tenant.to_owned())
+                    .bind(script_id.clone())
+                    .execute(&mut **tx)
+                    .await?;
+                for record in &records {
+                    let sql = insert_sql(tenant, record);
+                    bind_all(sqlx::query(&sql.text), sql.args)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                Ok(Ok(WriteOutcome::Updated))
+            }
+            Write::RequestOnDemand {
+                device_id,
+                script_id,
+            } => {
+                if !self
+                    .exists(tx, tenant, &EntityRef::Device(device_id.clone()))
+                    .await?
+                {
+                    return Ok(Err(StoreError::NotFound(format!(
+                        "The managedDevice '{device_id}' does not exist."
+                    ))));
+                }
+                if !self
+                    .exists(tx, tenant, &EntityRef::Script(script_id.clone()))
+                    .await?
+                {
+                    return Ok(Err(StoreError::InvalidReference(format!(
+                        "The scriptPolicyId '{script_id}' does not name a deviceHealthScript of this tenant."
+                    ))));
+                }
+                sqlx::query(
+                    "INSERT INTO on_demand_requests (\"tenant\", \"managedDeviceId\", \"scriptId\", \"requestedDateTime\") \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (\"tenant\", \"managedDeviceId\", \"scriptId\") \
+                     DO UPDATE SET \"requestedDateTime\" = excluded.\"requestedDateTime\"",
+                )
+                .bind(tenant.to_owned())
+                .bind(device_id)
+                .bind(script_id)
+                .bind(Instant::now().ticks())
+                .execute(&mut **tx)
+                .await?;
+                Ok(Ok(WriteOutcome::Updated))
+            }
+            Write::SetGlobalScriptsState { state } => {
+                sqlx::query(
+                    "INSERT INTO tenant_settings (\"tenant\", \"globalScriptsState\") VALUES ($1, $2) \
+                     ON CONFLICT (\"tenant\") DO UPDATE SET \"globalScriptsState\" = excluded.\"globalScriptsState\"",
+                )
+                .bind(tenant.to_owned())
+                .bind(state)
+                .execute(&mut **tx)
+                .await?;
+                Ok(Ok(WriteOutcome::Updated))
             }
             Write::DeleteDevice { id } => {
                 self.delete(
@@ -683,9 +830,21 @@ impl Store for SqlStore {
         }
         from.push(" WHERE t.\"tenant\" = ")
             .arg(Arg::Text(Some(tenant.to_owned())));
-        if let remediate_domain::query::Scope::RunStates { script_id } = &query.scope {
-            from.push(" AND t.\"scriptId\" = ")
-                .arg(Arg::Text(Some(script_id.clone())));
+        match &query.scope {
+            Scope::RunStates { script_id } | Scope::Assignments { script_id } => {
+                from.push(" AND t.\"scriptId\" = ")
+                    .arg(Arg::Text(Some(script_id.clone())));
+            }
+            Scope::History {
+                script_id,
+                state_id,
+            } => {
+                from.push(" AND t.\"scriptId\" = ")
+                    .arg(Arg::Text(Some(script_id.clone())));
+                from.push(" AND t.\"stateId\" = ")
+                    .arg(Arg::Text(Some(state_id.clone())));
+            }
+            Scope::Scripts | Scope::Devices => {}
         }
         if let Some(filter) = &query.filter {
             from.push(" AND ");
@@ -776,6 +935,72 @@ impl Store for SqlStore {
             }
         }
         Ok(page)
+    }
+
+    async fn run_summary(
+        &self,
+        tenant: &str,
+        script_id: &str,
+    ) -> Result<Option<Record>, StoreError> {
+        crate::views::run_summary(&self.read, tenant, script_id)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn remediation_history(
+        &self,
+        tenant: &str,
+        script_id: &str,
+    ) -> Result<Option<RemediationHistory>, StoreError> {
+        crate::views::remediation_history(&self.read, tenant, script_id)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn remediation_summary(&self, tenant: &str) -> Result<(i64, i64), StoreError> {
+        crate::views::remediation_summary(&self.read, tenant)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn device_script_states(
+        &self,
+        tenant: &str,
+        device_id: &str,
+    ) -> Result<Option<Vec<Record>>, StoreError> {
+        crate::views::device_script_states(&self.read, tenant, device_id)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn pending_on_demand(
+        &self,
+        tenant: &str,
+        device_id: &str,
+    ) -> Result<Option<Vec<(String, Instant)>>, StoreError> {
+        crate::views::pending_on_demand(&self.read, tenant, device_id)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn global_scripts_state(&self, tenant: &str) -> Result<i64, StoreError> {
+        let row: Option<(i64,)> = sqlx::query_as(
+            "SELECT \"globalScriptsState\" FROM tenant_settings WHERE \"tenant\" = $1",
+        )
+        .bind(tenant.to_owned())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(map_err)?;
+        Ok(row.map_or(0, |(v,)| v))
+    }
+
+    async fn prune_history(&self, cutoff: Instant) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM run_history WHERE \"recordedDateTime\" < $1")
+            .bind(cutoff.ticks())
+            .execute(&self.write)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

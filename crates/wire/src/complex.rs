@@ -10,6 +10,8 @@ use crate::decode::{describe, DecodeError};
 pub fn validate(kind: ComplexKind, property: &str, json: &Json) -> Result<String, DecodeError> {
     let canonical = match kind {
         ComplexKind::ScriptParameters => script_parameters(property, json)?,
+        ComplexKind::AssignmentTarget => assignment_target(property, json)?,
+        ComplexKind::RunSchedule => run_schedule(property, json)?,
     };
     Ok(canonical.to_string())
 }
@@ -104,6 +106,233 @@ fn script_parameters(property: &str, json: &Json) -> Result<Json, DecodeError> {
     Ok(Json::Array(out))
 }
 
+/// The derived type named by an object's `@odata.type`, with or without `#` and namespace.
+fn derived_type<'a>(
+    at: &str,
+    map: &Map<String, Json>,
+    allowed: &[&'a str],
+    abstract_name: &str,
+) -> Result<&'a str, DecodeError> {
+    let list = format!("#microsoft.graph.{}", allowed.join(", #microsoft.graph."));
+    match map.get("@odata.type") {
+        Some(Json::String(t)) => {
+            let bare = t
+                .trim_start_matches('#')
+                .trim_start_matches("microsoft.graph.");
+            allowed.iter().find(|n| **n == bare).copied().ok_or_else(|| {
+                DecodeError(format!("'{at}' has '@odata.type' '{t}', which is not a concrete {abstract_name}; expected one of {list}."))
+            })
+        }
+        Some(other) => Err(DecodeError(format!(
+            "'{at}.@odata.type' must be a string, but the request has {}.",
+            describe(other)
+        ))),
+        None => Err(DecodeError(format!(
+            "'{at}' needs an '@odata.type' ({abstract_name} is abstract); expected one of {list}."
+        ))),
+    }
+}
+
+fn reject_unknown(
+    at: &str,
+    type_name: &str,
+    map: &Map<String, Json>,
+    known: &Map<String, Json>,
+) -> Result<(), DecodeError> {
+    for key in map.keys() {
+        if !known.contains_key(key) {
+            return Err(DecodeError(format!("The property '{key}' does not exist on type 'microsoft.graph.{type_name}' (in '{at}').")));
+        }
+    }
+    Ok(())
+}
+
+const TARGET_TYPES: [&str; 4] = [
+    "allDevicesAssignmentTarget",
+    "allLicensedUsersAssignmentTarget",
+    "groupAssignmentTarget",
+    "exclusionGroupAssignmentTarget",
+];
+
+fn assignment_target(at: &str, json: &Json) -> Result<Json, DecodeError> {
+    let Json::Object(map) = json else {
+        return Err(DecodeError(format!(
+            "'{at}' must be an object, but the request has {}.",
+            describe(json)
+        )));
+    };
+    let type_name = derived_type(
+        at,
+        map,
+        &TARGET_TYPES,
+        "deviceAndAppManagementAssignmentTarget",
+    )?;
+    let mut out = Map::new();
+    out.insert(
+        "@odata.type".into(),
+        Json::String(format!("#microsoft.graph.{type_name}")),
+    );
+    match map.get("deviceAndAppManagementAssignmentFilterId") {
+        None | Some(Json::Null) => out.insert("deviceAndAppManagementAssignmentFilterId".into(), Json::Null),
+        Some(Json::String(s)) => out.insert("deviceAndAppManagementAssignmentFilterId".into(), Json::String(s.clone())),
+        Some(other) => return Err(DecodeError(format!("'{at}.deviceAndAppManagementAssignmentFilterId' must be a string, but the request has {}.", describe(other)))),
+    };
+    let filter_type = match map.get("deviceAndAppManagementAssignmentFilterType") {
+        None => "none".to_owned(),
+        Some(Json::String(s)) if ["none", "include", "exclude"].contains(&s.as_str()) => s.clone(),
+        Some(other) => {
+            return Err(DecodeError(format!(
+                "'{at}.deviceAndAppManagementAssignmentFilterType' has {}, which is not a member of microsoft.graph.deviceAndAppManagementAssignmentFilterType; expected one of 'none', 'include', 'exclude'.",
+                describe(other)
+            )))
+        }
+    };
+    out.insert(
+        "deviceAndAppManagementAssignmentFilterType".into(),
+        Json::String(filter_type),
+    );
+    if type_name.contains("roupAssignmentTarget") {
+        match map.get("groupId") {
+            Some(Json::String(g)) if !g.trim().is_empty() => {
+                out.insert("groupId".into(), Json::String(g.clone()))
+            }
+            _ => {
+                return Err(DecodeError(format!(
+                    "'{at}.groupId' is required for {type_name} and must be a non-empty string."
+                )))
+            }
+        };
+    }
+    reject_unknown(at, type_name, map, &out)?;
+    Ok(Json::Object(out))
+}
+
+const SCHEDULE_TYPES: [&str; 3] = [
+    "deviceHealthScriptRunOnceSchedule",
+    "deviceHealthScriptHourlySchedule",
+    "deviceHealthScriptDailySchedule",
+];
+
+fn run_schedule(at: &str, json: &Json) -> Result<Json, DecodeError> {
+    let Json::Object(map) = json else {
+        return Err(DecodeError(format!(
+            "'{at}' must be an object, but the request has {}.",
+            describe(json)
+        )));
+    };
+    let type_name = derived_type(at, map, &SCHEDULE_TYPES, "deviceHealthScriptRunSchedule")?;
+    let mut out = Map::new();
+    out.insert(
+        "@odata.type".into(),
+        Json::String(format!("#microsoft.graph.{type_name}")),
+    );
+    let interval = match map.get("interval") {
+        None => 1,
+        Some(Json::Number(n)) if n.as_i64().is_some_and(|v| i32::try_from(v).is_ok()) => {
+            n.as_i64().unwrap_or(1)
+        }
+        Some(other) => {
+            return Err(DecodeError(format!(
+                "'{at}.interval' must be an integer, but the request has {}.",
+                describe(other)
+            )))
+        }
+    };
+    let valid = match type_name {
+        "deviceHealthScriptHourlySchedule" => (1..=23).contains(&interval),
+        _ => interval >= 1,
+    };
+    if !valid {
+        let range = if type_name == "deviceHealthScriptHourlySchedule" {
+            "1 to 23 hours"
+        } else {
+            "at least 1"
+        };
+        return Err(DecodeError(format!(
+            "'{at}.interval' is {interval}; {type_name} needs {range}."
+        )));
+    }
+    out.insert("interval".into(), Json::from(interval));
+    if type_name != "deviceHealthScriptHourlySchedule" {
+        let time = match map.get("time") {
+            None | Some(Json::Null) => Json::Null,
+            Some(Json::String(t)) => Json::String(time_of_day(at, t)?),
+            Some(other) => {
+                return Err(DecodeError(format!(
+                    "'{at}.time' must be a time of day 'HH:MM:SS.fffffff', but the request has {}.",
+                    describe(other)
+                )))
+            }
+        };
+        out.insert("time".into(), time);
+        let use_utc = match map.get("useUtc") {
+            None => false,
+            Some(Json::Bool(b)) => *b,
+            Some(other) => {
+                return Err(DecodeError(format!(
+                    "'{at}.useUtc' must be true or false, but the request has {}.",
+                    describe(other)
+                )))
+            }
+        };
+        out.insert("useUtc".into(), Json::Bool(use_utc));
+    }
+    if type_name == "deviceHealthScriptRunOnceSchedule" {
+        let date = match map.get("date") {
+            None | Some(Json::Null) => Json::Null,
+            Some(Json::String(d)) if valid_date(d) => Json::String(d.clone()),
+            Some(other) => {
+                return Err(DecodeError(format!(
+                    "'{at}.date' must be a date 'YYYY-MM-DD', but the request has {}.",
+                    describe(other)
+                )))
+            }
+        };
+        out.insert("date".into(), date);
+    }
+    reject_unknown(at, type_name, map, &out)?;
+    Ok(Json::Object(out))
+}
+
+/// `Edm.TimeOfDay`: `HH:MM[:SS[.f{1,7}]]`, canonical `HH:MM:SS.fffffff`.
+fn time_of_day(at: &str, text: &str) -> Result<String, DecodeError> {
+    let err = || {
+        DecodeError(format!(
+            "'{at}.time' is '{text}', not a time of day 'HH:MM:SS.fffffff'."
+        ))
+    };
+    let (clock, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let parts: Vec<&str> = clock.split(':').collect();
+    if !(2..=3).contains(&parts.len())
+        || parts
+            .iter()
+            .any(|p| p.len() != 2 || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(err());
+    }
+    let number = |i: usize| {
+        parts
+            .get(i)
+            .and_then(|p| p.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    let (h, m, s) = (number(0), number(1), number(2));
+    if h > 23
+        || m > 59
+        || s > 59
+        || fraction.len() > 7
+        || !fraction.bytes().all(|b| b.is_ascii_digit())
+        || (text.contains('.') && fraction.is_empty())
+    {
+        return Err(err());
+    }
+    Ok(format!("{h:02}:{m:02}:{s:02}.{fraction:0<7}"))
+}
+
+fn valid_date(text: &str) -> bool {
+    remediate_domain::Instant::parse(&format!("{text}T00:00:00Z")).is_ok() && text.len() == 10
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +361,53 @@ mod tests {
         .contains("abstract"));
         let bad: Json = serde_json::from_str(r##"[{"@odata.type":"#microsoft.graph.deviceHealthScriptIntegerParameter","defaultValue":"x"}]"##).unwrap();
         assert!(validate(ComplexKind::ScriptParameters, "p", &bad).is_err());
+    }
+
+    fn check(kind: ComplexKind, json: &str) -> Result<String, String> {
+        validate(kind, "x", &serde_json::from_str(json).unwrap()).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn assignment_targets_and_schedules_are_polymorphic_and_checked() {
+        let t = check(
+            ComplexKind::AssignmentTarget,
+            r#"{"@odata.type":"microsoft.graph.groupAssignmentTarget","groupId":"g1"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            t,
+            r##"{"@odata.type":"#microsoft.graph.groupAssignmentTarget","deviceAndAppManagementAssignmentFilterId":null,"deviceAndAppManagementAssignmentFilterType":"none","groupId":"g1"}"##
+        );
+        assert!(check(
+            ComplexKind::AssignmentTarget,
+            r##"{"@odata.type":"#microsoft.graph.groupAssignmentTarget"}"##
+        )
+        .unwrap_err()
+        .contains("groupId"));
+        assert!(check(
+            ComplexKind::AssignmentTarget,
+            r#"{"@odata.type":"microsoft.graph.deviceAndAppManagementAssignmentTarget"}"#
+        )
+        .unwrap_err()
+        .contains("not a concrete"));
+        let s = check(ComplexKind::RunSchedule, r##"{"@odata.type":"#microsoft.graph.deviceHealthScriptDailySchedule","interval":1,"time":"20:00:00","useUtc":false}"##).unwrap();
+        assert!(s.contains(r#""time":"20:00:00.0000000""#), "{s}");
+        assert!(check(
+            ComplexKind::RunSchedule,
+            r##"{"@odata.type":"#microsoft.graph.deviceHealthScriptHourlySchedule","interval":24}"##
+        )
+        .unwrap_err()
+        .contains("1 to 23"));
+        assert!(check(
+            ComplexKind::RunSchedule,
+            r#"{"@odata.type":"microsoft.graph.runSchedule"}"#
+        )
+        .is_err());
+        assert!(check(ComplexKind::RunSchedule, r##"{"@odata.type":"#microsoft.graph.deviceHealthScriptDailySchedule","time":"25:00:00"}"##).is_err());
+        let once = check(ComplexKind::RunSchedule, r##"{"@odata.type":"#microsoft.graph.deviceHealthScriptRunOnceSchedule","date":"2025-02-28","time":"11:58:36.255"}"##).unwrap();
+        assert!(
+            once.contains(r#""date":"2025-02-28""#) && once.contains("11:58:36.2550000"),
+            "{once}"
+        );
     }
 }

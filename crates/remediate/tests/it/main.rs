@@ -8,3 +8,4 @@ mod paging;
 mod run_states;
 mod scripts_devices;
 mod security;
+mod surface;

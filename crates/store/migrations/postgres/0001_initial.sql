@@ -116,20 +116,54 @@ CREATE INDEX "device_run_states_updated" ON "device_run_states" ("tenant", "scri
 
 -- Run history (SPEC §3.2): one immutable record per change of a run state's detection state,
 -- remediation state or lastStateUpdateDateTime, appended in the same transaction as the change.
+-- Ids are the record time in ticks (20 digits) and a random suffix, so id order is time order.
 CREATE TABLE "run_history" (
-    "seq" BIGSERIAL PRIMARY KEY,
     "tenant" TEXT COLLATE "C" NOT NULL,
     "scriptId" TEXT COLLATE "C" NOT NULL,
     "stateId" TEXT COLLATE "C" NOT NULL,
+    "id" TEXT COLLATE "C" NOT NULL,
+    "recordedDateTime" BIGINT,
     "managedDeviceId" TEXT COLLATE "C",
-    "recordedDateTime" BIGINT NOT NULL,
-    "detectionState" BIGINT NOT NULL,
-    "remediationState" BIGINT NOT NULL,
-    "lastStateUpdateDateTime" BIGINT NOT NULL,
+    "managedDeviceId_lc" TEXT COLLATE "C",
+    "detectionState" BIGINT,
+    "remediationState" BIGINT,
+    "lastStateUpdateDateTime" BIGINT,
     "preRemediationDetectionScriptOutput" TEXT COLLATE "C",
+    "preRemediationDetectionScriptOutput_lc" TEXT COLLATE "C",
     "preRemediationDetectionScriptError" TEXT COLLATE "C",
+    "preRemediationDetectionScriptError_lc" TEXT COLLATE "C",
     "remediationScriptError" TEXT COLLATE "C",
+    "remediationScriptError_lc" TEXT COLLATE "C",
     "postRemediationDetectionScriptOutput" TEXT COLLATE "C",
-    "postRemediationDetectionScriptError" TEXT COLLATE "C"
+    "postRemediationDetectionScriptOutput_lc" TEXT COLLATE "C",
+    "postRemediationDetectionScriptError" TEXT COLLATE "C",
+    "postRemediationDetectionScriptError_lc" TEXT COLLATE "C",
+    PRIMARY KEY ("tenant", "scriptId", "stateId", "id")
 );
-CREATE INDEX "run_history_state" ON "run_history" ("tenant", "scriptId", "stateId", "seq");
+CREATE INDEX "run_history_script" ON "run_history" ("tenant", "scriptId", "recordedDateTime");
+
+CREATE TABLE "device_health_script_assignments" (
+    "tenant" TEXT COLLATE "C" NOT NULL,
+    "scriptId" TEXT COLLATE "C" NOT NULL,
+    "id" TEXT COLLATE "C" NOT NULL,
+    "target" TEXT COLLATE "C",
+    "runRemediationScript" BIGINT,
+    "runSchedule" TEXT COLLATE "C",
+    PRIMARY KEY ("tenant", "scriptId", "id")
+);
+
+-- On-demand runs queued by initiateOnDemandProactiveRemediation, cleared when the device next
+-- reports that script.
+CREATE TABLE "on_demand_requests" (
+    "tenant" TEXT COLLATE "C" NOT NULL,
+    "managedDeviceId" TEXT COLLATE "C" NOT NULL,
+    "scriptId" TEXT COLLATE "C" NOT NULL,
+    "requestedDateTime" BIGINT NOT NULL,
+    PRIMARY KEY ("tenant", "managedDeviceId", "scriptId")
+);
+
+-- Per-tenant settings (the global-scripts state of enableGlobalScripts / areGlobalScriptsAvailable).
+CREATE TABLE "tenant_settings" (
+    "tenant" TEXT COLLATE "C" PRIMARY KEY,
+    "globalScriptsState" BIGINT NOT NULL
+);

@@ -114,20 +114,54 @@ CREATE INDEX "device_run_states_updated" ON "device_run_states" ("tenant", "scri
 
 -- Run history (SPEC §3.2): one immutable record per change of a run state's detection state,
 -- remediation state or lastStateUpdateDateTime, appended in the same transaction as the change.
+-- Ids are the record time in ticks (20 digits) and a random suffix, so id order is time order.
 CREATE TABLE "run_history" (
-    "seq" INTEGER PRIMARY KEY AUTOINCREMENT,
     "tenant" TEXT NOT NULL,
     "scriptId" TEXT NOT NULL,
     "stateId" TEXT NOT NULL,
+    "id" TEXT NOT NULL,
+    "recordedDateTime" BIGINT,
     "managedDeviceId" TEXT,
-    "recordedDateTime" BIGINT NOT NULL,
-    "detectionState" BIGINT NOT NULL,
-    "remediationState" BIGINT NOT NULL,
-    "lastStateUpdateDateTime" BIGINT NOT NULL,
+    "managedDeviceId_lc" TEXT,
+    "detectionState" BIGINT,
+    "remediationState" BIGINT,
+    "lastStateUpdateDateTime" BIGINT,
     "preRemediationDetectionScriptOutput" TEXT,
+    "preRemediationDetectionScriptOutput_lc" TEXT,
     "preRemediationDetectionScriptError" TEXT,
+    "preRemediationDetectionScriptError_lc" TEXT,
     "remediationScriptError" TEXT,
+    "remediationScriptError_lc" TEXT,
     "postRemediationDetectionScriptOutput" TEXT,
-    "postRemediationDetectionScriptError" TEXT
+    "postRemediationDetectionScriptOutput_lc" TEXT,
+    "postRemediationDetectionScriptError" TEXT,
+    "postRemediationDetectionScriptError_lc" TEXT,
+    PRIMARY KEY ("tenant", "scriptId", "stateId", "id")
 );
-CREATE INDEX "run_history_state" ON "run_history" ("tenant", "scriptId", "stateId", "seq");
+CREATE INDEX "run_history_script" ON "run_history" ("tenant", "scriptId", "recordedDateTime");
+
+CREATE TABLE "device_health_script_assignments" (
+    "tenant" TEXT NOT NULL,
+    "scriptId" TEXT NOT NULL,
+    "id" TEXT NOT NULL,
+    "target" TEXT,
+    "runRemediationScript" BIGINT,
+    "runSchedule" TEXT,
+    PRIMARY KEY ("tenant", "scriptId", "id")
+);
+
+-- On-demand runs queued by initiateOnDemandProactiveRemediation, cleared when the device next
+-- reports that script.
+CREATE TABLE "on_demand_requests" (
+    "tenant" TEXT NOT NULL,
+    "managedDeviceId" TEXT NOT NULL,
+    "scriptId" TEXT NOT NULL,
+    "requestedDateTime" BIGINT NOT NULL,
+    PRIMARY KEY ("tenant", "managedDeviceId", "scriptId")
+);
+
+-- Per-tenant settings (the global-scripts state of enableGlobalScripts / areGlobalScriptsAvailable).
+CREATE TABLE "tenant_settings" (
+    "tenant" TEXT PRIMARY KEY,
+    "globalScriptsState" BIGINT NOT NULL
+);

@@ -1,0 +1,232 @@
+//! Computed views (SPEC §3.4): run summaries, remediation history and summary, a device's state
+//! in every script. Each is one SQL aggregate over the stored rows, so it always equals what the
+//! rows say. Counter definitions are in `docs/computed-views.md`.
+
+use remediate_domain::model::{DEVICE_RUN_STATE, POLICY_STATE, RUN_SUMMARY};
+use remediate_domain::query::{HistoryDay, RemediationHistory};
+use remediate_domain::{Instant, Record, Value};
+use sqlx::{AnyPool, Row};
+
+use crate::sql::{decode_record, select_columns};
+
+const TICKS_PER_DAY: i64 = 864_000_000_000;
+
+async fn exists(pool: &AnyPool, table: &str, tenant: &str, id: &str) -> Result<bool, sqlx::Error> {
+    let row = sqlx::query(&format!(
+        "SELECT 1 FROM {table} WHERE \"tenant\" = $1 AND \"id\" = $2"
+    ))
+    .bind(tenant.to_owned())
+    .bind(id.to_owned())
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.is_some())
+}
+
+pub async fn run_summary(
+    pool: &AnyPool,
+    tenant: &str,
+    script_id: &str,
+) -> Result<Option<Record>, sqlx::Error> {
+    if !exists(pool, "device_health_scripts", tenant, script_id).await? {
+        return Ok(None);
+    }
+    let row = sqlx::query(
+        "SELECT \
+           COUNT(CASE WHEN \"detectionState\" = 1 AND \"remediationState\" <> 2 THEN 1 END), \
+           COUNT(CASE WHEN \"detectionState\" = 2 THEN 1 END), \
+           COUNT(CASE WHEN \"detectionState\" = 3 THEN 1 END), \
+           COUNT(CASE WHEN \"detectionState\" = 4 THEN 1 END), \
+           COUNT(CASE WHEN \"detectionState\" = 5 THEN 1 END), \
+           COUNT(CASE WHEN \"remediationState\" = 2 THEN 1 END), \
+           COUNT(CASE WHEN \"remediationState\" = 1 THEN 1 END), \
+           COUNT(CASE WHEN \"remediationState\" = 3 THEN 1 END), \
+           COUNT(CASE WHEN \"remediationState\" = 4 THEN 1 END), \
+           MAX(\"lastStateUpdateDateTime\") \
+         FROM device_run_states WHERE \"tenant\" = $1 AND \"scriptId\" = $2",
+    )
+    .bind(tenant.to_owned())
+    .bind(script_id.to_owned())
+    .fetch_one(pool)
+    .await?;
+    let cumulative: i64 = sqlx::query(
+        "SELECT COUNT(DISTINCT COALESCE(\"managedDeviceId\", \"stateId\")) FROM run_history \
+         WHERE \"tenant\" = $1 AND \"scriptId\" = $2 AND \"remediationState\" = 2",
+    )
+    .bind(tenant.to_owned())
+    .bind(script_id.to_owned())
+    .fetch_one(pool)
+    .await?
+    .try_get(0)?;
+    let mut record = Record::with_defaults(&RUN_SUMMARY);
+    record.set("id", Value::Str(script_id.to_owned()));
+    let names = [
+        "noIssueDetectedDeviceCount",
+        "issueDetectedDeviceCount",
+        "detectionScriptErrorDeviceCount",
+        "detectionScriptPendingDeviceCount",
+        "detectionScriptNotApplicableDeviceCount",
+        "issueRemediatedDeviceCount",
+        "remediationSkippedDeviceCount",
+        "issueReoccurredDeviceCount",
+        "remediationScriptErrorDeviceCount",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        record.set(name, Value::Int(row.try_get::<i64, _>(i)?));
+    }
+    let last: Option<i64> = row.try_get(names.len())?;
+    record.set(
+        "lastScriptRunDateTime",
+        last.and_then(Instant::from_ticks)
+            .map_or(Value::Null, Value::Time),
+    );
+    record.set(
+        "issueRemediatedCumulativeDeviceCount",
+        Value::Int(cumulative),
+    );
+    Ok(Some(record))
+}
+
+pub async fn remediation_history(
+    pool: &AnyPool,
+    tenant: &str,
+    script_id: &str,
+) -> Result<Option<RemediationHistory>, sqlx::Error> {
+    if !exists(pool, "device_health_scripts", tenant, script_id).await? {
+        return Ok(None);
+    }
+    // Each device counts once per UTC day, classified by its last record of that day. The day is
+    // that of the run (lastStateUpdateDateTime) or, for records without a run time, of receipt.
+    let rows = sqlx::query(&format!(
+        "SELECT day, \
+           COUNT(CASE WHEN rem = 2 THEN 1 END), \
+           COUNT(CASE WHEN det = 1 AND rem <> 2 THEN 1 END), \
+           COUNT(CASE WHEN det IN (2, 3) AND rem <> 2 THEN 1 END) \
+         FROM (SELECT day, det, rem, ROW_NUMBER() OVER (PARTITION BY day, dev ORDER BY id DESC) AS rn \
+               FROM (SELECT (CASE WHEN \"lastStateUpdateDateTime\" > 0 THEN \"lastStateUpdateDateTime\" ELSE \"recordedDateTime\" END) / {TICKS_PER_DAY} AS day, \
+                            COALESCE(\"managedDeviceId\", \"stateId\") AS dev, \"detectionState\" AS det, \"remediationState\" AS rem, \"id\" AS id \
+                     FROM run_history WHERE \"tenant\" = $1 AND \"scriptId\" = $2) x) y \
+         WHERE rn = 1 GROUP BY day ORDER BY day"
+    ))
+    .bind(tenant.to_owned())
+    .bind(script_id.to_owned())
+    .fetch_all(pool)
+    .await?;
+    let mut days = Vec::with_capacity(rows.len());
+    for row in rows {
+        let day: i64 = row.try_get(0)?;
+        let date = Instant::from_ticks(day * TICKS_PER_DAY)
+            .map(Instant::date_string)
+            .unwrap_or_default();
+        days.push(HistoryDay {
+            date,
+            remediated: row.try_get(1)?,
+            no_issue: row.try_get(2)?,
+            detect_failed: row.try_get(3)?,
+        });
+    }
+    let last: Option<i64> = sqlx::query("SELECT MAX(\"recordedDateTime\") FROM run_history WHERE \"tenant\" = $1 AND \"scriptId\" = $2")
+        .bind(tenant.to_owned())
+        .bind(script_id.to_owned())
+        .fetch_one(pool)
+        .await?
+        .try_get(0)?;
+    Ok(Some(RemediationHistory {
+        last_modified: last.and_then(Instant::from_ticks),
+        days,
+    }))
+}
+
+pub async fn remediation_summary(pool: &AnyPool, tenant: &str) -> Result<(i64, i64), sqlx::Error> {
+    let scripts: i64 =
+        sqlx::query("SELECT COUNT(*) FROM device_health_scripts WHERE \"tenant\" = $1")
+            .bind(tenant.to_owned())
+            .fetch_one(pool)
+            .await?
+            .try_get(0)?;
+    let devices: i64 = sqlx::query(
+        "SELECT COUNT(DISTINCT COALESCE(\"managedDeviceId\", \"scriptId\" || ':' || \"id\")) FROM device_run_states \
+         WHERE \"tenant\" = $1 AND \"remediationState\" = 2",
+    )
+    .bind(tenant.to_owned())
+    .fetch_one(pool)
+    .await?
+    .try_get(0)?;
+    Ok((scripts, devices))
+}
+
+pub async fn device_script_states(
+    pool: &AnyPool,
+    tenant: &str,
+    device_id: &str,
+) -> Result<Option<Vec<Record>>, sqlx::Error> {
+    let device = sqlx::query(
+        "SELECT \"userPrincipalName\", \"deviceName\", \"osVersion\" FROM managed_devices WHERE \"tenant\" = $1 AND \"id\" = $2",
+    )
+    .bind(tenant.to_owned())
+    .bind(device_id.to_owned())
+    .fetch_optional(pool)
+    .await?;
+    let Some(device) = device else {
+        return Ok(None);
+    };
+    let user: Option<String> = device.try_get(0)?;
+    let device_name: Option<String> = device.try_get(1)?;
+    let os_version: Option<String> = device.try_get(2)?;
+    let rows = sqlx::query(&format!(
+        "SELECT {}, s.\"displayName\" FROM device_run_states t JOIN device_health_scripts s \
+         ON s.\"tenant\" = t.\"tenant\" AND s.\"id\" = t.\"scriptId\" \
+         WHERE t.\"tenant\" = $1 AND t.\"managedDeviceId\" = $2 ORDER BY t.\"scriptId\", t.\"id\"",
+        select_columns(&DEVICE_RUN_STATE, "t", false)
+    ))
+    .bind(tenant.to_owned())
+    .bind(device_id.to_owned())
+    .fetch_all(pool)
+    .await?;
+    let width = DEVICE_RUN_STATE.properties.len() + DEVICE_RUN_STATE.links.len();
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let state = decode_record(&DEVICE_RUN_STATE, &row, 0)?;
+        let policy_name: Option<String> = row.try_get(width)?;
+        let mut record = Record::with_defaults(&POLICY_STATE);
+        let text = |v: Option<String>| v.map_or(Value::Null, Value::Str);
+        record.set("id", Value::Str(state.id().to_owned()));
+        record.set("deviceId", Value::Str(device_id.to_owned()));
+        record.set("policyId", text(state.parent.clone()));
+        record.set("userName", text(user.clone()));
+        record.set("deviceName", text(device_name.clone()));
+        record.set("policyName", text(policy_name));
+        record.set("osVersion", text(os_version.clone()));
+        for (index, p) in POLICY_STATE.properties.iter().enumerate().skip(7) {
+            record.values[index] = state.get(p.name).clone();
+        }
+        out.push(record);
+    }
+    Ok(Some(out))
+}
+
+pub async fn pending_on_demand(
+    pool: &AnyPool,
+    tenant: &str,
+    device_id: &str,
+) -> Result<Option<Vec<(String, Instant)>>, sqlx::Error> {
+    if !exists(pool, "managed_devices", tenant, device_id).await? {
+        return Ok(None);
+    }
+    let rows = sqlx::query(
+        "SELECT \"scriptId\", \"requestedDateTime\" FROM on_demand_requests WHERE \"tenant\" = $1 AND \"managedDeviceId\" = $2 \
+         ORDER BY \"requestedDateTime\", \"scriptId\"",
+    )
+    .bind(tenant.to_owned())
+    .bind(device_id.to_owned())
+    .fetch_all(pool)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let ticks: i64 = row.try_get(1)?;
+        out.push((
+            row.try_get(0)?,
+            Instant::from_ticks(ticks).unwrap_or(Instant::MIN),
+        ));
+    }
+    Ok(Some(out))
+}
