@@ -405,3 +405,30 @@ def assert_error_body(resp: httpx.Response, status: int, code: str) -> dict:
 
 def parse_graph_datetime(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# --- additions for the query / assignment / computed-view / batch tests ------------------------
+
+PRIVILEGED_SCOPE = "DeviceManagementManagedDevices.PrivilegedOperations.All"
+ALL_DEVICES_GROUP = "adadadad-808e-44e2-905a-0b7873a8a531"
+
+
+def query_config(builder_cls, **params):
+    """RequestConfiguration with the builder's own generated GetQueryParameters class,
+    e.g. query_config(DeviceRunStatesRequestBuilder, filter=…, top=5)."""
+    from kiota_abstractions.base_request_configuration import RequestConfiguration
+
+    qp_cls = getattr(builder_cls, builder_cls.__name__ + "GetQueryParameters")
+    return RequestConfiguration(query_parameters=qp_cls(**params))
+
+
+def raw_items(resp: httpx.Response) -> list[dict]:
+    assert resp.status_code == 200, f"{resp.request.method} {resp.request.url}: {resp.status_code} {resp.text[:500]}"
+    body = resp.json()
+    assert isinstance(body.get("value"), list), f"no 'value' array: {body}"
+    return body["value"]
+
+
+def plain_keys(obj: dict) -> set[str]:
+    """The property names of a JSON entity, without OData annotations (`@odata.*`, `x@odata.*`)."""
+    return {k for k in obj if "@" not in k}

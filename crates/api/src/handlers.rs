@@ -11,7 +11,7 @@ use remediate_domain::query::{ListQuery, Scope};
 use remediate_domain::write::Write;
 use remediate_domain::Record;
 use remediate_store::EntityRef;
-use remediate_wire::{decode_entity, entity_object, Shape};
+use remediate_wire::{decode_entity_with, entity_object, Shape};
 use serde_json::{Map, Value as Json};
 
 use crate::auth::{permissions as perm, Principal};
@@ -501,7 +501,12 @@ impl Ctx<'_> {
         navigations: &[&str],
     ) -> Result<remediate_wire::EntityBody, ApiError> {
         check_json_content_type(&self.req.headers)?;
-        Ok(decode_entity(entity, &self.req.body, navigations)?)
+        Ok(decode_entity_with(
+            entity,
+            &self.req.body,
+            navigations,
+            &self.state.config.limits,
+        )?)
     }
 
     pub(crate) fn context(&self, suffix: &str) -> Json {

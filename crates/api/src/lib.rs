@@ -23,6 +23,8 @@ pub struct ApiConfig {
     /// Public base URL (without `/beta`) for links; `None` uses the request's `Host`.
     pub public_url: Option<String>,
     pub max_body_bytes: usize,
+    /// Validation limits of request bodies.
+    pub limits: remediate_wire::Limits,
 }
 
 impl Default for ApiConfig {
@@ -30,6 +32,7 @@ impl Default for ApiConfig {
         ApiConfig {
             public_url: None,
             max_body_bytes: 4 * 1024 * 1024,
+            limits: remediate_wire::Limits::default(),
         }
     }
 }

@@ -61,14 +61,15 @@ pub(crate) async fn run(ctx: &Ctx<'_>, operation: Operation) -> Result<ApiRespon
             let mut decoded = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
                 let bytes = serde_json::to_vec(item).unwrap_or_default();
-                let body =
-                    remediate_wire::decode_entity(&DEVICE_HEALTH_SCRIPT_ASSIGNMENT, &bytes, &[])
-                        .map_err(|e| {
-                            ApiError::bad_request(format!(
-                                "deviceHealthScriptAssignments[{i}]: {}",
-                                e.0
-                            ))
-                        })?;
+                let body = remediate_wire::decode_entity_with(
+                    &DEVICE_HEALTH_SCRIPT_ASSIGNMENT,
+                    &bytes,
+                    &[],
+                    &ctx.state.config.limits,
+                )
+                .map_err(|e| {
+                    ApiError::bad_request(format!("deviceHealthScriptAssignments[{i}]: {}", e.0))
+                })?;
                 decoded.push(body.fields);
             }
             ctx.write(ops::assign(&script_id, decoded)?).await

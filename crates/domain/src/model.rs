@@ -301,6 +301,8 @@ const fn detail_only(mut p: Property) -> Property {
 
 /// Default maximum length of a run state's output and error fields (64 KiB), SPEC §3.2.
 pub const OUTPUT_FIELD_MAX: usize = 64 * 1024;
+/// Maximum length of a script's description (not configurable, unlike the output fields).
+pub const DESCRIPTION_MAX: usize = 64 * 1024 - 1;
 /// Maximum length of ordinary short strings (names, versions, ids).
 pub const SHORT_STRING_MAX: usize = 4 * 1024;
 
@@ -371,7 +373,7 @@ pub static DEVICE_HEALTH_SCRIPT: EntityType = EntityType {
         ),
         limited(
             prop("description", K::String, true, D::Null),
-            OUTPUT_FIELD_MAX,
+            DESCRIPTION_MAX,
         ),
         detail_only(prop("detectionScriptContent", K::Binary, true, D::Null)),
         detail_only(prop(

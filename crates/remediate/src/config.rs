@@ -30,6 +30,9 @@ pub struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, env = "REMEDIATE_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Maximum characters of each run-state output/error field (default 65536).
+    #[arg(long, env = "REMEDIATE_MAX_OUTPUT_CHARS")]
+    pub max_output_chars: Option<usize>,
     /// Days run-history records are kept (default 90).
     #[arg(long, env = "REMEDIATE_HISTORY_RETENTION_DAYS")]
     pub history_retention_days: Option<u32>,
@@ -49,6 +52,7 @@ struct FileConfig {
     db_connections: Option<u32>,
     log_format: Option<String>,
     history_retention_days: Option<u32>,
+    max_output_chars: Option<usize>,
 }
 
 /// The resolved configuration of `remediate serve`.
@@ -62,6 +66,7 @@ pub struct Config {
     pub db_connections: u32,
     pub log_json: bool,
     pub history_retention_days: u32,
+    pub max_output_chars: usize,
 }
 
 pub const DEFAULT_DATA_DIR: &str = "./remediate-data";
@@ -115,6 +120,14 @@ impl Config {
                 .unwrap_or(8)
                 .max(1),
             log_json: log_format == "json",
+            max_output_chars: match args
+                .max_output_chars
+                .or(file.max_output_chars)
+                .unwrap_or(64 * 1024)
+            {
+                0 => anyhow::bail!("max_output_chars must be at least 1"),
+                n => n,
+            },
             history_retention_days: match args
                 .history_retention_days
                 .or(file.history_retention_days)

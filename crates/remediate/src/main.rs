@@ -111,6 +111,9 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
         config: ApiConfig {
             public_url: config.public_url.clone(),
             max_body_bytes: config.max_body_bytes,
+            limits: remediate_wire::Limits {
+                output_field_chars: config.max_output_chars,
+            },
         },
     });
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -5,7 +5,7 @@
 use std::fmt;
 
 use base64::Engine;
-use remediate_domain::model::{Access, EntityType, Kind, Property};
+use remediate_domain::model::{Access, EntityType, Kind, Property, OUTPUT_FIELD_MAX};
 use remediate_domain::{Instant, Value};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::Value as Json;
@@ -85,12 +85,37 @@ pub fn parse_object(bytes: &[u8]) -> Result<Vec<(String, Json)>, DecodeError> {
     Ok(members.0)
 }
 
-/// Decode an entity body for create or update. `navigations` lists the navigation properties
-/// that may be bound with `name@odata.bind`.
+/// Configurable validation limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Maximum characters of each run-state output and error field (SPEC §3.2; default 64 KiB).
+    pub output_field_chars: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            output_field_chars: OUTPUT_FIELD_MAX,
+        }
+    }
+}
+
+/// Decode an entity body with the default limits.
 pub fn decode_entity(
     entity: &'static EntityType,
     bytes: &[u8],
     navigations: &[&str],
+) -> Result<EntityBody, DecodeError> {
+    decode_entity_with(entity, bytes, navigations, &Limits::default())
+}
+
+/// Decode an entity body for create or update. `navigations` lists the navigation properties
+/// that may be bound with `name@odata.bind`.
+pub fn decode_entity_with(
+    entity: &'static EntityType,
+    bytes: &[u8],
+    navigations: &[&str],
+    limits: &Limits,
 ) -> Result<EntityBody, DecodeError> {
     let members = parse_object(bytes)?;
     let mut body = EntityBody::default();
@@ -169,7 +194,7 @@ pub fn decode_entity(
             ));
         };
         // Validate read-only values too (a wrong type is still a client bug), then ignore them.
-        match decode_value(property, &value) {
+        match decode_value_with(property, &value, limits) {
             Ok(value) if property.access == Access::ReadWrite => body.fields.push((index, value)),
             Ok(_) => {}
             Err(e) => invalid.push(e.0),
@@ -183,6 +208,15 @@ pub fn decode_entity(
 
 /// Validate one JSON value against a property's declared type.
 pub fn decode_value(property: &Property, json: &Json) -> Result<Value, DecodeError> {
+    decode_value_with(property, json, &Limits::default())
+}
+
+/// Validate one JSON value against a property's declared type and the limits.
+pub fn decode_value_with(
+    property: &Property,
+    json: &Json,
+    limits: &Limits,
+) -> Result<Value, DecodeError> {
     let name = property.name;
     if json.is_null() {
         if property.nullable {
@@ -201,7 +235,7 @@ pub fn decode_value(property: &Property, json: &Json) -> Result<Value, DecodeErr
             let Json::String(s) = json else {
                 return Err(type_error("a string"));
             };
-            check_length(property, s.chars().count())?;
+            check_length(property, s.chars().count(), limits)?;
             Value::Str(s.clone())
         }
         Kind::Binary => {
@@ -216,7 +250,7 @@ pub fn decode_value(property: &Property, json: &Json) -> Result<Value, DecodeErr
                         "The property '{name}' must be base64-encoded (Edm.Binary): {e}."
                     ))
                 })?;
-            check_length(property, bytes.len())?;
+            check_length(property, bytes.len(), limits)?;
             Value::Bin(bytes)
         }
         Kind::Boolean => Value::Bool(json.as_bool().ok_or_else(|| type_error("true or false"))?),
@@ -273,7 +307,7 @@ pub fn decode_value(property: &Property, json: &Json) -> Result<Value, DecodeErr
                         describe(item)
                     ));
                 };
-                check_length(property, s.chars().count())?;
+                check_length(property, s.chars().count(), limits)?;
                 out.push(s.clone());
             }
             Value::StrList(out)
@@ -283,8 +317,12 @@ pub fn decode_value(property: &Property, json: &Json) -> Result<Value, DecodeErr
     Ok(value)
 }
 
-fn check_length(property: &Property, len: usize) -> Result<(), DecodeError> {
-    match property.max_len {
+fn check_length(property: &Property, len: usize, limits: &Limits) -> Result<(), DecodeError> {
+    let max = match property.max_len {
+        Some(OUTPUT_FIELD_MAX) => Some(limits.output_field_chars),
+        other => other,
+    };
+    match max {
         Some(max) if len > max => fail(format!(
             "The property '{}' is {len} {} long, over the limit of {max}; nothing was stored.",
             property.name,

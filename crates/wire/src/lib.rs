@@ -8,7 +8,7 @@ pub mod decode;
 pub mod encode;
 pub mod error;
 
-pub use decode::{decode_entity, DecodeError, EntityBody};
+pub use decode::{decode_entity, decode_entity_with, DecodeError, EntityBody, Limits};
 pub use encode::{entity_object, Shape};
 pub use error::ErrorKind;
 

@@ -30,6 +30,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     database: Option<String>,
     child: Option<Child>,
+    /// Extra `serve` flags.
+    pub args: Vec<String>,
 }
 
 fn binary() -> &'static str {
@@ -68,6 +70,7 @@ impl TestApp {
             client: reqwest::Client::new(),
             database,
             child: None,
+            args: Vec::new(),
         };
         app.spawn();
         app.token = app.mint("tenant-a", WRITE_SCOPES, &[]);
@@ -92,6 +95,7 @@ impl TestApp {
         if let Some(url) = self.database_url() {
             command.args(["--database", &url]);
         }
+        command.args(&self.args);
         let mut child = command.spawn().expect("start remediate");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();

@@ -313,3 +313,24 @@ both!(outputs_keep_every_character_up_to_the_limit, |app| {
         .await;
     reply.assert_error(400, "BadRequest", "over the limit");
 });
+
+both!(the_output_limit_is_configurable, |app| {
+    let mut app = app;
+    app.stop();
+    app.args = vec!["--max-output-chars".into(), "10".into()];
+    app.spawn();
+    let script = app.script("configured").await;
+    let device = app.device("PC-c").await;
+    let reply = app
+        .run_state(
+            &script,
+            &device,
+            r#""remediationScriptError":"01234567890""#,
+        )
+        .await;
+    reply.assert_error(400, "BadRequest", "over the limit of 10");
+    let reply = app
+        .run_state(&script, &device, r#""remediationScriptError":"0123456789""#)
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+});
