@@ -271,15 +271,13 @@ def test_top_with_page_iterator_walk(data):
     )))
     assert len(first.value) == 5 and first.odata_count == N and first.odata_next_link
     seen: list[str] = []
-    pages = [1]
 
     def collect(item):
         seen.append(item.id)
         return len(seen) < 3 * N  # stops a looping server instead of hanging
 
     iterator = PageIterator(first, data.api.adapter)
-    api_run = data.api.run
-    api_run(iterator.iterate(collect))
+    data.api.run(iterator.iterate(collect))
     assert len(seen) == len(set(seen)) == N, f"{len(seen)} rows, {len(set(seen))} distinct"
     want = [r.state_id for r in _expected_order(data.rows, lambda r: r.time, True)]
     assert seen == want, "pages are not in $orderby order (with the id tie-break) or lost rows at page ties"
@@ -290,7 +288,7 @@ def test_top_with_page_iterator_walk(data):
         ManagedDevicesRequestBuilder, top=3, filter="startswith(deviceName,'PC')", orderby=["osVersion"],
     )))
     devices: list[str] = []
-    api_run(PageIterator(first, data.api.adapter).iterate(lambda d: devices.append(d.id) or len(devices) < 100))
+    data.api.run(PageIterator(first, data.api.adapter).iterate(lambda d: devices.append(d.id) or len(devices) < 100))
     assert len(devices) == len(set(devices)) == 14
     assert set(devices) == data.device_ids(lambda r: r.device_name.startswith("PC"))
 

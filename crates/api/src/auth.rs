@@ -1,23 +1,27 @@
-//! Authentication and authorization (SPEC §6, local key mode).
+//! Authentication and authorization (SPEC §6).
 //!
-//! The local signing key is an Ed25519 key created in the data directory on first use; `remediate
-//! token` mints JWTs with it and the server verifies them. Permissions come from `scp` (delegated,
-//! space-separated) or `roles` (application); the `tid` claim partitions all data.
+//! Two key sources: the **local** Ed25519 key in the data directory (always on; `remediate token`
+//! mints with it) and, when configured, **OIDC / Entra ID** issuers whose signing keys come from a
+//! JWKS URL or file (`oidc`). Permissions come from `scp` (delegated, space-separated) or `roles`
+//! (application); the `tid` claim partitions all data. A token with a `deviceid` claim is a device
+//! agent's token and is authorized by the device rules instead of permissions.
+
+mod local;
+mod oidc;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use ring::signature::{Ed25519KeyPair, KeyPair};
-use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
 
 use crate::error::ApiError;
 
+pub use local::{local_claims, Claims, LocalKey};
+pub use oidc::{JwksSource, Oidc, OidcConfig};
+
 pub const LOCAL_ISSUER: &str = "https://remediate.local/";
 pub const AUDIENCE: &str = "https://graph.microsoft.com";
-const KEY_FILE: &str = "signing-key.pk8";
 /// Clock skew tolerated on `exp` and `nbf` (SPEC §6: five minutes).
-const LEEWAY_SECONDS: u64 = 300;
+pub(crate) const LEEWAY_SECONDS: u64 = 300;
 
 /// Permission sets, each "any one of".
 pub mod permissions {
@@ -55,217 +59,121 @@ pub mod permissions {
 pub struct Principal {
     pub tenant: String,
     pub permissions: BTreeSet<String>,
+    /// The application (`appid` / `azp`), for per-app throttling.
+    pub app: String,
+    /// Set for a device agent's token: the managed device it speaks for.
+    pub device: Option<String>,
+    /// Group ids the token carries (`groups`), used to decide which scripts a device may read.
+    pub groups: Vec<String>,
 }
 
 impl Principal {
-    /// 403 unless the caller holds one of `allowed`.
+    /// 403 unless the caller holds one of `allowed`. Device tokens hold no permissions.
     pub fn require(&self, allowed: &[&str]) -> Result<(), ApiError> {
-        if allowed.iter().any(|p| self.permissions.contains(*p)) {
+        if self.device.is_none() && allowed.iter().any(|p| self.permissions.contains(*p)) {
             return Ok(());
         }
-        Err(ApiError::new(
-            remediate_wire::ErrorKind::Forbidden,
-            format!(
-                "The token does not grant a permission that allows this call. It needs one of: {}.",
-                allowed.join(", ")
-            ),
-        ))
+        if self.device.is_some() {
+            return Err(forbidden("A device token may only read the scripts assigned to its device and write that device's own run states and device record."));
+        }
+        Err(forbidden(&format!(
+            "The token does not grant a permission that allows this call. It needs one of: {}.",
+            allowed.join(", ")
+        )))
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Claims {
-    pub iss: String,
-    pub aud: String,
-    pub tid: String,
-    pub sub: String,
-    pub iat: u64,
-    pub nbf: u64,
-    pub exp: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scp: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub roles: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub appid: Option<String>,
+pub fn forbidden(message: &str) -> ApiError {
+    ApiError::new(remediate_wire::ErrorKind::Forbidden, message)
 }
 
-/// The local Ed25519 key pair.
-pub struct LocalKey {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    kid: String,
-}
-
-impl LocalKey {
-    /// Load the key from `data_dir`, creating it (mode 0600) if it does not exist.
-    pub fn load_or_create(data_dir: &Path) -> std::io::Result<LocalKey> {
-        std::fs::create_dir_all(data_dir)?;
-        let path: PathBuf = data_dir.join(KEY_FILE);
-        let pkcs8 = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let generated = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
-                    .map_err(|_| std::io::Error::other("could not generate an Ed25519 key"))?;
-                write_private(&path, generated.as_ref())?;
-                // Another process may have won the race; always use what is on disk.
-                std::fs::read(&path)?
-            }
-            Err(e) => return Err(e),
-        };
-        let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|e| {
-            std::io::Error::other(format!(
-                "{} is not an Ed25519 PKCS#8 key: {e}",
-                path.display()
-            ))
-        })?;
-        let public = pair.public_key().as_ref().to_vec();
-        let digest = ring::digest::digest(&ring::digest::SHA256, &public);
-        let kid: String = digest.as_ref()[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        Ok(LocalKey {
-            encoding: EncodingKey::from_ed_der(&pkcs8),
-            decoding: DecodingKey::from_ed_der(&public),
-            kid,
+/// Turn verified claims into a principal (shared by both key sources).
+pub(crate) fn claims_to_principal(claims: &Json) -> Result<Principal, ApiError> {
+    let tid = claims
+        .get("tid")
+        .and_then(Json::as_str)
+        .map(str::trim)
+        .unwrap_or("");
+    if tid.is_empty() {
+        return Err(ApiError::unauthenticated(
+            "Access token validation failure: the 'tid' claim is missing.",
+        ));
+    }
+    let mut permissions = BTreeSet::new();
+    if let Some(roles) = claims.get("roles").and_then(Json::as_array) {
+        permissions.extend(roles.iter().filter_map(Json::as_str).map(str::to_owned));
+    }
+    if let Some(scp) = claims.get("scp").and_then(Json::as_str) {
+        permissions.extend(scp.split_whitespace().map(str::to_owned));
+    }
+    let app = ["appid", "azp", "sub"]
+        .iter()
+        .find_map(|k| claims.get(*k).and_then(Json::as_str))
+        .unwrap_or("unknown")
+        .to_owned();
+    let device = claims
+        .get("deviceid")
+        .and_then(Json::as_str)
+        .filter(|d| !d.is_empty())
+        .map(str::to_owned);
+    let groups = claims
+        .get("groups")
+        .and_then(Json::as_array)
+        .map(|g| {
+            g.iter()
+                .filter_map(Json::as_str)
+                .map(str::to_owned)
+                .collect()
         })
-    }
+        .unwrap_or_default();
+    Ok(Principal {
+        tenant: tid.to_owned(),
+        permissions,
+        app,
+        device,
+        groups,
+    })
+}
 
-    pub fn mint(&self, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.encoding)
-    }
+/// Map a jsonwebtoken failure to a 401 that says what was wrong.
+pub(crate) fn jwt_failure(e: &jsonwebtoken::errors::Error) -> ApiError {
+    use jsonwebtoken::errors::ErrorKind as K;
+    let why = match e.kind() {
+        K::ExpiredSignature => "the token has expired".to_owned(),
+        K::ImmatureSignature => "the token is not valid yet".to_owned(),
+        K::InvalidSignature => "the signature is invalid".to_owned(),
+        K::InvalidIssuer => "the issuer is not trusted".to_owned(),
+        K::InvalidAudience => "the audience is not accepted".to_owned(),
+        K::InvalidAlgorithm => "the signing algorithm does not match the key".to_owned(),
+        K::MissingRequiredClaim(c) => format!("the '{c}' claim is missing"),
+        other => format!("{other:?}"),
+    };
+    ApiError::unauthenticated(format!("Access token validation failure: {why}."))
+}
 
-    /// Verify a bearer token and return the caller.
-    pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
+/// Verifies bearer tokens from every configured key source.
+pub struct Authenticator {
+    pub local: LocalKey,
+    pub oidc: Option<Oidc>,
+}
+
+impl Authenticator {
+    pub async fn verify(&self, token: &str) -> Result<Principal, ApiError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| {
             ApiError::unauthenticated(format!("The access token is malformed: {e}."))
         })?;
-        if header.alg != Algorithm::EdDSA {
-            return Err(ApiError::unauthenticated(format!(
-                "The access token is signed with {:?}; this server accepts EdDSA tokens from its local key.",
-                header.alg
-            )));
+        match header.alg {
+            jsonwebtoken::Algorithm::EdDSA => self.local.verify(token),
+            jsonwebtoken::Algorithm::RS256 | jsonwebtoken::Algorithm::ES256 => match &self.oidc {
+                Some(oidc) => oidc.verify(token, &header).await,
+                None => Err(ApiError::unauthenticated(format!(
+                    "The access token is signed with {:?}, but no OIDC issuer is configured; local tokens are EdDSA.",
+                    header.alg
+                ))),
+            },
+            other => Err(ApiError::unauthenticated(format!(
+                "The access token is signed with {other:?}, which this server does not accept (EdDSA, RS256, ES256)."
+            ))),
         }
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.leeway = LEEWAY_SECONDS;
-        validation.validate_nbf = true;
-        validation.set_audience(&[AUDIENCE]);
-        validation.set_issuer(&[LOCAL_ISSUER]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(|e| {
-                use jsonwebtoken::errors::ErrorKind as K;
-                let why = match e.kind() {
-                    K::ExpiredSignature => "the token has expired".to_owned(),
-                    K::ImmatureSignature => "the token is not valid yet".to_owned(),
-                    K::InvalidSignature => "the signature is invalid".to_owned(),
-                    K::InvalidIssuer => "the issuer is not trusted".to_owned(),
-                    K::InvalidAudience => format!("the audience is not {AUDIENCE}"),
-                    other => format!("{other:?}"),
-                };
-                ApiError::unauthenticated(format!("Access token validation failure: {why}."))
-            })?;
-        let claims = data.claims;
-        if claims.tid.trim().is_empty() {
-            return Err(ApiError::unauthenticated(
-                "Access token validation failure: the 'tid' claim is missing.",
-            ));
-        }
-        let mut permissions: BTreeSet<String> = claims.roles.into_iter().collect();
-        if let Some(scp) = claims.scp {
-            permissions.extend(scp.split_whitespace().map(str::to_owned));
-        }
-        Ok(Principal {
-            tenant: claims.tid,
-            permissions,
-        })
-    }
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    match options.open(path) {
-        Ok(mut file) => {
-            file.write_all(bytes)?;
-            file.sync_all()
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// Claims for a token minted by `remediate token`.
-pub fn local_claims(
-    tenant: &str,
-    scopes: &[String],
-    roles: &[String],
-    lifetime_seconds: u64,
-) -> Claims {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    Claims {
-        iss: LOCAL_ISSUER.to_owned(),
-        aud: AUDIENCE.to_owned(),
-        tid: tenant.to_owned(),
-        sub: "remediate-token".to_owned(),
-        iat: now,
-        nbf: now,
-        exp: now + lifetime_seconds,
-        scp: (!scopes.is_empty()).then(|| scopes.join(" ")),
-        roles: roles.to_vec(),
-        appid: Some("remediate-cli".to_owned()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn minted_tokens_verify_across_reloads_of_the_key() {
-        let dir = std::env::temp_dir().join(format!("remediate-auth-{}", uuid::Uuid::new_v4()));
-        let key = LocalKey::load_or_create(&dir).unwrap();
-        let token = key
-            .mint(&local_claims(
-                "t1",
-                &["DeviceManagementScripts.Read.All".into()],
-                &[],
-                60,
-            ))
-            .unwrap();
-        let again = LocalKey::load_or_create(&dir).unwrap();
-        let principal = again.verify(&token).unwrap();
-        assert_eq!(principal.tenant, "t1");
-        assert!(principal.require(permissions::SCRIPTS_READ).is_ok());
-        assert!(principal.require(permissions::SCRIPTS_WRITE).is_err());
-        let other = LocalKey::load_or_create(&dir.join("other")).unwrap();
-        assert!(
-            other.verify(&token).is_err(),
-            "a token of another key must not verify"
-        );
-        std::fs::remove_dir_all(&dir).ok();
-    }
-
-    #[test]
-    fn expired_tokens_are_rejected_beyond_the_leeway() {
-        let dir = std::env::temp_dir().join(format!("remediate-auth-{}", uuid::Uuid::new_v4()));
-        let key = LocalKey::load_or_create(&dir).unwrap();
-        let mut claims = local_claims("t1", &["x".into()], &[], 60);
-        claims.exp -= 60 + 301;
-        let err = key.verify(&key.mint(&claims).unwrap()).unwrap_err();
-        assert!(err.message.contains("expired"), "{}", err.message);
-        std::fs::remove_dir_all(&dir).ok();
     }
 }

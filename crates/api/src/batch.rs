@@ -93,7 +93,8 @@ fn parse(req: &ApiRequest) -> Result<Vec<Item>, ApiError> {
                     }
                 }
                 ("body", body) => item.body = Some(body),
-                ("dependsOn", Json::Array(deps)) => {
+                // msgraph-core for Python (1.5) sends `depends_on`; it means `dependsOn`.
+                ("dependsOn" | "depends_on", Json::Array(deps)) => {
                     for dep in deps {
                         let Json::String(d) = dep else {
                             return Err(ApiError::bad_request(format!(

@@ -7,7 +7,7 @@ use remediate_domain::model::{
     MANAGED_DEVICE, RUN_SUMMARY,
 };
 use remediate_domain::ops;
-use remediate_domain::query::{ListQuery, Scope};
+use remediate_domain::query::{Filter, ListQuery, Scope};
 use remediate_domain::write::Write;
 use remediate_domain::Record;
 use remediate_store::EntityRef;
@@ -56,7 +56,7 @@ async fn dispatch_inner(state: &AppState, req: &ApiRequest) -> Result<ApiRespons
         }
         return Ok(crate::metadata::response());
     }
-    let principal = authenticate(state, &req.headers)?;
+    let principal = authenticate(state, &req.headers).await?;
     let route = route::parse(&req.path)?;
     if !route.methods().contains(&req.method.as_str()) {
         return Err(ApiError::new(
@@ -76,6 +76,9 @@ async fn dispatch_inner(state: &AppState, req: &ApiRequest) -> Result<ApiRespons
         principal: &principal,
         options,
     };
+    if let Some(device) = &principal.device {
+        return crate::device::dispatch(&ctx, route, device).await;
+    }
     match (route, &req.method) {
         (Route::Metadata, _) => Ok(crate::metadata::response()),
         (Route::Batch, _) => {
@@ -208,23 +211,7 @@ async fn dispatch_inner(state: &AppState, req: &ApiRequest) -> Result<ApiRespons
         }
         (Route::PendingOnDemand { device_id }, _) => {
             principal.require(perm::DEVICES_READ)?;
-            ctx.no_options("pendingOnDemandRemediations")?;
-            let Some(pending) = state
-                .store
-                .pending_on_demand(&principal.tenant, &device_id)
-                .await?
-            else {
-                return Err(ApiError::not_found(format!(
-                    "The managedDevice '{device_id}' does not exist."
-                )));
-            };
-            let items = pending
-                .into_iter()
-                .map(|(script, at)| serde_json::json!({"scriptPolicyId": script, "requestedDateTime": at.to_string()}))
-                .collect();
-            let mut object = Map::new();
-            object.insert("value".into(), Json::Array(items));
-            Ok(ApiResponse::json(StatusCode::OK, object))
+            pending_on_demand(&ctx, &device_id).await
         }
         (Route::Operation(operation), _) => {
             ctx.no_options("an action or function")?;
@@ -437,7 +424,7 @@ async fn dispatch_inner(state: &AppState, req: &ApiRequest) -> Result<ApiRespons
     }
 }
 
-fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
     let Some(value) = headers.get(http::header::AUTHORIZATION) else {
         return Err(ApiError::unauthenticated(
             "Access token is empty: send 'Authorization: Bearer <token>'.",
@@ -454,10 +441,10 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiE
         .ok_or_else(|| {
             ApiError::unauthenticated("The Authorization header must be 'Bearer <token>'.")
         })?;
-    state.key.verify(token)
+    state.auth.verify(token).await
 }
 
-fn bound_device(body: &remediate_wire::EntityBody) -> Result<Option<String>, ApiError> {
+pub(crate) fn bound_device(body: &remediate_wire::EntityBody) -> Result<Option<String>, ApiError> {
     match body.binds.as_slice() {
         [] => Ok(None),
         [(_, url)] => route::bound_device_id(url).map(Some),
@@ -468,7 +455,7 @@ fn bound_device(body: &remediate_wire::EntityBody) -> Result<Option<String>, Api
 }
 
 /// Percent-encode a key for a path segment.
-fn enc(key: &str) -> String {
+pub(crate) fn enc(key: &str) -> String {
     const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
         .remove(b'-')
         .remove(b'_')
@@ -535,7 +522,7 @@ impl Ctx<'_> {
         Ok(ApiResponse::no_content())
     }
 
-    async fn created(
+    pub(crate) async fn created(
         &self,
         write: Write,
         location: impl Fn(&Record) -> String,
@@ -567,7 +554,7 @@ impl Ctx<'_> {
         ))
     }
 
-    async fn item(
+    pub(crate) async fn item(
         &self,
         entity: &'static EntityType,
         key: EntityRef,
@@ -695,8 +682,28 @@ impl Ctx<'_> {
     }
 
     async fn list(&self, scope: Scope, context: String) -> Result<ApiResponse, ApiError> {
-        let bound = query::bind_list(&scope, &self.options)?;
-        let fingerprint = crate::paging::query_fingerprint(&self.req.path, &self.req.query);
+        self.list_with(scope, context, None).await
+    }
+
+    /// A list whose filter is narrowed by `extra` (device tokens see only their own rows).
+    pub(crate) async fn list_with(
+        &self,
+        scope: Scope,
+        context: String,
+        extra: Option<Filter>,
+    ) -> Result<ApiResponse, ApiError> {
+        let mut bound = query::bind_list(&scope, &self.options)?;
+        if let Some(extra) = extra {
+            bound.filter = Some(match bound.filter.take() {
+                Some(filter) => Filter::And(Box::new(extra), Box::new(filter)),
+                None => extra,
+            });
+        }
+        // Paging tokens are bound to the tenant too: a nextLink never crosses tenants.
+        let fingerprint = crate::paging::query_fingerprint(
+            &format!("{}|{}", self.principal.tenant, self.req.path),
+            &self.req.query,
+        );
         let secret = self.state.store.paging_secret();
         let after = match &bound.skiptoken {
             Some(token) => Some(crate::paging::decode(secret, &fingerprint, token)?),
@@ -746,7 +753,7 @@ impl Ctx<'_> {
     }
 
     /// `/$count`: the number of matching rows as `text/plain` (only `$filter` applies).
-    async fn count(&self, scope: Scope) -> Result<ApiResponse, ApiError> {
+    pub(crate) async fn count(&self, scope: Scope) -> Result<ApiResponse, ApiError> {
         let only_filter = remediate_odata::QueryOptions {
             filter: None,
             ..self.options.clone()
@@ -803,6 +810,31 @@ fn expanded_device(device: Option<&Record>, select: Option<&[usize]>) -> Json {
         Some(device) => Json::Object(entity_object(device, select, Shape::Item)),
         None => Json::Null,
     }
+}
+
+/// The extension route agents poll: on-demand runs queued for a device.
+pub(crate) async fn pending_on_demand(
+    ctx: &Ctx<'_>,
+    device_id: &str,
+) -> Result<ApiResponse, ApiError> {
+    ctx.no_options("pendingOnDemandRemediations")?;
+    let Some(pending) = ctx
+        .state
+        .store
+        .pending_on_demand(&ctx.principal.tenant, device_id)
+        .await?
+    else {
+        return Err(ApiError::not_found(format!(
+            "The managedDevice '{device_id}' does not exist."
+        )));
+    };
+    let items = pending
+        .into_iter()
+        .map(|(script, at)| serde_json::json!({"scriptPolicyId": script, "requestedDateTime": at.to_string()}))
+        .collect();
+    let mut object = Map::new();
+    object.insert("value".into(), Json::Array(items));
+    Ok(ApiResponse::json(StatusCode::OK, object))
 }
 
 pub(crate) fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {

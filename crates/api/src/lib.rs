@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod batch;
+mod device;
 pub mod error;
 pub mod handlers;
 pub mod metadata;
@@ -39,7 +40,7 @@ impl Default for ApiConfig {
 
 pub struct AppState {
     pub store: Arc<dyn Store>,
-    pub key: auth::LocalKey,
+    pub auth: auth::Authenticator,
     pub config: ApiConfig,
 }
 

@@ -46,6 +46,21 @@ fn value_response(ctx: &Ctx<'_>, context: &str, value: Json) -> ApiResponse {
     ApiResponse::json(StatusCode::OK, object)
 }
 
+/// A complex function result. SPEC §2 (and Microsoft's docs) show it wrapped in `value`; OData
+/// and the generated SDKs read it unwrapped. Both are served: the properties at the top level and
+/// the same object under `value`, so either reader gets the data.
+fn complex_response(ctx: &Ctx<'_>, context: &str, value: Json) -> ApiResponse {
+    let mut object = Map::new();
+    object.insert("@odata.context".into(), ctx.context(context));
+    if let Json::Object(members) = &value {
+        for (key, member) in members {
+            object.insert(key.clone(), member.clone());
+        }
+    }
+    object.insert("value".into(), value);
+    ApiResponse::json(StatusCode::OK, object)
+}
+
 pub(crate) async fn run(ctx: &Ctx<'_>, operation: Operation) -> Result<ApiResponse, ApiError> {
     let tenant = &ctx.principal.tenant;
     let store = &ctx.state.store;
@@ -98,7 +113,7 @@ pub(crate) async fn run(ctx: &Ctx<'_>, operation: Operation) -> Result<ApiRespon
                 "lastModifiedDateTime": history.last_modified.map(|t| t.to_string()),
                 "historyData": data,
             });
-            Ok(value_response(
+            Ok(complex_response(
                 ctx,
                 "microsoft.graph.deviceHealthScriptRemediationHistory",
                 value,
@@ -112,7 +127,7 @@ pub(crate) async fn run(ctx: &Ctx<'_>, operation: Operation) -> Result<ApiRespon
                 "scriptCount": scripts,
                 "remediatedDeviceCount": remediated,
             });
-            Ok(value_response(
+            Ok(complex_response(
                 ctx,
                 "microsoft.graph.deviceHealthScriptRemediationSummary",
                 value,

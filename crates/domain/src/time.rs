@@ -71,26 +71,25 @@ impl Instant {
         let b = text.as_bytes();
         let err = |why: &str| TimeError(format!("'{text}' is not a valid DateTimeOffset: {why}"));
         let expected = "expected ISO 8601 'YYYY-MM-DDTHH:MM:SS[.fffffff]' followed by 'Z' or an offset '±HH:MM'";
-        if b.len() < 19 || b.len() > 64 {
+        if b.len() < 17 || b.len() > 64 {
             return Err(err(expected));
         }
         let year = digits(b, 0, 4).ok_or_else(|| err(expected))?;
         let month = digits(b, 5, 2).ok_or_else(|| err(expected))?;
         let day = digits(b, 8, 2).ok_or_else(|| err(expected))?;
-        if b[4] != b'-'
-            || b[7] != b'-'
-            || !(b[10] == b'T' || b[10] == b't')
-            || b[13] != b':'
-            || b[16] != b':'
-        {
+        if b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't') || b[13] != b':' {
             return Err(err(expected));
         }
         let hour = digits(b, 11, 2).ok_or_else(|| err(expected))?;
         let minute = digits(b, 14, 2).ok_or_else(|| err(expected))?;
-        let second = digits(b, 17, 2).ok_or_else(|| err(expected))?;
-        let mut pos = 19;
+        // Seconds are optional in OData's DateTimeOffset (`THH:MM`), as is the fraction.
+        let (second, mut pos) = if b.get(16) == Some(&b':') {
+            (digits(b, 17, 2).ok_or_else(|| err(expected))?, 19)
+        } else {
+            (0, 16)
+        };
         let mut fraction: i64 = 0;
-        if b.get(pos) == Some(&b'.') {
+        if pos == 19 && b.get(pos) == Some(&b'.') {
             pos += 1;
             let start = pos;
             while pos < b.len() && b[pos].is_ascii_digit() {
@@ -250,6 +249,11 @@ mod tests {
         );
         assert_eq!(round("2016-12-31T23:30:00-08:00"), "2017-01-01T07:30:00Z");
         assert_eq!(round("2025-03-01t10:00:00z"), "2025-03-01T10:00:00Z");
+        assert_eq!(
+            round("2025-03-01T12:00+02:00"),
+            "2025-03-01T10:00:00Z",
+            "seconds are optional"
+        );
     }
 
     #[test]

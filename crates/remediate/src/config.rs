@@ -36,6 +36,30 @@ pub struct ServeArgs {
     /// Days run-history records are kept (default 90).
     #[arg(long, env = "REMEDIATE_HISTORY_RETENTION_DAYS")]
     pub history_retention_days: Option<u32>,
+    /// Trusted OIDC issuer (repeatable; `{tenantid}` stands for the token's tid), e.g.
+    /// https://login.microsoftonline.com/{tenantid}/v2.0.
+    #[arg(
+        long = "oidc-issuer",
+        env = "REMEDIATE_OIDC_ISSUERS",
+        value_delimiter = ','
+    )]
+    pub oidc_issuers: Vec<String>,
+    /// Accepted OIDC audience (repeatable), e.g. https://graph.microsoft.com.
+    #[arg(
+        long = "oidc-audience",
+        env = "REMEDIATE_OIDC_AUDIENCES",
+        value_delimiter = ','
+    )]
+    pub oidc_audiences: Vec<String>,
+    /// JWKS URL of the issuer, e.g. https://login.microsoftonline.com/common/discovery/v2.0/keys.
+    #[arg(long, env = "REMEDIATE_OIDC_JWKS_URL")]
+    pub oidc_jwks_url: Option<String>,
+    /// JWKS file (instead of a URL).
+    #[arg(long, env = "REMEDIATE_OIDC_JWKS_FILE")]
+    pub oidc_jwks_file: Option<PathBuf>,
+    /// Least seconds between JWKS refreshes triggered by unknown key ids (default 60).
+    #[arg(long, env = "REMEDIATE_OIDC_REFRESH_SECS")]
+    pub oidc_refresh_secs: Option<u64>,
     /// Configuration file (default: ./remediate.toml when it exists).
     #[arg(long, env = "REMEDIATE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -53,6 +77,19 @@ struct FileConfig {
     log_format: Option<String>,
     history_retention_days: Option<u32>,
     max_output_chars: Option<usize>,
+    oidc: Option<FileOidc>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+struct FileOidc {
+    #[serde(default)]
+    issuers: Vec<String>,
+    #[serde(default)]
+    audiences: Vec<String>,
+    jwks_url: Option<String>,
+    jwks_file: Option<PathBuf>,
+    refresh_secs: Option<u64>,
 }
 
 /// The resolved configuration of `remediate serve`.
@@ -67,6 +104,8 @@ pub struct Config {
     pub log_json: bool,
     pub history_retention_days: u32,
     pub max_output_chars: usize,
+    /// OIDC / Entra ID issuers, when configured.
+    pub oidc: Option<remediate_api::auth::OidcConfig>,
 }
 
 pub const DEFAULT_DATA_DIR: &str = "./remediate-data";
@@ -105,6 +144,39 @@ impl Config {
         if max_body_bytes < 1024 {
             anyhow::bail!("max_body_bytes must be at least 1024");
         }
+        let file_oidc = file.oidc.unwrap_or_default();
+        let issuers = if args.oidc_issuers.is_empty() {
+            file_oidc.issuers
+        } else {
+            args.oidc_issuers
+        };
+        let audiences = if args.oidc_audiences.is_empty() {
+            file_oidc.audiences
+        } else {
+            args.oidc_audiences
+        };
+        let jwks_url = args.oidc_jwks_url.or(file_oidc.jwks_url);
+        let jwks_file = args.oidc_jwks_file.or(file_oidc.jwks_file);
+        let oidc = match (jwks_url, jwks_file) {
+            (Some(_), Some(_)) => anyhow::bail!("give either an OIDC JWKS URL or a JWKS file, not both"),
+            (None, None) if issuers.is_empty() && audiences.is_empty() => None,
+            (None, None) => anyhow::bail!("OIDC issuers or audiences are set, but no JWKS (--oidc-jwks-url or --oidc-jwks-file)"),
+            (url, file) => {
+                let jwks = match (url, file) {
+                    (Some(url), _) => remediate_api::auth::JwksSource::Url(url),
+                    (_, Some(path)) => remediate_api::auth::JwksSource::File(path),
+                    _ => unreachable!("one source is set"),
+                };
+                let config = remediate_api::auth::OidcConfig {
+                    issuers,
+                    audiences,
+                    jwks,
+                    min_refresh_interval: std::time::Duration::from_secs(args.oidc_refresh_secs.or(file_oidc.refresh_secs).unwrap_or(60)),
+                };
+                config.validate().map_err(|e| anyhow::anyhow!(e))?;
+                Some(config)
+            }
+        };
         Ok(Config {
             listen: args
                 .listen
@@ -120,6 +192,7 @@ impl Config {
                 .unwrap_or(8)
                 .max(1),
             log_json: log_format == "json",
+            oidc,
             max_output_chars: match args
                 .max_output_chars
                 .or(file.max_output_chars)

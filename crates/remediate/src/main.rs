@@ -43,6 +43,12 @@ struct TokenArgs {
     /// Application permission (`roles`), repeatable.
     #[arg(long = "role")]
     roles: Vec<String>,
+    /// Mint a device agent's token for this managed device id (no --scope/--role needed).
+    #[arg(long)]
+    device: Option<String>,
+    /// Group id the device belongs to (repeatable; the `groups` claim), for group assignments.
+    #[arg(long = "group")]
+    groups: Vec<String>,
     /// Lifetime: seconds, or with a unit (90m, 12h, 7d). Default 1h.
     #[arg(long, default_value = "1h", value_parser = config::parse_duration)]
     expires_in: u64,
@@ -63,14 +69,16 @@ fn main() -> anyhow::Result<()> {
             if args.tenant.trim().is_empty() {
                 anyhow::bail!("--tenant must not be empty");
             }
-            if args.scopes.is_empty() && args.roles.is_empty() {
+            if args.scopes.is_empty() && args.roles.is_empty() && args.device.is_none() {
                 anyhow::bail!("give at least one --scope or --role (e.g. --scope DeviceManagementScripts.ReadWrite.All)");
             }
             let key = auth::LocalKey::load_or_create(&args.data_dir).with_context(|| {
                 format!("loading the signing key in {}", args.data_dir.display())
             })?;
-            let claims =
+            let mut claims =
                 auth::local_claims(&args.tenant, &args.scopes, &args.roles, args.expires_in);
+            claims.deviceid = args.device.clone();
+            claims.groups = args.groups.clone();
             println!("{}", key.mint(&claims)?);
             Ok(())
         }
@@ -105,9 +113,17 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
     .await
     .map_err(|e| anyhow::anyhow!("opening the database: {e}"))?;
     let store = Arc::new(store);
+    let oidc = match &config.oidc {
+        Some(oidc) => Some(
+            auth::Oidc::new(oidc.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("OIDC configuration: {e}"))?,
+        ),
+        None => None,
+    };
     let state = Arc::new(AppState {
         store: store.clone(),
-        key,
+        auth: auth::Authenticator { local: key, oidc },
         config: ApiConfig {
             public_url: config.public_url.clone(),
             max_body_bytes: config.max_body_bytes,

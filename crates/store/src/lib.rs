@@ -84,6 +84,8 @@ pub trait Store: Send + Sync + 'static {
     async fn global_scripts_state(&self, tenant: &str) -> Result<i64, StoreError>;
     /// Delete history records older than `cutoff` (retention); returns how many were deleted.
     async fn prune_history(&self, cutoff: remediate_domain::Instant) -> Result<u64, StoreError>;
+    /// Every assignment of the tenant as (script id, target JSON), for device visibility.
+    async fn assignment_targets(&self, tenant: &str) -> Result<Vec<(String, String)>, StoreError>;
     /// Is the database reachable?
     async fn ping(&self) -> Result<(), StoreError>;
     /// The secret that signs paging tokens, shared by every process on the same database.

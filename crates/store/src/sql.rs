@@ -1003,6 +1003,20 @@ impl Store for SqlStore {
         Ok(done.rows_affected())
     }
 
+    async fn assignment_targets(&self, tenant: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT \"scriptId\", \"target\" FROM device_health_script_assignments WHERE \"tenant\" = $1",
+        )
+        .bind(tenant.to_owned())
+        .fetch_all(&self.read)
+        .await
+        .map_err(map_err)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(s, t)| Some((s, t?)))
+            .collect())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
             .execute(&self.read)
