@@ -12,8 +12,6 @@ use crate::handlers::{check_json_content_type, dispatch, ApiRequest};
 use crate::respond::{ApiResponse, Body};
 use crate::AppState;
 
-pub const MAX_REQUESTS: usize = 20;
-
 struct Item {
     id: String,
     method: Method,
@@ -23,7 +21,7 @@ struct Item {
     depends_on: Vec<String>,
 }
 
-fn parse(req: &ApiRequest) -> Result<Vec<Item>, ApiError> {
+fn parse(req: &ApiRequest, max_requests: usize) -> Result<Vec<Item>, ApiError> {
     check_json_content_type(&req.headers)?;
     let members = remediate_wire::decode::parse_object(&req.body)?;
     let mut requests = None;
@@ -43,9 +41,9 @@ fn parse(req: &ApiRequest) -> Result<Vec<Item>, ApiError> {
     if list.is_empty() {
         return Err(ApiError::bad_request("A batch needs at least one request."));
     }
-    if list.len() > MAX_REQUESTS {
+    if list.len() > max_requests {
         return Err(ApiError::bad_request(format!(
-            "A batch may hold at most {MAX_REQUESTS} requests; this one has {}.",
+            "A batch may hold at most {max_requests} requests; this one has {}.",
             list.len()
         )));
     }
@@ -181,7 +179,7 @@ fn order(items: &[Item]) -> Result<Vec<usize>, ApiError> {
 }
 
 pub async fn run(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
-    let items = parse(req)?;
+    let items = parse(req, state.guard.limits.max_batch_requests)?;
     let sequence = order(&items)?;
     let mut statuses: HashMap<String, u16> = HashMap::new();
     let mut responses: Vec<(usize, Json)> = Vec::with_capacity(items.len());

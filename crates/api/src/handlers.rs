@@ -16,7 +16,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::auth::{permissions as perm, Principal};
 use crate::error::ApiError;
-use crate::query::{self, Bound, DEFAULT_TOP, MAX_TOP};
+use crate::query::{self, Bound, DEFAULT_TOP};
 use crate::respond::ApiResponse;
 use crate::route::{self, Route};
 use crate::AppState;
@@ -58,6 +58,12 @@ async fn dispatch_inner(state: &AppState, req: &ApiRequest) -> Result<ApiRespons
     }
     let principal = authenticate(state, &req.headers).await?;
     let route = route::parse(&req.path)?;
+    // Inner requests of a batch are counted one by one, not the batch itself.
+    if route != Route::Batch {
+        state
+            .guard
+            .throttle(&principal.tenant, &principal.app, req.method != Method::GET)?;
+    }
     if !route.methods().contains(&req.method.as_str()) {
         return Err(ApiError::new(
             remediate_wire::ErrorKind::MethodNotAllowed,
@@ -69,7 +75,7 @@ async fn dispatch_inner(state: &AppState, req: &ApiRequest) -> Result<ApiRespons
         )
         .with_header("allow", route.methods().join(", ")));
     }
-    let options = query::parse(&req.query)?;
+    let options = query::parse(&req.query, &state.guard.limits.odata)?;
     let ctx = Ctx {
         state,
         req,
@@ -608,7 +614,7 @@ impl Ctx<'_> {
                 },
                 filter: None,
                 order: Vec::new(),
-                top: query::MAX_TOP,
+                top: self.state.guard.limits.max_page_size,
                 skip: 0,
                 after: None,
                 count: false,
@@ -710,7 +716,9 @@ impl Ctx<'_> {
             None => None,
         };
         let top = bound.top.map_or(DEFAULT_TOP, |t| {
-            usize::try_from(t).unwrap_or(MAX_TOP).min(MAX_TOP)
+            usize::try_from(t)
+                .unwrap_or(usize::MAX)
+                .min(self.state.guard.limits.max_page_size)
         });
         let list = ListQuery {
             scope,

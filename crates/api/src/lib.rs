@@ -5,6 +5,7 @@ pub mod auth;
 pub mod batch;
 mod device;
 pub mod error;
+pub mod guard;
 pub mod handlers;
 pub mod metadata;
 mod operations;
@@ -19,29 +20,21 @@ use std::sync::Arc;
 use remediate_store::Store;
 
 /// Settings the API needs at run time.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ApiConfig {
     /// Public base URL (without `/beta`) for links; `None` uses the request's `Host`.
     pub public_url: Option<String>,
-    pub max_body_bytes: usize,
     /// Validation limits of request bodies.
     pub limits: remediate_wire::Limits,
 }
 
-impl Default for ApiConfig {
-    fn default() -> Self {
-        ApiConfig {
-            public_url: None,
-            max_body_bytes: 4 * 1024 * 1024,
-            limits: remediate_wire::Limits::default(),
-        }
-    }
-}
 
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub auth: auth::Authenticator,
     pub config: ApiConfig,
+    /// Limits, throttling and injected faults.
+    pub guard: guard::Guard,
 }
 
 impl AppState {

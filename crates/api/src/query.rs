@@ -14,7 +14,6 @@ use crate::error::ApiError;
 
 /// Graph's default page size and the largest page served (larger `$top` values are capped).
 pub const DEFAULT_TOP: usize = 100;
-pub const MAX_TOP: usize = 1000;
 
 /// What a GET of a collection or entity asks for, after binding.
 #[derive(Debug, Clone, Default)]
@@ -35,8 +34,8 @@ pub struct Bound {
     pub expand_run_summary: Option<Option<Vec<usize>>>,
 }
 
-pub fn parse(raw: &str) -> Result<QueryOptions, ApiError> {
-    Ok(odata::parse_query(raw, &odata::Limits::default())?)
+pub fn parse(raw: &str, limits: &odata::Limits) -> Result<QueryOptions, ApiError> {
+    Ok(odata::parse_query(raw, limits)?)
 }
 
 /// Reject every system query option on requests that take none (writes).

@@ -27,6 +27,7 @@ pub async fn run(
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let listener = crate::guard::LimitedListener::new(listener, state.guard.limits.max_connections);
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
@@ -79,6 +80,8 @@ async fn route(state: &AppState, request: Request) -> Result<ApiResponse, ApiErr
         }
         _ => {}
     }
+    state.guard.check_sizes(request.uri(), request.headers())?;
+    let _permit = state.guard.admit()?;
     let Some(rest) = path
         .strip_prefix("/beta/")
         .or_else(|| (path == "/beta").then_some(""))
@@ -90,7 +93,7 @@ async fn route(state: &AppState, request: Request) -> Result<ApiResponse, ApiErr
     };
     let base_url = state.base_url(request.headers());
     let (parts, body) = request.into_parts();
-    let limit = state.config.max_body_bytes;
+    let limit = state.guard.limits.max_body_bytes;
     let body = read_body(body, limit).await?;
     let api_request = ApiRequest {
         method: parts.method,
@@ -106,7 +109,18 @@ async fn route(state: &AppState, request: Request) -> Result<ApiResponse, ApiErr
             format!("The method '{}' is not supported.", api_request.method),
         ));
     }
-    dispatch(state, &api_request).await
+    let timeout = state.guard.limits.request_timeout;
+    let work = async {
+        state.guard.inject().await?;
+        dispatch(state, &api_request).await
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(result) => result,
+        Err(_) => Err(ApiError::new(
+            ErrorKind::Timeout,
+            format!("The request did not complete within {} s; it was cancelled and its transaction rolled back.", timeout.as_secs_f64()),
+        )),
+    }
 }
 
 /// Read the body up to `limit` bytes. A larger body is drained (up to a hard cap, so the client

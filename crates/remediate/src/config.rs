@@ -60,6 +60,45 @@ pub struct ServeArgs {
     /// Least seconds between JWKS refreshes triggered by unknown key ids (default 60).
     #[arg(long, env = "REMEDIATE_OIDC_REFRESH_SECS")]
     pub oidc_refresh_secs: Option<u64>,
+    /// Largest accepted request headers in bytes (default 32768; 431 above).
+    #[arg(long, env = "REMEDIATE_MAX_HEADER_BYTES")]
+    pub max_header_bytes: Option<usize>,
+    /// Longest accepted path and query in bytes (default 16384; 414 above).
+    #[arg(long, env = "REMEDIATE_MAX_URI_BYTES")]
+    pub max_uri_bytes: Option<usize>,
+    /// Longest accepted value of one query option (default 8192; 400 above).
+    #[arg(long, env = "REMEDIATE_MAX_QUERY_OPTION_BYTES")]
+    pub max_query_option_bytes: Option<usize>,
+    /// Deepest accepted $filter / $expand nesting (default 32; 400 above).
+    #[arg(long, env = "REMEDIATE_MAX_FILTER_DEPTH")]
+    pub max_filter_depth: Option<usize>,
+    /// Largest page; larger $top values are capped (default 1000).
+    #[arg(long, env = "REMEDIATE_MAX_PAGE_SIZE")]
+    pub max_page_size: Option<usize>,
+    /// Most requests in one $batch (default 20; 400 above).
+    #[arg(long, env = "REMEDIATE_MAX_BATCH_REQUESTS")]
+    pub max_batch_requests: Option<usize>,
+    /// Seconds one request may take (default 30; 504 after).
+    #[arg(long, env = "REMEDIATE_REQUEST_TIMEOUT_SECS")]
+    pub request_timeout_secs: Option<u64>,
+    /// Requests processed at once (default 512; 503 with Retry-After beyond).
+    #[arg(long, env = "REMEDIATE_MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<usize>,
+    /// Open connections (default 4096; further ones wait in the backlog).
+    #[arg(long, env = "REMEDIATE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Enable Intune throttling (400 writes / 4000 requests per window per tenant, half per app) with this window in seconds (Intune: 20). Off when unset.
+    #[arg(long, env = "REMEDIATE_THROTTLE_WINDOW_SECS")]
+    pub throttle_window_secs: Option<u64>,
+    /// Add 0..=N ms of latency to each request (default 0).
+    #[arg(long, env = "REMEDIATE_INJECT_LATENCY_MS")]
+    pub inject_latency_ms: Option<u64>,
+    /// Answer this share of requests (0.0-1.0) with an injected 503 before they touch anything (default 0).
+    #[arg(long, env = "REMEDIATE_INJECT_ERROR_RATE")]
+    pub inject_error_rate: Option<f64>,
+    /// Seed of the injected latency and errors (default 1).
+    #[arg(long, env = "REMEDIATE_CHAOS_SEED")]
+    pub chaos_seed: Option<u64>,
     /// Configuration file (default: ./remediate.toml when it exists).
     #[arg(long, env = "REMEDIATE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -78,6 +117,19 @@ struct FileConfig {
     history_retention_days: Option<u32>,
     max_output_chars: Option<usize>,
     oidc: Option<FileOidc>,
+    max_header_bytes: Option<usize>,
+    max_uri_bytes: Option<usize>,
+    max_query_option_bytes: Option<usize>,
+    max_filter_depth: Option<usize>,
+    max_page_size: Option<usize>,
+    max_batch_requests: Option<usize>,
+    request_timeout_secs: Option<u64>,
+    max_in_flight: Option<usize>,
+    max_connections: Option<usize>,
+    throttle_window_secs: Option<u64>,
+    inject_latency_ms: Option<u64>,
+    inject_error_rate: Option<f64>,
+    chaos_seed: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -99,13 +151,14 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub database: String,
     pub public_url: Option<String>,
-    pub max_body_bytes: usize,
     pub db_connections: u32,
     pub log_json: bool,
     pub history_retention_days: u32,
     pub max_output_chars: usize,
     /// OIDC / Entra ID issuers, when configured.
     pub oidc: Option<remediate_api::auth::OidcConfig>,
+    pub limits: remediate_api::guard::ServerLimits,
+    pub realism: remediate_api::guard::Realism,
 }
 
 pub const DEFAULT_DATA_DIR: &str = "./remediate-data";
@@ -177,6 +230,74 @@ impl Config {
                 Some(config)
             }
         };
+        let defaults = remediate_api::guard::ServerLimits::default();
+        macro_rules! pick {
+            ($name:ident, $default:expr) => {
+                args.$name.or(file.$name).unwrap_or($default)
+            };
+        }
+        let positive = |name: &str, value: usize| {
+            if value == 0 {
+                anyhow::bail!("{name} must be at least 1")
+            }
+            Ok(value)
+        };
+        let limits = remediate_api::guard::ServerLimits {
+            max_body_bytes,
+            max_header_bytes: positive(
+                "max_header_bytes",
+                pick!(max_header_bytes, defaults.max_header_bytes),
+            )?,
+            max_uri_bytes: positive(
+                "max_uri_bytes",
+                pick!(max_uri_bytes, defaults.max_uri_bytes),
+            )?,
+            odata: remediate_odata::Limits {
+                max_option_length: positive(
+                    "max_query_option_bytes",
+                    pick!(max_query_option_bytes, defaults.odata.max_option_length),
+                )?,
+                max_depth: positive(
+                    "max_filter_depth",
+                    pick!(max_filter_depth, defaults.odata.max_depth),
+                )?,
+                ..defaults.odata
+            },
+            max_page_size: positive(
+                "max_page_size",
+                pick!(max_page_size, defaults.max_page_size),
+            )?,
+            max_batch_requests: positive(
+                "max_batch_requests",
+                pick!(max_batch_requests, defaults.max_batch_requests),
+            )?,
+            request_timeout: std::time::Duration::from_secs(positive(
+                "request_timeout_secs",
+                pick!(request_timeout_secs, 30) as usize,
+            )? as u64),
+            max_in_flight: positive(
+                "max_in_flight",
+                pick!(max_in_flight, defaults.max_in_flight),
+            )?,
+            max_connections: positive(
+                "max_connections",
+                pick!(max_connections, defaults.max_connections),
+            )?,
+        };
+        let error_rate = pick!(inject_error_rate, 0.0);
+        if !(0.0..=1.0).contains(&error_rate) {
+            anyhow::bail!("inject_error_rate must be between 0.0 and 1.0, not {error_rate}");
+        }
+        let realism = remediate_api::guard::Realism {
+            throttle_window: match args.throttle_window_secs.or(file.throttle_window_secs) {
+                Some(0) => anyhow::bail!("throttle_window_secs must be at least 1"),
+                Some(secs) => Some(std::time::Duration::from_secs(secs)),
+                None => None,
+            },
+            latency_ms: pick!(inject_latency_ms, 0),
+            error_rate,
+            seed: pick!(chaos_seed, 1),
+        };
         Ok(Config {
             listen: args
                 .listen
@@ -185,7 +306,6 @@ impl Config {
             data_dir,
             database,
             public_url,
-            max_body_bytes,
             db_connections: args
                 .db_connections
                 .or(file.db_connections)
@@ -193,6 +313,8 @@ impl Config {
                 .max(1),
             log_json: log_format == "json",
             oidc,
+            limits,
+            realism,
             max_output_chars: match args
                 .max_output_chars
                 .or(file.max_output_chars)

@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Print a JWT signed by the local key of a data directory.
     Token(TokenArgs),
 }
@@ -43,6 +43,9 @@ struct TokenArgs {
     /// Application permission (`roles`), repeatable.
     #[arg(long = "role")]
     roles: Vec<String>,
+    /// Application id (`appid` claim; default remediate-cli), e.g. to act as several apps.
+    #[arg(long)]
+    app_id: Option<String>,
     /// Mint a device agent's token for this managed device id (no --scope/--role needed).
     #[arg(long)]
     device: Option<String>,
@@ -58,7 +61,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            let config = config::Config::resolve(args)?;
+            let config = config::Config::resolve(*args)?;
             init_tracing(config.log_json);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -78,6 +81,9 @@ fn main() -> anyhow::Result<()> {
             let mut claims =
                 auth::local_claims(&args.tenant, &args.scopes, &args.roles, args.expires_in);
             claims.deviceid = args.device.clone();
+            if let Some(app) = &args.app_id {
+                claims.appid = Some(app.clone());
+            }
             claims.groups = args.groups.clone();
             println!("{}", key.mint(&claims)?);
             Ok(())
@@ -126,11 +132,11 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
         auth: auth::Authenticator { local: key, oidc },
         config: ApiConfig {
             public_url: config.public_url.clone(),
-            max_body_bytes: config.max_body_bytes,
             limits: remediate_wire::Limits {
                 output_field_chars: config.max_output_chars,
             },
         },
+        guard: remediate_api::guard::Guard::new(config.limits.clone(), config.realism.clone()),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

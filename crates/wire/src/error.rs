@@ -21,6 +21,10 @@ pub enum ErrorKind {
     PayloadTooLarge,
     /// Body sent with a content type other than JSON.
     UnsupportedMediaType,
+    /// Request URI longer than the configured limit.
+    UriTooLong,
+    /// Request headers larger than the configured limit.
+    HeaderTooLarge,
     /// A `$batch` request whose dependency failed.
     FailedDependency,
     /// Too many requests (optional throttling).
@@ -34,7 +38,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::BadRequest,
         ErrorKind::Unauthenticated,
         ErrorKind::Forbidden,
@@ -43,6 +47,8 @@ impl ErrorKind {
         ErrorKind::Conflict,
         ErrorKind::PayloadTooLarge,
         ErrorKind::UnsupportedMediaType,
+        ErrorKind::UriTooLong,
+        ErrorKind::HeaderTooLarge,
         ErrorKind::FailedDependency,
         ErrorKind::TooManyRequests,
         ErrorKind::ServiceUnavailable,
@@ -61,6 +67,8 @@ impl ErrorKind {
             ErrorKind::Conflict => S::CONFLICT,
             ErrorKind::PayloadTooLarge => S::PAYLOAD_TOO_LARGE,
             ErrorKind::UnsupportedMediaType => S::UNSUPPORTED_MEDIA_TYPE,
+            ErrorKind::UriTooLong => S::URI_TOO_LONG,
+            ErrorKind::HeaderTooLarge => S::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorKind::FailedDependency => S::FAILED_DEPENDENCY,
             ErrorKind::TooManyRequests => S::TOO_MANY_REQUESTS,
             ErrorKind::ServiceUnavailable => S::SERVICE_UNAVAILABLE,
@@ -80,6 +88,8 @@ impl ErrorKind {
             ErrorKind::Conflict => "Conflict",
             ErrorKind::PayloadTooLarge => "RequestEntityTooLarge",
             ErrorKind::UnsupportedMediaType => "UnsupportedMediaType",
+            ErrorKind::UriTooLong => "RequestUriTooLong",
+            ErrorKind::HeaderTooLarge => "RequestHeaderFieldsTooLarge",
             ErrorKind::FailedDependency => "FailedDependency",
             ErrorKind::TooManyRequests => "TooManyRequests",
             ErrorKind::ServiceUnavailable => "ServiceUnavailable",
@@ -154,6 +164,8 @@ mod tests {
                 "409 Conflict",
                 "413 RequestEntityTooLarge",
                 "415 UnsupportedMediaType",
+                "414 RequestUriTooLong",
+                "431 RequestHeaderFieldsTooLarge",
                 "424 FailedDependency",
                 "429 TooManyRequests",
                 "503 ServiceUnavailable",

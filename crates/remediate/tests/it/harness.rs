@@ -330,3 +330,56 @@ macro_rules! both {
         }
     };
 }
+
+impl TestApp {
+    /// Send a request with exactly these headers (no bearer token added), e.g. a malformed
+    /// `Authorization` value.
+    pub async fn send_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Reply {
+        let url = if path.starts_with("http") {
+            path.to_owned()
+        } else {
+            self.url(path)
+        };
+        let mut request = self.client.request(method.parse().unwrap(), url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_owned());
+        }
+        Reply::from(request.send().await.expect("request")).await
+    }
+
+    /// Mint a device agent's token (`remediate token --device ID --group G…`).
+    pub fn mint_device(&self, tenant: &str, device: &str, groups: &[&str]) -> String {
+        let mut command = Command::new(binary());
+        command
+            .args([
+                "token",
+                "--tenant",
+                tenant,
+                "--device",
+                device,
+                "--data-dir",
+            ])
+            .arg(&self.data_dir);
+        for g in groups {
+            command.args(["--group", g]);
+        }
+        let output = command.output().expect("run remediate token");
+        assert!(
+            output.status.success(),
+            "token failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+}

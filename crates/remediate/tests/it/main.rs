@@ -4,6 +4,7 @@ mod harness;
 
 mod differential;
 mod errors;
+mod limits;
 mod paging;
 mod run_states;
 mod scripts_devices;
