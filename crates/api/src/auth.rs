@@ -87,8 +87,13 @@ pub fn forbidden(message: &str) -> ApiError {
     ApiError::new(remediate_wire::ErrorKind::Forbidden, message)
 }
 
-/// Turn verified claims into a principal (shared by both key sources).
-pub(crate) fn claims_to_principal(claims: &Json) -> Result<Principal, ApiError> {
+/// Turn verified claims into a principal (shared by both key sources). Only tokens of the local key
+/// may speak for a device (`trust_device`): a `deviceid` claim in an Entra token describes the
+/// user's device, not an agent, and grants nothing.
+pub(crate) fn claims_to_principal(
+    claims: &Json,
+    trust_device: bool,
+) -> Result<Principal, ApiError> {
     let tid = claims
         .get("tid")
         .and_then(Json::as_str)
@@ -114,7 +119,7 @@ pub(crate) fn claims_to_principal(claims: &Json) -> Result<Principal, ApiError> 
     let device = claims
         .get("deviceid")
         .and_then(Json::as_str)
-        .filter(|d| !d.is_empty())
+        .filter(|d| trust_device && !d.is_empty())
         .map(str::to_owned);
     let groups = claims
         .get("groups")

@@ -85,8 +85,15 @@ pub(crate) async fn dispatch(
         }
     };
     // The run summary aggregates every device's states: not for a device's eyes, expanded or not.
-    if ctx.options.expand.as_ref().is_some_and(|items| items.iter().any(|i| i.path.join("/") == "runSummary")) {
-        return Err(forbidden("A device token may not read run summaries (including through $expand=runSummary)."));
+    if ctx
+        .options
+        .expand
+        .as_ref()
+        .is_some_and(|items| items.iter().any(|i| i.path.join("/") == "runSummary"))
+    {
+        return Err(forbidden(
+            "A device token may not read run summaries (including through $expand=runSummary).",
+        ));
     }
     match (route, &ctx.req.method) {
         (Route::Scripts, &Method::GET) => {

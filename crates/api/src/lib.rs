@@ -28,7 +28,6 @@ pub struct ApiConfig {
     pub limits: remediate_wire::Limits,
 }
 
-
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub auth: auth::Authenticator,

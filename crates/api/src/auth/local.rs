@@ -91,7 +91,7 @@ impl LocalKey {
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         let data = jsonwebtoken::decode::<serde_json::Value>(token, &self.decoding, &validation)
             .map_err(|e| jwt_failure(&e))?;
-        claims_to_principal(&data.claims)
+        claims_to_principal(&data.claims, true)
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
@@ -53,25 +54,43 @@ struct Key {
     algorithm: Algorithm,
 }
 
-pub struct Oidc {
+struct Inner {
     config: OidcConfig,
     keys: RwLock<HashMap<String, Key>>,
     last_refresh: Mutex<Instant>,
     client: reqwest::Client,
 }
 
-/// Keys older than this are refreshed on the next request that needs them.
-const MAX_KEY_AGE: Duration = Duration::from_secs(3600);
+/// Verifies tokens of the configured OIDC issuers.
+pub struct Oidc {
+    inner: Arc<Inner>,
+}
 
 impl Oidc {
     /// Validate the configuration and load the keys; an error explains the bad setting.
     pub async fn new(config: OidcConfig) -> Result<Oidc, String> {
+        Ok(Oidc {
+            inner: Arc::new(Inner::new(config).await?),
+        })
+    }
+
+    pub async fn verify(&self, token: &str, header: &Header) -> Result<Principal, ApiError> {
+        self.inner.verify(token, header).await
+    }
+}
+
+/// Keys older than this are refreshed in the background.
+const MAX_KEY_AGE: Duration = Duration::from_secs(3600);
+
+impl Inner {
+    /// Validate the configuration and load the keys; an error explains the bad setting.
+    async fn new(config: OidcConfig) -> Result<Inner, String> {
         config.validate()?;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| format!("cannot build the HTTP client for the JWKS: {e}"))?;
-        let oidc = Oidc {
+        let oidc = Inner {
             config,
             keys: RwLock::new(HashMap::new()),
             last_refresh: Mutex::new(Instant::now()),
@@ -132,11 +151,15 @@ impl Oidc {
 
     /// Refetch the keys unless that happened less than `min_refresh_interval` ago.
     async fn refresh(&self) {
-        let mut last = self.last_refresh.lock().await;
-        if last.elapsed() < self.config.min_refresh_interval {
-            return;
+        {
+            // The lock only decides who refreshes; it is not held during the fetch, so requests
+            // with known keys never wait for a slow JWKS endpoint.
+            let mut last = self.last_refresh.lock().await;
+            if last.elapsed() < self.config.min_refresh_interval {
+                return;
+            }
+            *last = Instant::now();
         }
-        *last = Instant::now();
         match self.load().await {
             Ok(keys) => {
                 tracing::info!(keys = keys.len(), "refreshed the OIDC signing keys");
@@ -148,17 +171,19 @@ impl Oidc {
         }
     }
 
-    pub async fn verify(&self, token: &str, header: &Header) -> Result<Principal, ApiError> {
+    async fn verify(self: &Arc<Self>, token: &str, header: &Header) -> Result<Principal, ApiError> {
         let Some(kid) = &header.kid else {
             return Err(ApiError::unauthenticated(
                 "Access token validation failure: the token names no signing key ('kid').",
             ));
         };
-        if self.last_refresh.lock().await.elapsed() > MAX_KEY_AGE {
+        let known = self.keys.read().await.contains_key(kid);
+        if !known {
             self.refresh().await;
-        }
-        if !self.keys.read().await.contains_key(kid) {
-            self.refresh().await;
+        } else if self.last_refresh.lock().await.elapsed() > MAX_KEY_AGE {
+            // Periodic refresh in the background; this request uses the cached key.
+            let me = Arc::clone(self);
+            tokio::spawn(async move { me.refresh().await });
         }
         let keys = self.keys.read().await;
         let Some(key) = keys.get(kid) else {
@@ -191,6 +216,6 @@ impl Oidc {
                 "Access token validation failure: the issuer is not trusted.",
             ));
         }
-        claims_to_principal(&claims)
+        claims_to_principal(&claims, false)
     }
 }

@@ -383,3 +383,17 @@ impl TestApp {
         String::from_utf8(output.stdout).unwrap().trim().to_owned()
     }
 }
+
+impl TestApp {
+    /// The server's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Wait for a killed server to be gone.
+    pub fn reap(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+}

@@ -3,10 +3,12 @@
 mod harness;
 
 mod differential;
+mod durability;
 mod errors;
 mod limits;
 mod paging;
 mod run_states;
 mod scripts_devices;
 mod security;
+mod security_tokens;
 mod surface;
