@@ -103,8 +103,16 @@ def _child_env() -> dict[str, str]:
 class Server:
     """One `remediate serve` process on a free port with its own data dir."""
 
-    def __init__(self, binary: Path, backend: str, data_dir: Path, database_url: Optional[str]):
+    def __init__(
+        self,
+        binary: Path,
+        backend: str,
+        data_dir: Path,
+        database_url: Optional[str],
+        extra_args: tuple[str, ...] = (),
+    ):
         self.binary = binary
+        self.extra_args = list(extra_args)  # more `serve` flags, e.g. --throttle-window-secs 3
         self.backend = backend
         self.data_dir = data_dir
         self.database_url = database_url
@@ -125,6 +133,7 @@ class Server:
         args = [str(self.binary), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir)]
         if self.database_url:
             args += ["--database", self.database_url]
+        args += self.extra_args
         stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
             args,
@@ -186,6 +195,7 @@ class Server:
         scopes: list[str],
         roles: list[str] = (),
         expires_in: Optional[int] = None,
+        app_id: Optional[str] = None,
     ) -> str:
         args = [str(self.binary), "token", "--data-dir", str(self.data_dir), "--tenant", tenant]
         for s in scopes:
@@ -194,6 +204,8 @@ class Server:
             args += ["--role", r]
         if expires_in is not None:
             args += ["--expires-in", str(expires_in)]
+        if app_id is not None:
+            args += ["--app-id", app_id]
         p = subprocess.run(
             args, capture_output=True, text=True, timeout=60, cwd=self.data_dir, env=_child_env()
         )
@@ -223,10 +235,13 @@ class StaticTokenProvider(AccessTokenProvider):
         return self._validator
 
 
-def make_graph_client(base_url: str, token: str) -> tuple[GraphServiceClient, GraphRequestAdapter]:
+def make_graph_client(
+    base_url: str, token: str, http_client: Optional[httpx.AsyncClient] = None
+) -> tuple[GraphServiceClient, GraphRequestAdapter]:
+    """`http_client`: one built by GraphClientFactory (custom middleware options); default: the SDK's own."""
     host = urlparse(base_url).hostname or "127.0.0.1"
     auth = BaseBearerTokenAuthenticationProvider(StaticTokenProvider(token, host))
-    adapter = GraphRequestAdapter(auth)
+    adapter = GraphRequestAdapter(auth, client=http_client)
     # Must be set before the client is built: the client copies it into its path parameters.
     adapter.base_url = base_url
     return GraphServiceClient(request_adapter=adapter), adapter
@@ -372,11 +387,14 @@ class Api:
             self.run(client.aclose())
 
 
-def make_api(server: Server, loop, tenant: Optional[str] = None, scopes=None, roles=(), token=None) -> Api:
+def make_api(
+    server: Server, loop, tenant: Optional[str] = None, scopes=None, roles=(), token=None,
+    app_id: Optional[str] = None, http_client: Optional[httpx.AsyncClient] = None,
+) -> Api:
     tenant = tenant or str(uuid.uuid4())
     if token is None:
-        token = server.token(tenant, list(scopes if scopes is not None else SCOPES_RW), list(roles))
-    graph, adapter = make_graph_client(server.base, token)
+        token = server.token(tenant, list(scopes if scopes is not None else SCOPES_RW), list(roles), app_id=app_id)
+    graph, adapter = make_graph_client(server.base, token, http_client)
     http = httpx.Client(
         base_url=server.base,
         headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},

@@ -188,6 +188,16 @@ def test_get_remediation_history_via_sdk_function_builder(api):
     assert before <= history.last_modified_date_time <= datetime.now(UTC) + timedelta(minutes=5)
 
 
+def _complex_result(body: dict) -> dict:
+    """A function's complex result (docs/decisions.md): its properties at the top level, which the SDK reads,
+    and the same object under `value` (SPEC §2, Microsoft's docs). Returns the properties."""
+    top = {k: v for k, v in body.items() if k != "value" and "@" not in k}
+    assert top, f"no properties at the top level (the SDK reads nothing): {body}"
+    assert isinstance(body.get("value"), dict), f"no 'value' object: {body}"
+    assert {k: v for k, v in body["value"].items() if "@" not in k} == top, f"top level and value differ: {body}"
+    return top
+
+
 def test_get_remediation_history_raw_with_and_without_parens(api):
     script, expected, _ = _history_scenario(api)
     bodies = []
@@ -195,7 +205,7 @@ def test_get_remediation_history_raw_with_and_without_parens(api):
         r = api.http.get(f"/deviceManagement/deviceHealthScripts/{script.id}/{suffix}")
         assert r.status_code == 200, f"{suffix}: {r.status_code} {r.text}"
         body = r.json()
-        value = body.get("value", body)  # SPEC §2 wraps it in "value"; OData returns the complex value bare
+        value = _complex_result(body)
         bodies.append(value)
         got = {date.fromisoformat(h["date"]): (h["remediatedDeviceCount"], h["noIssueDeviceCount"],
                                                h["detectFailedDeviceCount"]) for h in value["historyData"]}
@@ -205,7 +215,7 @@ def test_get_remediation_history_raw_with_and_without_parens(api):
 
     empty = api.create_script()
     r = api.http.get(f"/deviceManagement/deviceHealthScripts/{empty.id}/getRemediationHistory")
-    value = r.json().get("value", r.json())
+    value = _complex_result(r.json())
     assert value["historyData"] == [] and value["lastModifiedDateTime"] is None, value
 
 
@@ -225,7 +235,7 @@ def test_get_remediation_summary_via_sdk_function_builder(api):
     for suffix in ("getRemediationSummary()", "getRemediationSummary"):
         r = api.http.get(f"/deviceManagement/deviceHealthScripts/{suffix}")
         assert r.status_code == 200, f"{suffix}: {r.status_code} {r.text}"
-        value = r.json().get("value", r.json())
+        value = _complex_result(r.json())
         assert (value["scriptCount"], value["remediatedDeviceCount"]) == (3, 2), value
 
 

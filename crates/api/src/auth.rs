@@ -65,6 +65,8 @@ pub struct Principal {
     pub device: Option<String>,
     /// Group ids the token carries (`groups`), used to decide which scripts a device may read.
     pub groups: Vec<String>,
+    /// The token's `exp` (Unix seconds).
+    pub expires: u64,
 }
 
 impl Principal {
@@ -131,12 +133,14 @@ pub(crate) fn claims_to_principal(
                 .collect()
         })
         .unwrap_or_default();
+    let expires = claims.get("exp").and_then(Json::as_u64).unwrap_or(0);
     Ok(Principal {
         tenant: tid.to_owned(),
         permissions,
         app,
         device,
         groups,
+        expires,
     })
 }
 
@@ -160,10 +164,84 @@ pub(crate) fn jwt_failure(e: &jsonwebtoken::errors::Error) -> ApiError {
 pub struct Authenticator {
     pub local: LocalKey,
     pub oidc: Option<Oidc>,
+    cache: TokenCache,
+}
+
+/// Verified tokens, so a known-good token does not pay for signature verification again. Entries
+/// live until the token expires; OIDC entries die with the key set they were verified against.
+/// Bounded: when full, expired entries go first, then everything.
+struct TokenCache {
+    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], Cached>>,
+    capacity: usize,
+}
+
+struct Cached {
+    principal: Principal,
+    /// Unix seconds after which the token is no longer accepted (exp + leeway).
+    until: u64,
+    /// The OIDC key generation it was verified with (`None`: the local key, which never rotates).
+    generation: Option<u64>,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 impl Authenticator {
+    pub fn new(local: LocalKey, oidc: Option<Oidc>) -> Authenticator {
+        Authenticator {
+            local,
+            oidc,
+            cache: TokenCache {
+                entries: std::sync::Mutex::new(std::collections::HashMap::new()),
+                capacity: 10_000,
+            },
+        }
+    }
+
     pub async fn verify(&self, token: &str) -> Result<Principal, ApiError> {
+        let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+        let mut key = [0u8; 32];
+        key.copy_from_slice(digest.as_ref());
+        let now = unix_now();
+        let generation = self.oidc.as_ref().map(Oidc::generation);
+        {
+            let entries = self.cache.entries.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(hit) = entries.get(&key) {
+                let current = hit.generation.is_none() || hit.generation == generation;
+                if hit.until > now && current {
+                    return Ok(hit.principal.clone());
+                }
+            }
+        }
+        let principal = self.verify_signature(token).await?;
+        let from_oidc = !matches!(
+            jsonwebtoken::decode_header(token).map(|h| h.alg),
+            Ok(jsonwebtoken::Algorithm::EdDSA)
+        );
+        let mut entries = self.cache.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= self.cache.capacity {
+            entries.retain(|_, c| c.until > now);
+            if entries.len() >= self.cache.capacity {
+                entries.clear();
+            }
+        }
+        let until = principal.expires.saturating_add(LEEWAY_SECONDS);
+        entries.insert(
+            key,
+            Cached {
+                principal: principal.clone(),
+                until,
+                generation: if from_oidc { generation } else { None },
+            },
+        );
+        Ok(principal)
+    }
+
+    async fn verify_signature(&self, token: &str) -> Result<Principal, ApiError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| {
             ApiError::unauthenticated(format!("The access token is malformed: {e}."))
         })?;

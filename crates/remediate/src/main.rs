@@ -129,7 +129,7 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
     };
     let state = Arc::new(AppState {
         store: store.clone(),
-        auth: auth::Authenticator { local: key, oidc },
+        auth: auth::Authenticator::new(key, oidc),
         config: ApiConfig {
             public_url: config.public_url.clone(),
             limits: remediate_wire::Limits {

@@ -59,6 +59,7 @@ struct Inner {
     keys: RwLock<HashMap<String, Key>>,
     last_refresh: Mutex<Instant>,
     client: reqwest::Client,
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// Verifies tokens of the configured OIDC issuers.
@@ -76,6 +77,13 @@ impl Oidc {
 
     pub async fn verify(&self, token: &str, header: &Header) -> Result<Principal, ApiError> {
         self.inner.verify(token, header).await
+    }
+
+    /// Increases whenever the key set is replaced; verified-token caches compare it.
+    pub fn generation(&self) -> u64 {
+        self.inner
+            .generation
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
@@ -95,6 +103,7 @@ impl Inner {
             keys: RwLock::new(HashMap::new()),
             last_refresh: Mutex::new(Instant::now()),
             client,
+            generation: std::sync::atomic::AtomicU64::new(0),
         };
         let keys = oidc.load().await?;
         *oidc.keys.write().await = keys;
@@ -164,6 +173,8 @@ impl Inner {
             Ok(keys) => {
                 tracing::info!(keys = keys.len(), "refreshed the OIDC signing keys");
                 *self.keys.write().await = keys;
+                self.generation
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "refreshing the OIDC signing keys failed; keeping the cached ones")
