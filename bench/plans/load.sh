@@ -47,7 +47,7 @@ P=2147483647                  # 2^31-1 (prime): h(i, A) = (i * A) mod P is a bij
 
 # ---- dialect helpers: print SQL expressions -------------------------------------------------
 D=sqlite
-h()   { echo "((($1) * $2) % $P)"; }                       # hash of an integer expression
+h()   { echo "((($1) * CAST($2 AS BIGINT)) % $P)"; }          # hash of an integer expression (BIGINT: no int4 overflow on PG)
 hex() { # hex DIGITS EXPR
   if [ "$D" = sqlite ]; then echo "printf('%0$1x', $2)"; else echo "lpad(to_hex($2), $1, '0')"; fi; }
 pad() { # zero-padded decimal: pad DIGITS EXPR

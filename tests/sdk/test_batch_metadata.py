@@ -4,11 +4,13 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 import httpx
+from kiota_serialization_json.json_serialization_writer import JsonSerializationWriter
 from msgraph_beta.generated.device_management.device_health_scripts.item.device_run_states.device_run_states_request_builder import (
     DeviceRunStatesRequestBuilder,
 )
 from msgraph_beta.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph_beta.generated.models.device_health_script_device_state import DeviceHealthScriptDeviceState
+from msgraph_beta.generated.models.device_health_script_run_summary import DeviceHealthScriptRunSummary
 from msgraph_beta.generated.models.remediation_state import RemediationState
 from msgraph_beta.generated.models.run_state import RunState
 from msgraph_core.requests.batch_request_builder import BatchRequestBuilder
@@ -21,8 +23,8 @@ from _support import bind_url, query_config
 
 def _mixed_items(api, script_id, device_id):
     """Unmodified msgraph-core items (msgraph-core 1.5.2 writes the dependency list as `"depends_on"`, Graph's
-    member is `dependsOn`; remediate reads both, docs/decisions.md). Listed 2 · 1 · 3 · 4:
-    1 POST a run state · 2 GET the script's runSummary after 1 · 3 a bad request · 4 GET after 3 (→ 424)."""
+    member is `dependsOn`; remediate reads both, docs/decisions.md). BatchRequestContent wants dependencies
+    added first. 1 POST a run state · 2 GET the script's runSummary after 1 · 3 a bad request · 4 GET after 3 (→ 424)."""
     body = DeviceHealthScriptDeviceState(detection_state=RunState.Fail, remediation_state=RemediationState.Success)
     body.additional_data = {"managedDevice@odata.bind": bind_url(device_id)}
     post = BatchRequestItem(api.states(script_id).to_post_request_information(body), id="1")
@@ -31,7 +33,7 @@ def _mixed_items(api, script_id, device_id):
     bad = BatchRequestItem(api.states(script_id).to_get_request_information(
         query_config(DeviceRunStatesRequestBuilder, filter="detectionState eq")), id="3")
     after_bad = BatchRequestItem(api.device(device_id).to_get_request_information(), id="4", depends_on=["3"])
-    return [summary, post, bad, after_bad]
+    return [post, summary, bad, after_bad]
 
 
 def _post_batch(api, items) -> BatchResponseContent:
@@ -46,10 +48,8 @@ def _post_batch(api, items) -> BatchResponseContent:
     return response
 
 
-def _serialized(api, items) -> bytes:
+def _serialized(items) -> bytes:
     """The JSON msgraph-core puts on the wire for these items."""
-    from kiota_serialization_json.json_serialization_writer import JsonSerializationWriter
-
     writer = JsonSerializationWriter()
     BatchRequestContent({item.id: item for item in items}).serialize(writer)
     return writer.get_serialized_content()
@@ -76,7 +76,7 @@ def test_batch_sdk_helpers_unmodified_with_depends_on(api):
     script = api.create_script()
     device = api.create_device()
     items = _mixed_items(api, script.id, device.id)
-    assert b'"depends_on"' in _serialized(api, items), "msgraph-core no longer sends depends_on; update the comment"
+    assert b'"depends_on"' in _serialized(items), "msgraph-core no longer sends depends_on; update the comment"
     response = _post_batch(api, items)
 
     assert response.get_response_status_codes() == {"1": 201, "2": 200, "3": 400, "4": 424}
@@ -84,6 +84,10 @@ def test_batch_sdk_helpers_unmodified_with_depends_on(api):
         assert item.id == rid
         assert item.headers, f"response {rid} has no headers"
     assert "json" in (response.get_response_by_id("2").content_type or "")
+    summary = response.response_body("2", DeviceHealthScriptRunSummary)
+    assert (summary.issue_detected_device_count, summary.issue_remediated_device_count) == (1, 1), (
+        "request 2 (depends_on 1) did not see 1's run state"
+    )
 
     # The POST ran exactly once.
     states = api.run(api.states(script.id).get()).value

@@ -114,7 +114,7 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
     let store = SqlStore::connect(&StoreOptions {
         url: config.database.clone(),
         max_connections: config.db_connections,
-        acquire_timeout: Duration::from_secs(10),
+        acquire_timeout: Duration::from_secs(5),
     })
     .await
     .map_err(|e| anyhow::anyhow!("opening the database: {e}"))?;

@@ -32,6 +32,8 @@ pub struct TestApp {
     child: Option<Child>,
     /// Extra `serve` flags.
     pub args: Vec<String>,
+    /// Where the server reaches PostgreSQL (a test may put a proxy in between).
+    pub db_address: String,
 }
 
 fn binary() -> &'static str {
@@ -71,6 +73,7 @@ impl TestApp {
             database,
             child: None,
             args: Vec::new(),
+            db_address: "127.0.0.1:5432".into(),
         };
         app.spawn();
         app.token = app.mint("tenant-a", WRITE_SCOPES, &[]);
@@ -80,7 +83,7 @@ impl TestApp {
     pub fn database_url(&self) -> Option<String> {
         self.database
             .as_ref()
-            .map(|db| format!("postgres://postgres@127.0.0.1:5432/{db}"))
+            .map(|db| format!("postgres://postgres@{}/{db}", self.db_address))
     }
 
     /// Start (or restart) the server process on the same data.

@@ -7,6 +7,7 @@ mod durability;
 mod errors;
 mod limits;
 mod paging;
+mod resilience;
 mod run_states;
 mod scripts_devices;
 mod security;
