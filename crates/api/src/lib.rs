@@ -8,6 +8,7 @@ pub mod error;
 pub mod guard;
 pub mod handlers;
 pub mod metadata;
+pub mod openapi;
 mod operations;
 pub mod paging;
 pub mod query;

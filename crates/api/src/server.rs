@@ -72,6 +72,7 @@ async fn route(state: &AppState, request: Request) -> Result<ApiResponse, ApiErr
     let path = request.uri().path().to_owned();
     match path.as_str() {
         "/healthz" => return Ok(text(StatusCode::OK, "ok")),
+        "/openapi.json" => return Ok(crate::openapi::response()),
         "/readyz" => {
             return match state.store.ping().await {
                 Ok(()) => Ok(text(StatusCode::OK, "ready")),

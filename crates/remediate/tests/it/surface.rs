@@ -592,3 +592,22 @@ both!(run_summary_invariant_holds_after_random_writes, |app| {
         count(&|r| r["remediationState"] == "scriptError")
     );
 });
+
+both!(openapi_document_is_public_and_lists_every_route, |app| {
+    let reply = app
+        .client
+        .get(app.base.replace("/beta", "/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status().as_u16(), 200);
+    let doc: serde_json::Value = reply.json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.0.3");
+    for path in [
+        "/deviceManagement/deviceHealthScripts/{scriptId}/deviceRunStates",
+        "/$batch",
+        "/deviceManagement/managedDevices/{deviceId}",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path}");
+    }
+});

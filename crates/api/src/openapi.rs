@@ -1,0 +1,731 @@
+//! `/openapi.json`: an OpenAPI 3.0 description of the served API, generated from the same model as
+//! `$metadata` (entity types, properties, enums) and the same route table. Used by schemathesis in
+//! CI; every operation documents every status the server can answer.
+
+use std::sync::OnceLock;
+
+use remediate_domain::model::{
+    ComplexKind, EntityType, Kind, Property, ALL_ENUMS, DEVICE_HEALTH_SCRIPT,
+    DEVICE_HEALTH_SCRIPT_ASSIGNMENT, DEVICE_RUN_STATE, MANAGED_DEVICE, POLICY_STATE, RUN_RECORD,
+    RUN_SUMMARY,
+};
+use serde_json::{json, Map, Value as Json};
+
+use crate::respond::ApiResponse;
+
+fn property_schema(p: &Property, for_write: bool) -> Json {
+    let mut schema = match p.kind {
+        Kind::String => {
+            let mut s = json!({"type": "string"});
+            if let (Some(max), true) = (p.max_len, for_write) {
+                s["maxLength"] = json!(max);
+            }
+            s
+        }
+        Kind::Binary => json!({"type": "string", "format": "byte"}),
+        Kind::Boolean => json!({"type": "boolean"}),
+        Kind::Int32 => json!({"type": "integer", "format": "int32"}),
+        Kind::Int64 => json!({"type": "integer", "format": "int64"}),
+        Kind::DateTimeOffset => json!({
+            "type": "string",
+            "format": "date-time",
+            "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]{1,7})?)?(Z|[+-][0-9]{2}:[0-9]{2})$"
+        }),
+        Kind::Enum(e) => {
+            json!({"$ref": format!("#/components/schemas/microsoft.graph.{}", e.name)})
+        }
+        Kind::StringCollection => json!({"type": "array", "items": {"type": "string"}}),
+        Kind::Complex(ComplexKind::ScriptParameters) => {
+            json!({"type": "array", "items": {"$ref": "#/components/schemas/microsoft.graph.deviceHealthScriptParameter"}})
+        }
+        Kind::Complex(ComplexKind::AssignmentTarget) => {
+            json!({"$ref": "#/components/schemas/microsoft.graph.deviceAndAppManagementAssignmentTarget"})
+        }
+        Kind::Complex(ComplexKind::RunSchedule) => {
+            json!({"$ref": "#/components/schemas/microsoft.graph.deviceHealthScriptRunSchedule"})
+        }
+    };
+    if p.nullable {
+        if schema.get("$ref").is_some() {
+            schema = json!({"allOf": [schema], "nullable": true});
+        } else {
+            schema["nullable"] = json!(true);
+        }
+    }
+    schema
+}
+
+fn entity_schema(entity: &EntityType) -> Json {
+    let mut properties = Map::new();
+    properties.insert("@odata.context".into(), json!({"type": "string"}));
+    properties.insert("@odata.type".into(), json!({"type": "string"}));
+    for p in entity.properties {
+        properties.insert(p.name.into(), property_schema(p, false));
+    }
+    json!({"type": "object", "properties": properties})
+}
+
+/// The body a create or update accepts: writable properties, no others.
+fn write_schema(entity: &EntityType, navigation: Option<&str>) -> Json {
+    let mut properties = Map::new();
+    properties.insert(
+        "@odata.type".into(),
+        json!({"type": "string", "enum": [entity.type_annotation(), entity.qualified_name()]}),
+    );
+    for p in entity
+        .properties
+        .iter()
+        .filter(|p| p.access == remediate_domain::model::Access::ReadWrite)
+    {
+        properties.insert(p.name.into(), property_schema(p, true));
+    }
+    if let Some(nav) = navigation {
+        properties.insert(format!("{nav}@odata.bind"), json!({"type": "string"}));
+    }
+    json!({"type": "object", "properties": properties, "additionalProperties": false})
+}
+
+fn collection_schema(item: &str) -> Json {
+    json!({
+        "type": "object",
+        "required": ["value"],
+        "properties": {
+            "@odata.context": {"type": "string"},
+            "@odata.count": {"type": "integer"},
+            "@odata.nextLink": {"type": "string"},
+            "value": {"type": "array", "items": {"$ref": format!("#/components/schemas/{item}")}}
+        }
+    })
+}
+
+const ERROR_STATUSES: [&str; 12] = [
+    "400", "401", "403", "404", "405", "409", "413", "414", "415", "429", "503", "504",
+];
+
+fn responses(success: &str, schema: Option<Json>, content_type: &str) -> Json {
+    let mut map = Map::new();
+    let mut ok = json!({"description": "Success"});
+    if let Some(schema) = schema {
+        ok["content"] = json!({content_type: {"schema": schema}});
+    }
+    map.insert(success.into(), ok);
+    for status in ERROR_STATUSES {
+        map.insert(
+            status.into(),
+            json!({"$ref": "#/components/responses/Error"}),
+        );
+    }
+    map.insert(
+        "431".into(),
+        json!({"$ref": "#/components/responses/Error"}),
+    );
+    map.insert(
+        "424".into(),
+        json!({"$ref": "#/components/responses/Error"}),
+    );
+    Json::Object(map)
+}
+
+fn schema_ref(name: &str) -> Json {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn query_parameters(list: bool) -> Vec<Json> {
+    let mut names = vec!["$select", "$expand"];
+    if list {
+        names.extend([
+            "$filter",
+            "$orderby",
+            "$top",
+            "$skip",
+            "$count",
+            "$skiptoken",
+        ]);
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let schema = match name {
+                "$top" | "$skip" => json!({"type": "integer", "minimum": 0}),
+                "$count" => json!({"type": "boolean"}),
+                _ => json!({"type": "string"}),
+            };
+            json!({"name": name, "in": "query", "required": false, "schema": schema})
+        })
+        .collect()
+}
+
+fn path_parameter(name: &str) -> Json {
+    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "minLength": 1}})
+}
+
+fn operation(id: &str, params: Vec<Json>, body: Option<Json>, responses: Json) -> Json {
+    let mut op = json!({"operationId": id, "parameters": params, "responses": responses});
+    if let Some(body) = body {
+        op["requestBody"] =
+            json!({"required": true, "content": {"application/json": {"schema": body}}});
+    }
+    op
+}
+
+fn generate() -> Json {
+    let script = "microsoft.graph.deviceHealthScript";
+    let state = "microsoft.graph.deviceHealthScriptDeviceState";
+    let device = "microsoft.graph.managedDevice";
+    let assignment = "microsoft.graph.deviceHealthScriptAssignment";
+    let entity = |name: &str| Some(schema_ref(name));
+    let list = |name: &str| Some(collection_schema(name));
+    let write = |name: &str| Some(schema_ref(&format!("{name}.write")));
+    let sid = || path_parameter("scriptId");
+    let stid = || path_parameter("stateId");
+    let did = || path_parameter("deviceId");
+    let aid = || path_parameter("assignmentId");
+    let with = |mut base: Vec<Json>, extra: Vec<Json>| {
+        base.extend(extra);
+        base
+    };
+    let count = || {
+        responses(
+            "200",
+            Some(json!({"type": "string", "pattern": "^[0-9]+$"})),
+            "text/plain",
+        )
+    };
+    let mut paths = Map::new();
+    let mut add = |path: &str, method: &str, op: Json| {
+        let entry = paths.entry(path.to_owned()).or_insert_with(|| json!({}));
+        entry[method] = op;
+    };
+    let scripts = "/deviceManagement/deviceHealthScripts";
+    add(
+        scripts,
+        "get",
+        operation(
+            "listScripts",
+            query_parameters(true),
+            None,
+            responses("200", list(script), "application/json"),
+        ),
+    );
+    add(
+        scripts,
+        "post",
+        operation(
+            "createScript",
+            vec![],
+            write(script),
+            responses("201", entity(script), "application/json"),
+        ),
+    );
+    add(
+        &format!("{scripts}/$count"),
+        "get",
+        operation(
+            "countScripts",
+            vec![json!({"name": "$filter", "in": "query", "schema": {"type": "string"}})],
+            None,
+            count(),
+        ),
+    );
+    let item = format!("{scripts}/{{scriptId}}");
+    add(
+        &item,
+        "get",
+        operation(
+            "getScript",
+            with(vec![sid()], query_parameters(false)),
+            None,
+            responses("200", entity(script), "application/json"),
+        ),
+    );
+    add(
+        &item,
+        "patch",
+        operation(
+            "updateScript",
+            vec![sid()],
+            write(script),
+            responses("204", None, ""),
+        ),
+    );
+    add(
+        &item,
+        "delete",
+        operation(
+            "deleteScript",
+            vec![sid()],
+            None,
+            responses("204", None, ""),
+        ),
+    );
+    let states = format!("{item}/deviceRunStates");
+    add(
+        &states,
+        "get",
+        operation(
+            "listRunStates",
+            with(vec![sid()], query_parameters(true)),
+            None,
+            responses("200", list(state), "application/json"),
+        ),
+    );
+    add(
+        &states,
+        "post",
+        operation(
+            "createRunState",
+            vec![sid()],
+            write(state),
+            responses("201", entity(state), "application/json"),
+        ),
+    );
+    add(
+        &format!("{states}/$count"),
+        "get",
+        operation(
+            "countRunStates",
+            vec![
+                sid(),
+                json!({"name": "$filter", "in": "query", "schema": {"type": "string"}}),
+            ],
+            None,
+            count(),
+        ),
+    );
+    let state_item = format!("{states}/{{stateId}}");
+    add(
+        &state_item,
+        "get",
+        operation(
+            "getRunState",
+            with(vec![sid(), stid()], query_parameters(false)),
+            None,
+            responses("200", entity(state), "application/json"),
+        ),
+    );
+    add(
+        &state_item,
+        "patch",
+        operation(
+            "updateRunState",
+            vec![sid(), stid()],
+            write(state),
+            responses("204", None, ""),
+        ),
+    );
+    add(
+        &state_item,
+        "delete",
+        operation(
+            "deleteRunState",
+            vec![sid(), stid()],
+            None,
+            responses("204", None, ""),
+        ),
+    );
+    add(
+        &format!("{state_item}/managedDevice"),
+        "get",
+        operation(
+            "getRunStateDevice",
+            with(vec![sid(), stid()], query_parameters(false)),
+            None,
+            responses("200", entity(device), "application/json"),
+        ),
+    );
+    add(
+        &format!("{state_item}/history"),
+        "get",
+        operation(
+            "listRunStateHistory",
+            with(vec![sid(), stid()], query_parameters(true)),
+            None,
+            responses(
+                "200",
+                list("microsoft.graph.deviceHealthScriptRunRecord"),
+                "application/json",
+            ),
+        ),
+    );
+    let assignments = format!("{item}/assignments");
+    add(
+        &assignments,
+        "get",
+        operation(
+            "listAssignments",
+            with(vec![sid()], query_parameters(true)),
+            None,
+            responses("200", list(assignment), "application/json"),
+        ),
+    );
+    add(
+        &assignments,
+        "post",
+        operation(
+            "createAssignment",
+            vec![sid()],
+            write(assignment),
+            responses("201", entity(assignment), "application/json"),
+        ),
+    );
+    let assignment_item = format!("{assignments}/{{assignmentId}}");
+    add(
+        &assignment_item,
+        "get",
+        operation(
+            "getAssignment",
+            with(vec![sid(), aid()], query_parameters(false)),
+            None,
+            responses("200", entity(assignment), "application/json"),
+        ),
+    );
+    add(
+        &assignment_item,
+        "patch",
+        operation(
+            "updateAssignment",
+            vec![sid(), aid()],
+            write(assignment),
+            responses("204", None, ""),
+        ),
+    );
+    add(
+        &assignment_item,
+        "delete",
+        operation(
+            "deleteAssignment",
+            vec![sid(), aid()],
+            None,
+            responses("204", None, ""),
+        ),
+    );
+    add(
+        &format!("{item}/assign"),
+        "post",
+        operation(
+            "assign",
+            vec![sid()],
+            Some(
+                json!({"type": "object", "required": ["deviceHealthScriptAssignments"], "additionalProperties": false, "properties": {"deviceHealthScriptAssignments": {"type": "array", "items": schema_ref(&format!("{assignment}.write"))}}}),
+            ),
+            responses("204", None, ""),
+        ),
+    );
+    add(
+        &format!("{item}/runSummary"),
+        "get",
+        operation(
+            "getRunSummary",
+            with(
+                vec![sid()],
+                vec![json!({"name": "$select", "in": "query", "schema": {"type": "string"}})],
+            ),
+            None,
+            responses(
+                "200",
+                entity("microsoft.graph.deviceHealthScriptRunSummary"),
+                "application/json",
+            ),
+        ),
+    );
+    add(
+        &format!("{item}/getRemediationHistory()"),
+        "get",
+        operation(
+            "getRemediationHistory",
+            vec![sid()],
+            None,
+            responses("200", Some(json!({"type": "object"})), "application/json"),
+        ),
+    );
+    add(
+        &format!("{scripts}/getRemediationSummary()"),
+        "get",
+        operation(
+            "getRemediationSummary",
+            vec![],
+            None,
+            responses("200", Some(json!({"type": "object"})), "application/json"),
+        ),
+    );
+    add(
+        &format!("{scripts}/areGlobalScriptsAvailable()"),
+        "get",
+        operation(
+            "areGlobalScriptsAvailable",
+            vec![],
+            None,
+            responses(
+                "200",
+                Some(
+                    json!({"type": "object", "properties": {"value": schema_ref("microsoft.graph.globalDeviceHealthScriptState")}}),
+                ),
+                "application/json",
+            ),
+        ),
+    );
+    add(
+        &format!("{scripts}/enableGlobalScripts"),
+        "post",
+        operation(
+            "enableGlobalScripts",
+            vec![],
+            None,
+            responses("204", None, ""),
+        ),
+    );
+    add(
+        &format!("{item}/getGlobalScriptHighestAvailableVersion"),
+        "post",
+        operation(
+            "getGlobalScriptHighestAvailableVersion",
+            vec![sid()],
+            None,
+            responses(
+                "200",
+                Some(
+                    json!({"type": "object", "properties": {"value": {"type": "string", "nullable": true}}}),
+                ),
+                "application/json",
+            ),
+        ),
+    );
+    add(
+        &format!("{item}/updateGlobalScript"),
+        "post",
+        operation(
+            "updateGlobalScript",
+            vec![sid()],
+            Some(
+                json!({"type": "object", "required": ["version"], "additionalProperties": false, "properties": {"version": {"type": "string"}}}),
+            ),
+            responses("200", Some(json!({"type": "object"})), "application/json"),
+        ),
+    );
+    let devices = "/deviceManagement/managedDevices";
+    add(
+        devices,
+        "get",
+        operation(
+            "listDevices",
+            query_parameters(true),
+            None,
+            responses("200", list(device), "application/json"),
+        ),
+    );
+    add(
+        devices,
+        "post",
+        operation(
+            "createDevice",
+            vec![],
+            write(device),
+            responses("201", entity(device), "application/json"),
+        ),
+    );
+    add(
+        &format!("{devices}/$count"),
+        "get",
+        operation(
+            "countDevices",
+            vec![json!({"name": "$filter", "in": "query", "schema": {"type": "string"}})],
+            None,
+            count(),
+        ),
+    );
+    let device_item = format!("{devices}/{{deviceId}}");
+    add(
+        &device_item,
+        "get",
+        operation(
+            "getDevice",
+            with(vec![did()], query_parameters(false)),
+            None,
+            responses("200", entity(device), "application/json"),
+        ),
+    );
+    add(
+        &device_item,
+        "patch",
+        operation(
+            "updateDevice",
+            vec![did()],
+            write(device),
+            responses("204", None, ""),
+        ),
+    );
+    add(
+        &device_item,
+        "delete",
+        operation(
+            "deleteDevice",
+            vec![did()],
+            None,
+            responses("204", None, ""),
+        ),
+    );
+    add(
+        &format!("{device_item}/deviceHealthScriptStates"),
+        "get",
+        operation(
+            "listDeviceScriptStates",
+            vec![did()],
+            None,
+            responses(
+                "200",
+                list("microsoft.graph.deviceHealthScriptPolicyState"),
+                "application/json",
+            ),
+        ),
+    );
+    add(
+        &format!("{device_item}/initiateOnDemandProactiveRemediation"),
+        "post",
+        operation(
+            "initiateOnDemandProactiveRemediation",
+            vec![did()],
+            Some(
+                json!({"type": "object", "required": ["scriptPolicyId"], "additionalProperties": false, "properties": {"scriptPolicyId": {"type": "string", "minLength": 1}}}),
+            ),
+            responses("204", None, ""),
+        ),
+    );
+    add(
+        &format!("{device_item}/pendingOnDemandRemediations"),
+        "get",
+        operation(
+            "listPendingOnDemandRemediations",
+            vec![did()],
+            None,
+            responses(
+                "200",
+                Some(json!({"type": "object", "properties": {"value": {"type": "array"}}})),
+                "application/json",
+            ),
+        ),
+    );
+    add(
+        "/$batch",
+        "post",
+        operation(
+            "batch",
+            vec![],
+            Some(
+                json!({"type": "object", "required": ["requests"], "additionalProperties": false, "properties": {"requests": {"type": "array", "minItems": 1, "maxItems": 20, "items": {"type": "object", "required": ["id", "method", "url"], "properties": {"id": {"type": "string", "minLength": 1}, "method": {"type": "string", "enum": ["GET", "POST", "PATCH", "PUT", "DELETE"]}, "url": {"type": "string", "minLength": 1, "pattern": "^/"}, "headers": {"type": "object", "additionalProperties": {"type": "string"}}, "body": {}, "dependsOn": {"type": "array", "items": {"type": "string"}}}}}}}),
+            ),
+            responses(
+                "200",
+                Some(
+                    json!({"type": "object", "required": ["responses"], "properties": {"responses": {"type": "array"}}}),
+                ),
+                "application/json",
+            ),
+        ),
+    );
+
+    let mut schemas = Map::new();
+    for e in ALL_ENUMS {
+        let members: Vec<&str> = e.members.iter().map(|(n, _)| *n).collect();
+        schemas.insert(
+            format!("microsoft.graph.{}", e.name),
+            json!({"type": "string", "enum": members}),
+        );
+    }
+    for (entity, nav) in [
+        (&DEVICE_HEALTH_SCRIPT, None),
+        (&DEVICE_RUN_STATE, Some("managedDevice")),
+        (&MANAGED_DEVICE, None),
+        (&DEVICE_HEALTH_SCRIPT_ASSIGNMENT, None),
+    ] {
+        schemas.insert(entity.qualified_name(), entity_schema(entity));
+        schemas.insert(
+            format!("{}.write", entity.qualified_name()),
+            write_schema(entity, nav),
+        );
+    }
+    for entity in [&RUN_SUMMARY, &POLICY_STATE, &RUN_RECORD] {
+        schemas.insert(entity.qualified_name(), entity_schema(entity));
+    }
+    schemas.insert("microsoft.graph.deviceAndAppManagementAssignmentTarget".into(), json!({
+        "type": "object", "required": ["@odata.type"],
+        "properties": {
+            "@odata.type": {"type": "string", "enum": ["#microsoft.graph.allDevicesAssignmentTarget", "#microsoft.graph.allLicensedUsersAssignmentTarget", "#microsoft.graph.groupAssignmentTarget", "#microsoft.graph.exclusionGroupAssignmentTarget"]},
+            "deviceAndAppManagementAssignmentFilterId": {"type": "string", "nullable": true},
+            "deviceAndAppManagementAssignmentFilterType": schema_ref("microsoft.graph.deviceAndAppManagementAssignmentFilterType"),
+            "groupId": {"type": "string"}
+        }
+    }));
+    schemas.insert("microsoft.graph.deviceHealthScriptRunSchedule".into(), json!({
+        "type": "object", "required": ["@odata.type"],
+        "properties": {
+            "@odata.type": {"type": "string", "enum": ["#microsoft.graph.deviceHealthScriptRunOnceSchedule", "#microsoft.graph.deviceHealthScriptHourlySchedule", "#microsoft.graph.deviceHealthScriptDailySchedule"]},
+            "interval": {"type": "integer", "format": "int32"},
+            "time": {"type": "string", "nullable": true},
+            "useUtc": {"type": "boolean"},
+            "date": {"type": "string", "format": "date", "nullable": true}
+        }
+    }));
+    schemas.insert("microsoft.graph.deviceHealthScriptParameter".into(), json!({
+        "type": "object", "required": ["@odata.type"],
+        "properties": {
+            "@odata.type": {"type": "string", "enum": ["#microsoft.graph.deviceHealthScriptStringParameter", "#microsoft.graph.deviceHealthScriptIntegerParameter", "#microsoft.graph.deviceHealthScriptBooleanParameter"]},
+            "name": {"type": "string", "nullable": true},
+            "description": {"type": "string", "nullable": true},
+            "isRequired": {"type": "boolean"},
+            "applyDefaultValueWhenNotAssigned": {"type": "boolean"},
+            "defaultValue": {"nullable": true}
+        }
+    }));
+    schemas.insert("microsoft.graph.ODataError".into(), json!({
+        "type": "object", "required": ["error"],
+        "properties": {"error": {"type": "object", "required": ["code", "message", "innerError"], "properties": {
+            "code": {"type": "string"}, "message": {"type": "string"},
+            "innerError": {"type": "object", "required": ["date", "request-id", "client-request-id"], "properties": {
+                "date": {"type": "string"}, "request-id": {"type": "string"}, "client-request-id": {"type": "string"}}}}}}
+    }));
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "remediate: Microsoft Graph (beta) for Intune Remediations", "version": env!("CARGO_PKG_VERSION")},
+        "servers": [{"url": "/beta"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "schemas": schemas,
+            "responses": {"Error": {"description": "A Graph error", "content": {"application/json": {"schema": schema_ref("microsoft.graph.ODataError")}}}}
+        }
+    })
+}
+
+pub fn document() -> &'static str {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| serde_json::to_string_pretty(&generate()).unwrap_or_default())
+}
+
+pub fn response() -> ApiResponse {
+    ApiResponse {
+        status: http::StatusCode::OK,
+        headers: Vec::new(),
+        body: crate::respond::Body::Json(document().as_bytes().to_vec()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_operation_documents_the_error_statuses() {
+        let doc: serde_json::Value = serde_json::from_str(super::document()).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        assert!(paths.len() >= 20);
+        for (path, methods) in paths {
+            for (method, op) in methods.as_object().unwrap() {
+                for status in ["400", "401", "403", "404", "503"] {
+                    assert!(
+                        op["responses"].get(status).is_some(),
+                        "{method} {path} lacks {status}"
+                    );
+                }
+            }
+        }
+    }
+}
