@@ -50,7 +50,19 @@ pub struct SqlStore {
     /// SQLITE_BUSY upgrade failures. On PostgreSQL this is the same pool as `read`.
     write: AnyPool,
     secret: Vec<u8>,
+    /// SQLite: the group committer that gathers concurrent writes into one transaction.
+    committer: Option<tokio::sync::mpsc::Sender<Job>>,
 }
+
+/// One write waiting for the group committer.
+struct Job {
+    tenant: String,
+    write: Write,
+    reply: tokio::sync::oneshot::Sender<Result<WriteOutcome, StoreError>>,
+}
+
+/// Most writes committed together (each in its own savepoint).
+const MAX_GROUP: usize = 256;
 
 fn map_err(e: sqlx::Error) -> StoreError {
     match &e {
@@ -135,11 +147,20 @@ impl SqlStore {
                 .map_err(map_err)?;
         }
         let secret = load_secret(&write).await.map_err(map_err)?;
+        let committer = match dialect {
+            Dialect::Sqlite => {
+                let (sender, receiver) = tokio::sync::mpsc::channel(4 * MAX_GROUP);
+                tokio::spawn(commit_loop(write.clone(), Writer { dialect }, receiver));
+                Some(sender)
+            }
+            Dialect::Postgres => None,
+        };
         Ok(SqlStore {
             dialect,
             read,
             write,
             secret,
+            committer,
         })
     }
 
@@ -283,7 +304,13 @@ fn entity_of(key: &EntityRef) -> &'static EntityType {
 
 type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 
-impl SqlStore {
+/// Executes write commands inside a transaction; holds only what that needs.
+#[derive(Debug, Clone, Copy)]
+struct Writer {
+    dialect: Dialect,
+}
+
+impl Writer {
     async fn fetch(
         &self,
         tx: &mut Tx<'_>,
@@ -782,8 +809,26 @@ impl SqlStore {
 #[async_trait]
 impl Store for SqlStore {
     async fn write(&self, tenant: &str, write: Write) -> Result<WriteOutcome, StoreError> {
+        if let Some(committer) = &self.committer {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let job = Job {
+                tenant: tenant.to_owned(),
+                write,
+                reply,
+            };
+            committer
+                .send(job)
+                .await
+                .map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?;
+            return answer
+                .await
+                .map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?;
+        }
+        let writer = Writer {
+            dialect: self.dialect,
+        };
         let mut tx = self.write.begin().await.map_err(map_err)?;
-        match self.execute(&mut tx, tenant, write).await {
+        match writer.execute(&mut tx, tenant, write).await {
             Ok(Ok(outcome)) => {
                 tx.commit().await.map_err(map_err)?;
                 Ok(outcome)
@@ -1031,6 +1076,77 @@ impl Store for SqlStore {
 
     fn dialect(&self) -> Dialect {
         self.dialect
+    }
+}
+
+/// Group commit (SQLite): take every write waiting, run each in its own savepoint inside one
+/// transaction, commit once (one fsync for the group under `synchronous=FULL`), then answer each
+/// request. A write that fails rolls back only its savepoint; if the commit itself fails, every
+/// write of the group gets the error, so no request is ever acknowledged without being durable.
+async fn commit_loop(pool: AnyPool, writer: Writer, mut jobs: tokio::sync::mpsc::Receiver<Job>) {
+    while let Some(first) = jobs.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let (work, replies): (Vec<(String, Write)>, Vec<_>) = group
+            .into_iter()
+            .map(|j| ((j.tenant, j.write), j.reply))
+            .unzip();
+        let results = commit_group(&pool, writer, work).await;
+        for (reply, result) in replies.into_iter().zip(results) {
+            let _ = reply.send(result);
+        }
+    }
+}
+
+async fn commit_group(
+    pool: &AnyPool,
+    writer: Writer,
+    work: Vec<(String, Write)>,
+) -> Vec<Result<WriteOutcome, StoreError>> {
+    let count = work.len();
+    let all = |e: StoreError| (0..count).map(|_| Err(e.clone())).collect();
+    let mut tx = match pool.begin().await {
+        Ok(tx) => tx,
+        Err(e) => return all(map_err(e)),
+    };
+    let mut results = Vec::with_capacity(count);
+    for (tenant, write) in work {
+        let mut savepoint = match sqlx::Acquire::begin(&mut tx).await {
+            Ok(sp) => sp,
+            Err(e) => {
+                results.push(Err(map_err(e)));
+                continue;
+            }
+        };
+        match writer.execute(&mut savepoint, &tenant, write).await {
+            Ok(Ok(outcome)) => match savepoint.commit().await {
+                Ok(()) => results.push(Ok(outcome)),
+                Err(e) => results.push(Err(map_err(e))),
+            },
+            Ok(Err(e)) => {
+                let _ = savepoint.rollback().await;
+                results.push(Err(e));
+            }
+            Err(e) => {
+                let _ = savepoint.rollback().await;
+                results.push(Err(map_err(e)));
+            }
+        }
+    }
+    match tx.commit().await {
+        Ok(()) => results,
+        Err(e) => {
+            let error = map_err(e);
+            results
+                .into_iter()
+                .map(|r| r.and(Err(error.clone())))
+                .collect()
+        }
     }
 }
 
