@@ -199,7 +199,10 @@ impl Guard {
             let seconds = left.as_secs() + u64::from(left.subsec_nanos() > 0);
             return Err(ApiError::new(
                 ErrorKind::TooManyRequests,
-                "Too many requests for this tenant or application (Intune limits: 400 writes and 4000 requests per 20 seconds per tenant, half per application).",
+                format!(
+                    "Too many requests for this tenant or application (Intune limits: 400 writes and 4000 requests per {} seconds per tenant, half per application).",
+                    window.as_secs()
+                ),
             )
             .with_header("retry-after", seconds.max(1).to_string()));
         }

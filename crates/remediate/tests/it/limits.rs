@@ -187,7 +187,11 @@ async fn throttling_follows_intune_limits_per_app_and_tenant() {
     }
     let (at, reply) = throttled.expect("the 201st write of one app is throttled");
     assert_eq!(at, 199);
-    reply.assert_error(429, "TooManyRequests", "400 writes");
+    reply.assert_error(
+        429,
+        "TooManyRequests",
+        "400 writes and 4000 requests per 10 seconds",
+    );
     let wait: u64 = reply.header("retry-after").parse().unwrap();
     assert!((1..=10).contains(&wait), "{wait}");
     // The change was not applied, reads are still allowed, and another app has its own budget.

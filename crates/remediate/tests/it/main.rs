@@ -9,6 +9,7 @@ mod limits;
 mod paging;
 mod resilience;
 mod run_states;
+mod scale_out;
 mod scripts_devices;
 mod security;
 mod security_tokens;

@@ -197,3 +197,86 @@ async fn postgres_outage_is_503_with_retry_after_and_recovers_without_restart() 
         list.text
     );
 }
+
+/// Far more concurrent clients than the server serves at once: every request completes in bounded
+/// time with a 2xx or a 503 + Retry-After, memory stays bounded, and the server serves normally
+/// when the load drops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_shed_with_bounded_latency_and_memory() {
+    let mut app = TestApp::start(Backend::Sqlite).await.unwrap();
+    app.stop();
+    app.args = vec![
+        "--max-in-flight".into(),
+        "16".into(),
+        "--request-timeout-secs".into(),
+        "10".into(),
+    ];
+    app.spawn();
+    let script = app.script("overload").await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..400 {
+        let (client, base, token, script) = (
+            client.clone(),
+            app.base.clone(),
+            app.token.clone(),
+            script.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let reply = if i % 2 == 0 {
+                client
+                    .post(format!("{base}/deviceManagement/deviceHealthScripts/{script}/deviceRunStates"))
+                    .bearer_auth(token)
+                    .header("content-type", "application/json")
+                    .body(format!(r#"{{"preRemediationDetectionScriptOutput":"{}"}}"#, "x".repeat(900)))
+                    .send()
+                    .await
+            } else {
+                client.get(format!("{base}/deviceManagement/deviceHealthScripts/{script}/deviceRunStates?$top=100")).bearer_auth(token).send().await
+            };
+            let reply = reply.expect("every request gets an answer");
+            let status = reply.status().as_u16();
+            let retry = reply.headers().contains_key("retry-after");
+            (status, retry, sent.elapsed())
+        }));
+    }
+    let (mut served, mut shed) = (0, 0);
+    let mut slowest = Duration::ZERO;
+    for task in tasks {
+        let (status, retry, took) = task.await.unwrap();
+        slowest = slowest.max(took);
+        match status {
+            200 | 201 => served += 1,
+            503 => {
+                assert!(retry, "a shed request carries Retry-After");
+                shed += 1;
+            }
+            other => panic!("unexpected status {other} under overload"),
+        }
+    }
+    assert!(served > 0);
+    assert!(
+        slowest < Duration::from_secs(15),
+        "a request took {slowest:?}"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", app.pid().unwrap())).unwrap();
+    let peak_kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(peak_kb < 200 * 1024, "peak RSS {peak_kb} kB");
+    eprintln!("overload: 400 concurrent clients, {served} served, {shed} shed, slowest {slowest:?}, peak RSS {} MB, {:?} total", peak_kb / 1024, started.elapsed());
+    let after = Instant::now();
+    assert_eq!(app.get("deviceManagement/managedDevices").await.status, 200);
+    assert!(
+        after.elapsed() < Duration::from_secs(1),
+        "the server recovers when the load drops"
+    );
+}

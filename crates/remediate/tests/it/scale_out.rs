@@ -1,0 +1,73 @@
+//! Two server processes on one PostgreSQL database (SPEC §9): a write acknowledged by one is
+//! visible through the other at once, a nextLink issued by one is followed on the other, and
+//! computed counters agree.
+
+use crate::harness::{Backend, TestApp};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_one_postgres_database() {
+    let Some(first) = TestApp::start(Backend::Postgres).await else {
+        return;
+    };
+    // The second process: same database and the same signing key (a copy of the data directory).
+    let mut second = TestApp::start(Backend::Sqlite).await.unwrap();
+    second.stop();
+    std::fs::copy(
+        first.data_dir.join("signing-key.pk8"),
+        second.data_dir.join("signing-key.pk8"),
+    )
+    .unwrap();
+    second.args = vec!["--database".into(), first.database_url().unwrap()];
+    second.spawn();
+    second.token = first.token.clone();
+    let script = first.script("shared").await;
+    let mut devices = Vec::new();
+    for i in 0..9 {
+        let device = if i % 2 == 0 {
+            first.device(&format!("PC-{i}")).await
+        } else {
+            second.device(&format!("PC-{i}")).await
+        };
+        let writer = if i % 2 == 0 { &second } else { &first };
+        let reply = writer
+            .run_state(&script, &device, r#""detectionState":"fail""#)
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        // Visible at once through the other process.
+        let reader = if i % 2 == 0 { &first } else { &second };
+        let id = reply.json["id"].as_str().unwrap();
+        assert_eq!(
+            reader
+                .get(&format!(
+                    "deviceManagement/deviceHealthScripts/{script}/deviceRunStates/{id}"
+                ))
+                .await
+                .status,
+            200
+        );
+        devices.push(device);
+    }
+    // A nextLink of one process works on the other (the paging secret lives in the database).
+    let page = first
+        .get(&format!(
+            "deviceManagement/deviceHealthScripts/{script}/deviceRunStates?$top=4"
+        ))
+        .await;
+    let next = page.json["@odata.nextLink"].as_str().unwrap().to_owned();
+    let on_second = next.replace(&first.base, &second.base);
+    let rest = second.get(&on_second).await;
+    assert_eq!(rest.status, 200, "{}", rest.text);
+    assert_eq!(rest.json["value"].as_array().unwrap().len(), 4);
+    // Counters agree from both processes and with the rows.
+    for app in [&first, &second] {
+        let summary = app
+            .get(&format!(
+                "deviceManagement/deviceHealthScripts/{script}/runSummary"
+            ))
+            .await;
+        assert_eq!(summary.json["issueDetectedDeviceCount"], 9);
+    }
+    // A duplicate create through the other process is still a 409.
+    let duplicate = first.run_state(&script, &devices[0], "").await;
+    assert_eq!(duplicate.status, 409);
+}
