@@ -3,15 +3,21 @@ plans and time them on the SQLite file and the PostgreSQL database made by load.
 
 The SQL is built the way crates/store/src/sql.rs (`SqlStore::list`) and translate.rs build it: the same
 select list (from the model in crates/domain/src/model.rs), the same `$n` numbering, the same two-valued
-filters, keyset OR-chains, `ASC NULLS FIRST` / `DESC NULLS LAST` and `LIMIT top + 1`. Parameters are then
-rendered as literals (the statement text printed with each result is the one that ran).
+filters, keyset OR-chains, `ASC NULLS FIRST` / `DESC NULLS LAST` and `LIMIT top + 1`. The literal form
+(parameters inlined) is printed with each result; SQLite is also run with bound parameters, as sqlx does.
 
-Usage: explain.py VARIANT [--nostats] [--only NAME,...] [--keep]
-  VARIANT  baseline         the schema as migrated, the SQL as the server renders it
-           indexes          + INDEX_SETS["indexes"] (undone at the end unless --keep)
-           rewrite          the SQL rendered with the REWRITE changes described below, migrated schema
+Usage: explain.py VARIANT [--stats full|none|optimize] [--only NAME,...] [--keep]
+  VARIANT  baseline         the schema as migrated, the SQL as the server renders it today
+           indexes          + INDEX_SETS["indexes"] (index-only fixes; undone at the end unless --keep)
+           rewrite          the SQL with the REWRITE changes described below, schema as migrated
            rewrite-indexes  REWRITE + INDEX_SETS["rewrite-indexes"]
-  --nostats  SQLite only, without sqlite_stat1/sqlite_stat4 (the server never runs ANALYZE)
+  --stats  SQLite statistics: full = ANALYZE (load.sh ran it; default), none = no sqlite_stat1/4 (what a
+           database the server created has: it never runs ANALYZE), optimize = what
+           `PRAGMA optimize=0x10002` produces on a connection that has run the queries.
+           With none/optimize only SQLite is run; the full statistics are restored at the end.
+
+Also: explain.py server-check LOG   compare with the statements in a server log (verify-server.sh)
+      explain.py rewrite-check      check that the REWRITE SQL returns the right rows
 """
 
 import json
@@ -43,10 +49,10 @@ TOP = 100  # api::query::DEFAULT_TOP
 # order is ASC NULLS LAST, so it can use an index for `ASC NULLS FIRST` / `DESC NULLS LAST` only when
 # the index is declared that way.
 INDEX_SETS = {
-    # For the SQL as the server renders it today.
+    # Index-only fixes for the SQL as the server renders it today.
     "indexes": {
         "sqlite": {
-            "drop": ["device_run_states_updated"],
+            "drop": [],
             "create": [
                 'CREATE INDEX "device_run_states_updated_desc" ON "device_run_states" '
                 '("tenant", "scriptId", "lastStateUpdateDateTime" DESC, "id")',
@@ -73,24 +79,22 @@ INDEX_SETS = {
             ],
         },
     },
-    # For the SQL with the REWRITE changes: the same DDL on both databases except the device-name index.
+    # With the REWRITE changes the migration's ASC indexes serve an order and its reverse; one index is
+    # added on both databases, and PostgreSQL's device-name index is declared NULLS FIRST (deviceName
+    # is nullable, so its ORDER BY keeps NULLS FIRST).
     "rewrite-indexes": {
         "sqlite": {
-            "drop": ["device_run_states_updated"],
+            "drop": [],
             "create": [
-                'CREATE INDEX "device_run_states_updated_desc" ON "device_run_states" '
-                '("tenant", "scriptId", "lastStateUpdateDateTime" DESC, "id")',
                 'CREATE INDEX "device_run_states_det_updated" ON "device_run_states" '
-                '("tenant", "scriptId", "detectionState", "lastStateUpdateDateTime" DESC, "id")',
+                '("tenant", "scriptId", "detectionState", "lastStateUpdateDateTime", "id")',
             ],
         },
         "postgres": {
-            "drop": ["device_run_states_updated", "managed_devices_name"],
+            "drop": ["managed_devices_name"],
             "create": [
-                'CREATE INDEX "device_run_states_updated_desc" ON "device_run_states" '
-                '("tenant", "scriptId", "lastStateUpdateDateTime" DESC, "id")',
                 'CREATE INDEX "device_run_states_det_updated" ON "device_run_states" '
-                '("tenant", "scriptId", "detectionState", "lastStateUpdateDateTime" DESC, "id")',
+                '("tenant", "scriptId", "detectionState", "lastStateUpdateDateTime", "id")',
                 'CREATE INDEX "managed_devices_name_nf" ON "managed_devices" '
                 '("tenant", "deviceName_lc" NULLS FIRST, "deviceName" NULLS FIRST, "id")',
             ],
@@ -105,12 +109,18 @@ def migration_index(dialect, name):
     return m.group(0)
 
 
-# `rewrite` variant: SQL-shape changes measured on the migrated schema (no code is changed by this bench):
-#  1. no NULLS FIRST/LAST for keys that can never be NULL (id, and properties the model declares
-#     non-nullable, e.g. lastStateUpdateDateTime), so PostgreSQL can use the existing ASC indexes;
-#  2. keyset: no `OR x IS NULL` branch for such keys, and a redundant sargable bound on the first key
-#     (`k1 >= v` ascending; `k1 <= v` descending and non-nullable) before the OR-chain, so both databases
-#     can seek to the position instead of scanning or OR-unioning everything after it.
+# `rewrite` variants: SQL-shape changes (no code is changed by this bench; these show what a change to
+# translate.rs would buy). They use the model's nullability: a property declared non-nullable
+# (`prop(name, kind, false, default)`, e.g. detectionState, lastStateUpdateDateTime) and `id` are never NULL
+# in a row (wire::decode rejects null, defaults fill them), so NULL handling for them is dead weight:
+#  R1. ORDER BY: no NULLS FIRST/LAST for such keys (plain ASC/DESC), so PostgreSQL can use ordinary indexes;
+#  R2. the `id` tie-breaker takes the direction of the last $orderby key instead of always ASC, so one ASC
+#      index serves an order and its reverse exactly (forward or backward scan) on both databases;
+#  R3. keyset: no `OR x IS NULL` branch for such keys, and, when the order has two or more keys, a redundant
+#      sargable bound on the first key before the OR-chain (`k1 >= v` ascending; `k1 <= v` descending and
+#      non-nullable), so both databases seek to the position instead of scanning or OR-unioning the rest;
+#  R4. filters: comparisons on such columns of the run state itself (not through the LEFT JOINed device,
+#      which may be missing) without the `x IS NOT NULL AND` guard (`x <> v` without `x IS NULL OR`).
 REWRITE = False
 
 # ---------------------------------------------------------------- the model (parsed, not copied)
@@ -155,9 +165,11 @@ class Sql:
         return self
 
 
-def compare(sql, expr, op, value):
+def compare(sql, expr, op, value, nullable=True):
     """translate::compare for a non-null literal: `(x IS NOT NULL AND x op $n)` / `(x IS NULL OR x <> $n)`."""
-    if op == "<>":
+    if REWRITE and not nullable:
+        sql.push(f"({expr} {op} ").arg(value).push(")")
+    elif op == "<>":
         sql.push(f"({expr} IS NULL OR {expr} <> ").arg(value).push(")")
     else:
         sql.push(f"({expr} IS NOT NULL AND {expr} {op} ").arg(value).push(")")
@@ -179,8 +191,8 @@ def and_(*parts):
     return lambda sql: render(sql, list(parts))
 
 
-def cmp(expr, op, value):
-    return lambda sql: compare(sql, expr, op, value)
+def cmp(expr, op, value, nullable=True):
+    return lambda sql: compare(sql, expr, op, value, nullable)
 
 
 def in_(expr, values):
@@ -197,7 +209,7 @@ def in_(expr, values):
 
 def after_condition(sql, keys, values):
     """keys: [(expr, descending, nullable)], values: sort values then id (None = NULL)."""
-    if REWRITE and values[0] is not None:
+    if REWRITE and values[0] is not None and len(keys) > 1:
         expr, desc, nullable = keys[0]
         if not desc:
             sql.push(f" AND {expr} >= ").arg(values[0])
@@ -239,7 +251,8 @@ def direction(desc, nullable):
 
 def list_sql(entity, table, script_id, keys, filt=None, join_device=False, after=None, top=TOP):
     """SqlStore::list: returns (page Sql, count Sql). keys exclude the final t."id"."""
-    keys = list(keys) + [('t."id"', False, False)]
+    id_desc = REWRITE and bool(keys) and keys[-1][1]
+    keys = list(keys) + [('t."id"', id_desc, False)]
     frm = Sql()
     frm.push(f' FROM "{table}" t')
     if join_device:
@@ -334,7 +347,7 @@ def build_queries(c):
     add("a", "deviceRunStates of the big script, first page (ORDER BY id)", page)
 
     # b. detectionState eq 'fail'
-    fail = cmp('t."detectionState"', "=", 2)
+    fail = cmp('t."detectionState"', "=", 2, nullable=False)
     page, count_fail = list_sql(run_cols, "device_run_states", big, [], filt=fail)
     add("b1", "$filter=detectionState eq 'fail', first page", page)
     pos = nth(c, 'SELECT "id" FROM device_run_states WHERE "tenant" = ? AND "scriptId" = ? AND "detectionState" = 2 ORDER BY "id"',
@@ -347,7 +360,7 @@ def build_queries(c):
     page, _ = list_sql(run_cols, "device_run_states", big, keys)
     add("c1", "$orderby=lastStateUpdateDateTime desc, first page", page)
     order_sql = ('SELECT "lastStateUpdateDateTime", "id" FROM device_run_states WHERE "tenant" = ? AND "scriptId" = ? '
-                 'ORDER BY "lastStateUpdateDateTime" DESC, "id" ASC')
+                 'ORDER BY "lastStateUpdateDateTime" DESC, "id" ' + ("DESC" if REWRITE else "ASC"))
     for name, n, label in (("c2", TOP - 1, "page 2"), ("c3", 450000 - 1, "keyset page after row 450,000")):
         pos = nth(c, order_sql, (TENANT, big), n)
         page, _ = list_sql(run_cols, "device_run_states", big, keys, after=pos)
@@ -358,11 +371,13 @@ def build_queries(c):
 
     # d. fail and recent, newest first
     since = NOW - 60 * DAY
-    filt = and_(cmp('t."detectionState"', "=", 2), cmp('t."lastStateUpdateDateTime"', ">=", since))
+    filt = and_(cmp('t."detectionState"', "=", 2, nullable=False),
+                cmp('t."lastStateUpdateDateTime"', ">=", since, nullable=False))
     page, _ = list_sql(run_cols, "device_run_states", big, keys, filt=filt)
     add("d1", "$filter=detectionState eq 'fail' and lastStateUpdateDateTime ge (NOW-60d), $orderby=lastStateUpdateDateTime desc, first page", page)
     pos = nth(c, 'SELECT "lastStateUpdateDateTime", "id" FROM device_run_states WHERE "tenant" = ? AND "scriptId" = ? '
-              'AND "detectionState" = 2 AND "lastStateUpdateDateTime" >= ? ORDER BY "lastStateUpdateDateTime" DESC, "id" ASC',
+              'AND "detectionState" = 2 AND "lastStateUpdateDateTime" >= ? ORDER BY "lastStateUpdateDateTime" DESC, "id" '
+              + ("DESC" if REWRITE else "ASC"),
               (TENANT, big, since), 30000 - 1)
     page, _ = list_sql(run_cols, "device_run_states", big, keys, filt=filt, after=pos)
     add("d2", "same as d1, keyset page after row 30,000 of ~60,000", page)
@@ -538,18 +553,85 @@ def apply_index_set(name, undo=False):
     psql("\n".join(script) + "\n")
 
 
+def set_sqlite_stats(mode, queries):
+    """Replace the SQLite statistics: none, or what `PRAGMA optimize=0x10002` makes of a connection that ran
+    `queries` (it analyzes only tables the connection used and limits the work with analysis_limit)."""
+    c = sqlite_conn()
+    c.execute("DELETE FROM sqlite_stat1; DELETE FROM sqlite_stat4;")
+    c.close()
+    if mode == "optimize":
+        c = sqlite_conn()
+        for q in queries:
+            c.execute(q["sql"].text, q["sql"].args).fetchall()
+        c.execute("PRAGMA optimize=0x10002").fetchall()
+        c.close()
+
+
+def server_check(log_path):
+    """Compare the statements the release binary logged (REMEDIATE_LOG=sqlx=debug) with the ones rendered here."""
+    log = open(log_path).read()
+    logged = {" ".join(s.encode().decode("unicode_escape").split())
+              for s in re.findall(r'db\.statement="((?:[^"\\]|\\.)*)"', log)}
+    c = sqlite_conn()
+    ok = True
+    for q in build_queries(c):
+        text = " ".join(q["sql"].text.split())
+        found = text in logged
+        ok &= found or q["name"] == "i"
+        print(f"{q['name']:3} {'same text as the server' if found else 'NOT SEEN in the server log'}  {q['title']}")
+    return ok
+
+
+def rewrite_check():
+    """R1-R4 must not change results: same rows as today where the order is unchanged, and for the orders
+    whose id tie-breaker changes direction (c, d) the rows of a plain sort by (time, id) in that direction."""
+    global REWRITE
+    c = sqlite_conn()
+    REWRITE = False
+    base = {q["name"]: q["sql"] for q in build_queries(c)}
+    REWRITE = True
+    new = {q["name"]: q["sql"] for q in build_queries(c)}
+    ok = True
+    run = lambda s: c.execute(s.text, s.args).fetchall()
+    for n in ("a", "b1", "b2", "e", "f1", "f2", "g", "h1", "h2", "h3", "i"):
+        same = run(base[n]) == run(new[n])
+        ok &= same
+        print(f"{n:3} {'same rows as today' if same else 'DIFFERENT'}")
+    big = fixed_points(c)["big"]
+    rows = c.execute('SELECT "lastStateUpdateDateTime", "id", "detectionState" FROM device_run_states '
+                     'WHERE "tenant" = ? AND "scriptId" = ?', (TENANT, big)).fetchall()
+    recent = [r for r in rows if r[2] == 2 and r[0] >= NOW - 60 * DAY]
+    for n, subset, desc in (("c1", rows, True), ("c2", rows, True), ("c3", rows, True), ("c4", rows, False),
+                            ("d1", recent, True), ("d2", recent, True)):
+        ordered = sorted(((t, i) for t, i, _ in subset), reverse=desc)
+        s = new[n]
+        if n in ("c2", "c3", "d2"):  # the keyset position: first-key bound and id are the last args before LIMIT
+            pos = (s.args[-5], s.args[-2])
+            ordered = ordered[ordered.index(pos) + 1:]
+        expected = [i for _, i in ordered[:TOP + 1]]
+        same = [r[0] for r in run(s)] == expected
+        ok &= same
+        print(f"{n:3} {'rows of a plain sort in the new direction' if same else 'MISMATCH'}")
+    return ok
+
+
 def main():
     global REWRITE
+    if sys.argv[1] == "rewrite-check":
+        sys.exit(0 if rewrite_check() else 1)
+    if sys.argv[1] == "server-check":
+        sys.exit(0 if server_check(sys.argv[2]) else 1)
     variant = sys.argv[1] if len(sys.argv) > 1 else "baseline"
     assert variant in ("baseline", "indexes", "rewrite", "rewrite-indexes"), variant
     only = None
     if "--only" in sys.argv:
         only = set(sys.argv[sys.argv.index("--only") + 1].split(","))
     keep = "--keep" in sys.argv
-    nostats = "--nostats" in sys.argv
+    stats = sys.argv[sys.argv.index("--stats") + 1] if "--stats" in sys.argv else "full"
+    assert stats in ("full", "none", "optimize"), stats
     REWRITE = variant.startswith("rewrite")
     index_set = variant if variant in INDEX_SETS else None
-    tag = variant + ("-nostats" if nostats else "")
+    tag = variant + ("" if stats == "full" else f"-stats-{stats}") + ("-partial" if only else "")
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     out_path = os.path.join(HERE, "results", f"{tag}.txt")
     results = {"variant": tag, "sqlite": {}, "postgres": {}}
@@ -562,23 +644,26 @@ def main():
         if only:
             queries = [q for q in queries if q["name"] in only]
         with open(out_path, "w") as out:
-            out.write(f"# variant: {tag}\n# sqlite {apsw.sqlite_lib_version()} (apsw), {SQLITE_DB}\n")
+            out.write(f"# variant: {variant}, SQLite statistics: {stats}\n")
+            out.write(f"# sqlite {apsw.sqlite_lib_version()} (apsw), {SQLITE_DB}\n")
             out.write("# " + psql("SELECT version();\n").strip() + f", database {PGDB}\n")
             if index_set:
                 out.write("# index set:\n" + json.dumps(INDEX_SETS[index_set], indent=1) + "\n")
             for q in queries:
                 out.write(f"\n## {q['name']}: {q['title']}\n{literal(q['sql'])}\n")
-            if nostats:
-                # The server never runs ANALYZE: this is what a SQLite database it created plans with.
-                s = sqlite_conn()
-                s.execute("DELETE FROM sqlite_stat1; DELETE FROM sqlite_stat4;")
-                s.close()
+            if stats != "full":
+                set_sqlite_stats(stats, queries)
                 try:
+                    c = sqlite_conn()
+                    out.write("\n# sqlite_stat1:\n" + "\n".join(
+                        " | ".join(map(str, r)) for r in c.execute("SELECT * FROM sqlite_stat1 ORDER BY 1, 2")) + "\n")
+                    out.write(f"# sqlite_stat4 rows: {c.execute('SELECT COUNT(*) FROM sqlite_stat4').fetchall()[0][0]}\n")
+                    c.close()
                     results["sqlite"] = run_sqlite(queries, out)
                 finally:
-                    s = sqlite_conn()
-                    s.execute("ANALYZE")
-                    s.close()
+                    c = sqlite_conn()
+                    c.execute("ANALYZE")
+                    c.close()
             else:
                 results["sqlite"] = run_sqlite(queries, out)
                 results["postgres"] = run_postgres(queries, out)

@@ -12,12 +12,20 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sqlite: include_str!("../migrations/sqlite/0001_initial.sql"),
-    postgres: include_str!("../migrations/postgres/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sqlite: include_str!("../migrations/sqlite/0001_initial.sql"),
+        postgres: include_str!("../migrations/postgres/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "state_time_index",
+        sqlite: include_str!("../migrations/sqlite/0002_state_time_index.sql"),
+        postgres: include_str!("../migrations/postgres/0002_state_time_index.sql"),
+    },
+];
 
 /// Apply every migration that is not yet applied. On PostgreSQL an advisory lock serializes
 /// concurrent starts of several server processes.

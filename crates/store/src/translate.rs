@@ -156,17 +156,22 @@ pub struct KeyExpr {
     pub sql: String,
     pub text: bool,
     pub descending: bool,
+    /// Can the expression be NULL? Only then does the order need a NULLS clause, which keeps
+    /// plain btree indexes usable on PostgreSQL for non-null keys.
+    pub nullable: bool,
 }
 
 /// Every key expression of an ordering, ending with the `id` tie-breaker.
 pub fn key_exprs(order: &[SortKey], entity: &EntityType) -> Vec<KeyExpr> {
     let mut keys = Vec::new();
     for key in order {
+        let nullable = key.column.via_device || key.column.property().nullable;
         for (sql, text) in sort_exprs(&key.column) {
             keys.push(KeyExpr {
                 sql,
                 text,
                 descending: key.descending,
+                nullable,
             });
         }
     }
@@ -175,6 +180,7 @@ pub fn key_exprs(order: &[SortKey], entity: &EntityType) -> Vec<KeyExpr> {
         sql: "t.\"id\"".into(),
         text: true,
         descending: false,
+        nullable: false,
     });
     keys
 }
@@ -186,10 +192,11 @@ pub fn order_by(sql: &mut Sql, keys: &[KeyExpr]) {
             sql.push(", ");
         }
         sql.push(&key.sql);
-        sql.push(if key.descending {
-            " DESC NULLS LAST"
-        } else {
-            " ASC NULLS FIRST"
+        sql.push(match (key.descending, key.nullable) {
+            (true, true) => " DESC NULLS LAST",
+            (false, true) => " ASC NULLS FIRST",
+            (true, false) => " DESC",
+            (false, false) => " ASC",
         });
     }
 }
@@ -376,7 +383,11 @@ fn compare(sql: &mut Sql, column: &Column, op: CompareOp, value: &Value) {
         CompareOp::Lt => " < ",
         CompareOp::Le => " <= ",
     };
-    if op == CompareOp::Ne {
+    if !column.via_device && !p.nullable {
+        // A column that is never NULL is already two-valued; without the guard the planner can
+        // use an index on it.
+        sql.push("(").push(&expr).push(op_text);
+    } else if op == CompareOp::Ne {
         sql.push("(")
             .push(&expr)
             .push(" IS NULL OR ")
