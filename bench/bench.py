@@ -818,14 +818,23 @@ def npm_version(pkg):
 
 
 def table_ddl(dialect):
-    """remediate's own CREATE TABLE and CREATE INDEX statements of device_run_states (from its migration)."""
-    path = os.path.join(REPO, "crates", "store", "migrations", dialect, "0001_initial.sql")
-    text = "\n".join(line for line in open(path).read().splitlines() if not line.strip().startswith("--"))
-    stmts = [s.strip() for s in text.split(";")]
-    keep = [s for s in stmts if re.match(r'CREATE (TABLE "device_run_states"|(UNIQUE )?INDEX .* ON "device_run_states")',
-                                         s, re.S)]
-    assert keep and keep[0].startswith('CREATE TABLE "device_run_states"'), "device_run_states DDL not found"
-    return ";\n".join(keep) + ";\n"
+    """remediate's own CREATE TABLE and CREATE INDEX statements of device_run_states, as its migrations leave them."""
+    folder = os.path.join(REPO, "crates", "store", "migrations", dialect)
+    table, indexes = None, {}
+    for fn in sorted(os.listdir(folder)):
+        text = "\n".join(line for line in open(os.path.join(folder, fn)).read().splitlines()
+                         if not line.strip().startswith("--"))
+        for stmt in (x.strip() for x in text.split(";")):
+            if stmt.startswith('CREATE TABLE "device_run_states"'):
+                table = stmt
+            m = re.match(r'CREATE (?:UNIQUE )?INDEX "([^"]+)" ON "device_run_states"', stmt)
+            if m:
+                indexes[m.group(1)] = stmt
+            m = re.match(r'DROP INDEX (?:IF EXISTS )?"([^"]+)"', stmt)
+            if m:
+                indexes.pop(m.group(1), None)
+    assert table, "device_run_states DDL not found"
+    return ";\n".join([table] + list(indexes.values())) + ";\n"
 
 
 def pg_literal(v):

@@ -2,7 +2,7 @@
 # remediate's benchmark: floors, remediate on SQLite and PostgreSQL, peers; one table, one JSON, one plot.
 #
 #   bench/run.sh --quick     # clients 8 and 64, 10k and 100k rows, 3 s per measurement (about 4 minutes)
-#   bench/run.sh             # clients 1, 8, 64, 256, 10k, 100k and 1M rows, 10 s per measurement
+#   bench/run.sh             # clients 1, 8, 64, 256, 10k, 100k and 1M rows, 10 s per measurement (about 20 minutes)
 #   bench/run.sh --only sqlite,floors    # a subset: sqlite, postgres, floors, peers
 #
 # Writes bench/results/latest.json and docs/bench-scaling.png; see docs/benchmarks.md.

@@ -68,9 +68,14 @@ fn entity_schema(entity: &EntityType) -> Json {
 /// The body a create or update accepts: writable properties, no others.
 fn write_schema(entity: &EntityType, navigation: Option<&str>) -> Json {
     let mut properties = Map::new();
+    let mut accepted = vec![entity.type_annotation(), entity.qualified_name()];
+    for other in entity.accepted_types {
+        accepted.push(format!("#{other}"));
+        accepted.push((*other).to_owned());
+    }
     properties.insert(
         "@odata.type".into(),
-        json!({"type": "string", "enum": [entity.type_annotation(), entity.qualified_name()]}),
+        json!({"type": "string", "enum": accepted}),
     );
     for p in entity
         .properties

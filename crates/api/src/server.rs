@@ -11,6 +11,7 @@ use axum::response::Response;
 use http::{HeaderValue, Method, StatusCode};
 use remediate_domain::Instant;
 use remediate_wire::{error::error_json, ErrorKind, JSON_CONTENT_TYPE};
+use tracing::Instrument;
 
 use crate::error::ApiError;
 use crate::handlers::{dispatch, ApiRequest};
@@ -54,18 +55,23 @@ async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Respons
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let span = tracing::info_span!("request", request_id = %ids.request_id, %method, %path);
-    let _guard = span.enter();
-    let result = route(&state, request).await;
-    let response = match result {
-        Ok(response) => response,
-        Err(error) => error_response(&error, &ids),
-    };
-    tracing::info!(
-        status = response.status.as_u16(),
-        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-        "request done"
-    );
-    to_http(response, &ids)
+    // The span is attached to the future (not entered on the thread), so it follows the request
+    // across awaits and never leaks into other requests on the same worker.
+    async move {
+        let result = route(&state, request).await;
+        let response = match result {
+            Ok(response) => response,
+            Err(error) => error_response(&error, &ids),
+        };
+        tracing::info!(
+            status = response.status.as_u16(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "request done"
+        );
+        to_http(response, &ids)
+    }
+    .instrument(span)
+    .await
 }
 
 async fn route(state: &AppState, request: Request) -> Result<ApiResponse, ApiError> {
