@@ -14,7 +14,7 @@ use remediate_store::EntityRef;
 
 use crate::auth::forbidden;
 use crate::error::ApiError;
-use crate::handlers::{bound_device, enc, odata_key, Ctx};
+use crate::handlers::{assignments_context, bound_device, enc, odata_key, run_states_context, Ctx};
 use crate::respond::ApiResponse;
 use crate::route::Route;
 
@@ -107,18 +107,18 @@ pub(crate) async fn dispatch(
         }
         (Route::Assignments { script_id }, &Method::GET) => {
             require_visible(script_id.clone()).await?;
-            let context = format!("deviceManagement/deviceHealthScripts('{}')/assignments", odata_key(&script_id));
+            let context = assignments_context(&script_id);
             ctx.list_with(Scope::Assignments { script_id }, context, None).await
         }
         (Route::Assignment { script_id, id }, &Method::GET) => {
             require_visible(script_id.clone()).await?;
-            let context = format!("deviceManagement/deviceHealthScripts('{}')/assignments/$entity", odata_key(&script_id));
+            let context = format!("{}/$entity", assignments_context(&script_id));
             ctx.item(&DEVICE_HEALTH_SCRIPT_ASSIGNMENT, EntityRef::Assignment { script_id, id }, context).await
         }
         (Route::RunStates { script_id }, &Method::GET) => {
             require_visible(script_id.clone()).await?;
             let filter = id_filter(id_column(&MANAGED_DEVICE, true), &[device.to_owned()]);
-            let context = format!("deviceManagement/deviceHealthScripts('{}')/deviceRunStates", odata_key(&script_id));
+            let context = run_states_context(&script_id);
             ctx.list_with(Scope::RunStates { script_id }, context, Some(filter)).await
         }
         (Route::RunStates { script_id }, &Method::POST) => {
@@ -135,12 +135,12 @@ pub(crate) async fn dispatch(
                 }
             }
             let write = ops::create_run_state(script_id.clone(), body.fields, Some(device.to_owned()));
-            ctx.created(write, |r| format!("deviceManagement/deviceHealthScripts/{}/deviceRunStates/{}", enc(&script_id), enc(r.id())))
+            ctx.created(write, run_states_context(&script_id), |r| format!("deviceManagement/deviceHealthScripts/{}/deviceRunStates/{}", enc(&script_id), enc(r.id())))
                 .await
         }
         (Route::RunState { script_id, id }, &Method::GET) => {
             own_state(script_id.clone(), id.clone()).await?;
-            let context = format!("deviceManagement/deviceHealthScripts('{}')/deviceRunStates/$entity", odata_key(&script_id));
+            let context = format!("{}/$entity", run_states_context(&script_id));
             ctx.item(&DEVICE_RUN_STATE, EntityRef::RunState { script_id, id }, context).await
         }
         (Route::RunState { script_id, id }, &Method::PATCH) => {
@@ -180,7 +180,7 @@ pub(crate) async fn dispatch(
                     format!("The managedDevice '{device}' is already registered; update it with PATCH."),
                 ));
             }
-            ctx.created(Write::CreateDevice { record }, |r| format!("deviceManagement/managedDevices/{}", enc(r.id()))).await
+            ctx.created(Write::CreateDevice { record }, "deviceManagement/managedDevices".into(), |r| format!("deviceManagement/managedDevices/{}", enc(r.id()))).await
         }
         (Route::Device(id), &Method::GET) => {
             own_device(&id)?;

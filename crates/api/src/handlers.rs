@@ -94,10 +94,7 @@ async fn dispatch_inner(state: &AppState, req: &ApiRequest) -> Result<ApiRespons
         (Route::Assignments { script_id }, &Method::GET) => {
             principal.require(perm::SCRIPTS_READ)?;
             ctx.require_script(&script_id).await?;
-            let context = format!(
-                "deviceManagement/deviceHealthScripts('{}')/assignments",
-                odata_key(&script_id)
-            );
+            let context = assignments_context(&script_id);
             ctx.list(Scope::Assignments { script_id }, context).await
         }
         (Route::Assignments { script_id }, _) => {
@@ -105,7 +102,7 @@ async fn dispatch_inner(state: &AppState, req: &ApiRequest) -> Result<ApiRespons
             ctx.no_options("a create")?;
             let body = ctx.body(&DEVICE_HEALTH_SCRIPT_ASSIGNMENT, &[])?;
             let write = ops::create_assignment(&script_id, body.fields)?;
-            ctx.created(write, |r| {
+            ctx.created(write, assignments_context(&script_id), |r| {
                 format!(
                     "deviceManagement/deviceHealthScripts/{}/assignments/{}",
                     enc(&script_id),
@@ -116,10 +113,7 @@ async fn dispatch_inner(state: &AppState, req: &ApiRequest) -> Result<ApiRespons
         }
         (Route::Assignment { script_id, id }, &Method::GET) => {
             principal.require(perm::SCRIPTS_READ)?;
-            let context = format!(
-                "deviceManagement/deviceHealthScripts('{}')/assignments/$entity",
-                odata_key(&script_id)
-            );
+            let context = format!("{}/$entity", assignments_context(&script_id));
             ctx.item(
                 &DEVICE_HEALTH_SCRIPT_ASSIGNMENT,
                 EntityRef::Assignment { script_id, id },
@@ -236,7 +230,7 @@ async fn dispatch_inner(state: &AppState, req: &ApiRequest) -> Result<ApiRespons
             ctx.no_options("a create")?;
             let body = ctx.body(&DEVICE_HEALTH_SCRIPT, &[])?;
             let write = ops::create_script(body.fields)?;
-            ctx.created(write, |r| {
+            ctx.created(write, "deviceManagement/deviceHealthScripts".into(), |r| {
                 format!("deviceManagement/deviceHealthScripts/{}", enc(r.id()))
             })
             .await
@@ -264,10 +258,7 @@ async fn dispatch_inner(state: &AppState, req: &ApiRequest) -> Result<ApiRespons
         (Route::RunStates { script_id }, &Method::GET) => {
             principal.require(perm::SCRIPTS_READ)?;
             ctx.require_script(&script_id).await?;
-            let context = format!(
-                "deviceManagement/deviceHealthScripts('{}')/deviceRunStates",
-                odata_key(&script_id)
-            );
+            let context = run_states_context(&script_id);
             ctx.list(Scope::RunStates { script_id }, context).await
         }
         (Route::RunStates { script_id }, _) => {
@@ -276,7 +267,7 @@ async fn dispatch_inner(state: &AppState, req: &ApiRequest) -> Result<ApiRespons
             let body = ctx.body(&DEVICE_RUN_STATE, &["managedDevice"])?;
             let device = bound_device(&body)?;
             let write = ops::create_run_state(script_id.clone(), body.fields, device);
-            ctx.created(write, |r| {
+            ctx.created(write, run_states_context(&script_id), |r| {
                 format!(
                     "deviceManagement/deviceHealthScripts/{}/deviceRunStates/{}",
                     enc(&script_id),
@@ -287,10 +278,7 @@ async fn dispatch_inner(state: &AppState, req: &ApiRequest) -> Result<ApiRespons
         }
         (Route::RunState { script_id, id }, &Method::GET) => {
             principal.require(perm::SCRIPTS_READ)?;
-            let context = format!(
-                "deviceManagement/deviceHealthScripts('{}')/deviceRunStates/$entity",
-                odata_key(&script_id)
-            );
+            let context = format!("{}/$entity", run_states_context(&script_id));
             ctx.item(
                 &DEVICE_RUN_STATE,
                 EntityRef::RunState { script_id, id },
@@ -398,9 +386,11 @@ async fn dispatch_inner(state: &AppState, req: &ApiRequest) -> Result<ApiRespons
             principal.require(perm::DEVICES_WRITE)?;
             ctx.no_options("a create")?;
             let body = ctx.body(&MANAGED_DEVICE, &[])?;
-            ctx.created(ops::create_device(body.fields), |r| {
-                format!("deviceManagement/managedDevices/{}", enc(r.id()))
-            })
+            ctx.created(
+                ops::create_device(body.fields),
+                "deviceManagement/managedDevices".into(),
+                |r| format!("deviceManagement/managedDevices/{}", enc(r.id())),
+            )
             .await
         }
         (Route::Device(id), &Method::GET) => {
@@ -471,6 +461,22 @@ pub(crate) fn enc(key: &str) -> String {
     percent_encoding::utf8_percent_encode(key, SEGMENT).to_string()
 }
 
+/// The context path of a script's run states.
+pub(crate) fn run_states_context(script_id: &str) -> String {
+    format!(
+        "deviceManagement/deviceHealthScripts('{}')/deviceRunStates",
+        odata_key(script_id)
+    )
+}
+
+/// The context path of a script's assignments.
+pub(crate) fn assignments_context(script_id: &str) -> String {
+    format!(
+        "deviceManagement/deviceHealthScripts('{}')/assignments",
+        odata_key(script_id)
+    )
+}
+
 /// A key inside OData key syntax `('…')`.
 pub(crate) fn odata_key(key: &str) -> String {
     key.replace('\'', "''")
@@ -528,9 +534,12 @@ impl Ctx<'_> {
         Ok(ApiResponse::no_content())
     }
 
+    /// Execute a create and answer 201 with the entity. `collection` is the context path of the
+    /// collection the entity was created in (e.g. `deviceManagement/managedDevices`).
     pub(crate) async fn created(
         &self,
         write: Write,
+        collection: String,
         location: impl Fn(&Record) -> String,
     ) -> Result<ApiResponse, ApiError> {
         let remediate_domain::write::WriteOutcome::Created(record) = self
@@ -544,14 +553,7 @@ impl Ctx<'_> {
                 "The create did not return the new entity.",
             ));
         };
-        let context = match record.entity.name {
-            "deviceHealthScript" => "deviceManagement/deviceHealthScripts/$entity".to_owned(),
-            "managedDevice" => "deviceManagement/managedDevices/$entity".to_owned(),
-            _ => format!(
-                "deviceManagement/deviceHealthScripts('{}')/deviceRunStates/$entity",
-                odata_key(record.parent.as_deref().unwrap_or(""))
-            ),
-        };
+        let context = format!("{collection}/$entity");
         let mut response = self.item_response(&record, &Bound::default(), context, None);
         response.status = StatusCode::CREATED;
         Ok(response.with_header(

@@ -12,7 +12,7 @@ use remediate_odata::{self as odata, Expr, Literal, QueryOptions};
 
 use crate::error::ApiError;
 
-/// Graph's default page size and the largest page served (larger `$top` values are capped).
+/// Graph's default page size (the largest page is `guard::ServerLimits::max_page_size`).
 pub const DEFAULT_TOP: usize = 100;
 
 /// What a GET of a collection or entity asks for, after binding.

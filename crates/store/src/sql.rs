@@ -395,8 +395,7 @@ impl Writer {
         Ok(())
     }
 
-    /// Append a run record of `state` (same transaction as the change), and clear any on-demand
-    /// request of that device and script: the device has now reported it.
+    /// Append a run record of `state`, in the same transaction as the change.
     async fn append_history(
         &self,
         tx: &mut Tx<'_>,
@@ -867,7 +866,7 @@ impl Store for SqlStore {
         let join_device = query.expand_device
             || query.order.iter().any(|k| k.column.via_device)
             || query.filter.as_ref().is_some_and(uses_device);
-        let keys = translate::key_exprs(&query.order, entity);
+        let keys = translate::key_exprs(&query.order);
         let mut from = Sql::default();
         from.push(&format!(" FROM \"{}\" t", entity.table));
         if join_device {
@@ -896,11 +895,10 @@ impl Store for SqlStore {
             translate::filter(&mut from, filter);
         }
         let count = if query.count {
-            let mut sql = Sql {
+            let sql = Sql {
                 text: format!("SELECT COUNT(*){}", from.text),
                 args: from.args.clone(),
             };
-            sql.text.shrink_to_fit();
             let row = bind_all(sqlx::query(&sql.text), sql.args)
                 .fetch_one(&self.read)
                 .await

@@ -5,7 +5,7 @@
 //! Filters use two-valued logic as OData does: every comparison is written so that it is TRUE or
 //! FALSE, never SQL NULL, which keeps `not (...)` exact for rows with null properties.
 
-use remediate_domain::model::{EntityType, Kind, Property};
+use remediate_domain::model::{Kind, Property};
 use remediate_domain::query::{After, Column, CompareOp, Filter, SortKey, StringFunction};
 use remediate_domain::{Instant, Value};
 
@@ -162,7 +162,7 @@ pub struct KeyExpr {
 }
 
 /// Every key expression of an ordering, ending with the `id` tie-breaker.
-pub fn key_exprs(order: &[SortKey], entity: &EntityType) -> Vec<KeyExpr> {
+pub fn key_exprs(order: &[SortKey]) -> Vec<KeyExpr> {
     let mut keys = Vec::new();
     for key in order {
         let nullable = key.column.via_device || key.column.property().nullable;
@@ -175,7 +175,6 @@ pub fn key_exprs(order: &[SortKey], entity: &EntityType) -> Vec<KeyExpr> {
             });
         }
     }
-    let _ = entity;
     keys.push(KeyExpr {
         sql: "t.\"id\"".into(),
         text: true,

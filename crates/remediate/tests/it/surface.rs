@@ -19,6 +19,13 @@ both!(assignments_crud_and_assign_replaces_the_set, |app| {
         .await;
     assert_eq!(created.status, 201, "{}", created.text);
     assert_eq!(created.json["id"], format!("{script}:{ALL_DEVICES}"));
+    let context = created.json["@odata.context"].as_str().unwrap();
+    assert!(
+        context.ends_with(&format!(
+            "$metadata#deviceManagement/deviceHealthScripts('{script}')/assignments/$entity"
+        )),
+        "{context}"
+    );
     assert_eq!(
         created.json["target"]["@odata.type"],
         "#microsoft.graph.allDevicesAssignmentTarget"
