@@ -5,6 +5,7 @@
 //! parameterized SQL (client values only ever travel as bound parameters; names come from the
 //! model). A successful return means the transaction is committed and durable.
 
+mod db;
 mod migrate;
 mod sql;
 mod translate;

@@ -1,7 +1,7 @@
 //! Schema migrations, embedded in the binary and applied on start, one transaction each.
 //! Migrations are append-only: a released file is never edited.
 
-use sqlx::{AnyConnection, Connection, Executor};
+use crate::db::{self, Conn, DbError};
 
 use crate::sql::Dialect;
 
@@ -29,43 +29,56 @@ const MIGRATIONS: &[Migration] = &[
 
 /// Apply every migration that is not yet applied. On PostgreSQL an advisory lock serializes
 /// concurrent starts of several server processes.
-pub async fn run(conn: &mut AnyConnection, dialect: Dialect) -> Result<(), sqlx::Error> {
+pub async fn run(c: &mut dyn Conn, dialect: Dialect) -> Result<(), DbError> {
     if dialect == Dialect::Postgres {
-        conn.execute("SELECT pg_advisory_lock(727274)").await?;
+        c.batch("SELECT pg_advisory_lock(727274)").await?;
     }
-    let result = apply(conn, dialect).await;
+    let result = apply(c, dialect).await;
     if dialect == Dialect::Postgres {
-        conn.execute("SELECT pg_advisory_unlock(727274)").await?;
+        c.batch("SELECT pg_advisory_unlock(727274)").await?;
     }
     result
 }
 
-async fn apply(conn: &mut AnyConnection, dialect: Dialect) -> Result<(), sqlx::Error> {
-    conn.execute(
+async fn apply(c: &mut dyn Conn, dialect: Dialect) -> Result<(), DbError> {
+    c.batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL)",
     )
     .await?;
     for migration in MIGRATIONS {
-        let applied: Option<(i64,)> =
-            sqlx::query_as("SELECT version FROM schema_migrations WHERE version = $1")
-                .bind(migration.version)
-                .fetch_optional(&mut *conn)
-                .await?;
+        let applied = c
+            .query_opt(
+                "SELECT version FROM schema_migrations WHERE version = $1",
+                &[db::int(migration.version)],
+            )
+            .await?;
         if applied.is_some() {
             continue;
         }
-        let mut tx = conn.begin().await?;
         let script = match dialect {
             Dialect::Sqlite => migration.sqlite,
             Dialect::Postgres => migration.postgres,
         };
-        sqlx::raw_sql(script).execute(&mut *tx).await?;
-        sqlx::query("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)")
-            .bind(migration.version)
-            .bind(migration.name)
-            .execute(&mut *tx)
+        c.batch(if dialect == Dialect::Sqlite {
+            "BEGIN IMMEDIATE"
+        } else {
+            "BEGIN"
+        })
+        .await?;
+        let applied = async {
+            c.batch(script).await?;
+            c.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                &[db::int(migration.version), db::text(migration.name)],
+            )
             .await?;
-        tx.commit().await?;
+            c.batch("COMMIT").await
+        }
+        .await;
+        if let Err(e) = applied {
+            let _ = c.batch("ROLLBACK").await;
+            return Err(e);
+        }
         tracing::info!(
             version = migration.version,
             name = migration.name,

@@ -1,10 +1,20 @@
-//! [`Store`] on SQLite or PostgreSQL through sqlx's `Any` driver: one implementation, one SQL
-//! text per statement for both dialects (with `$n` placeholders, which both understand), and
-//! dialect switches only where the databases differ (pragmas, row locks, schema files).
+//! [`Store`] on SQLite or PostgreSQL: one implementation, one SQL text per statement for both
+//! dialects (with `$n` placeholders, which both understand), run through the small driver
+//! interface of [`crate::db`], and dialect switches only where the databases differ (row locks,
+//! schema files, how work reaches a connection).
+//!
+//! How work reaches the database:
+//! - SQLite: reads run on tokio's blocking pool, each on a pooled read connection (WAL readers
+//!   never wait for the writer); every write goes to one writer thread that gathers concurrent
+//!   writes into one transaction (group commit, see [`writer_thread`]).
+//! - PostgreSQL: a sqlx pool; each write is one transaction on a pooled connection.
 
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::future::BoxFuture;
 use remediate_domain::model::{
     EntityType, DEVICE_HEALTH_SCRIPT, DEVICE_HEALTH_SCRIPT_ASSIGNMENT, DEVICE_RUN_STATE,
     MANAGED_DEVICE, RUN_RECORD,
@@ -12,9 +22,9 @@ use remediate_domain::model::{
 use remediate_domain::query::{After, ListQuery, Page, RemediationHistory, Scope};
 use remediate_domain::write::{Write, WriteOutcome};
 use remediate_domain::{Instant, Record, Value};
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::postgres::{PgPool, PgPoolOptions};
 
+use crate::db::{self, run_now, Conn, DbError, DbErrorKind, Row, SqliteConn};
 use crate::translate::{self, Arg, Sql};
 use crate::{EntityRef, Store, StoreError};
 
@@ -44,161 +54,279 @@ pub struct StoreOptions {
 }
 
 pub struct SqlStore {
-    dialect: Dialect,
-    read: AnyPool,
-    /// SQLite has one writer; a single connection serializes write transactions without
-    /// SQLITE_BUSY upgrade failures. On PostgreSQL this is the same pool as `read`.
-    write: AnyPool,
+    backend: Backend,
     secret: Vec<u8>,
-    /// SQLite: the group committer that gathers concurrent writes into one transaction.
-    committer: Option<tokio::sync::mpsc::Sender<Job>>,
 }
 
-/// One write waiting for the group committer.
-struct Job {
-    tenant: String,
-    write: Write,
-    reply: tokio::sync::oneshot::Sender<Result<WriteOutcome, StoreError>>,
+enum Backend {
+    Sqlite {
+        readers: Arc<SqliteReaders>,
+        /// The group-commit writer thread's queue.
+        writer: tokio::sync::mpsc::Sender<Job>,
+    },
+    Postgres {
+        pool: PgPool,
+    },
+}
+
+/// SQLite read connections, opened on demand up to the configured number.
+struct SqliteReaders {
+    path: String,
+    idle: Mutex<Vec<SqliteConn>>,
+    permits: Arc<tokio::sync::Semaphore>,
+    acquire_timeout: Duration,
+}
+
+impl SqliteReaders {
+    fn take(&self) -> Result<SqliteConn, DbError> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match idle {
+            Some(conn) => Ok(conn),
+            None => SqliteConn::open(&self.path),
+        }
+    }
+
+    fn give(&self, conn: SqliteConn) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(conn);
+    }
+}
+
+/// Work for the SQLite writer thread.
+enum Job {
+    /// A write command, answered after its group's commit.
+    Write {
+        tenant: String,
+        write: Write,
+        reply: tokio::sync::oneshot::Sender<Result<WriteOutcome, StoreError>>,
+    },
+    /// Maintenance that must not run beside the writer (history pruning, `PRAGMA optimize`).
+    Task(Box<dyn FnOnce(&mut SqliteConn) + Send>),
 }
 
 /// Most writes committed together (each in its own savepoint).
 const MAX_GROUP: usize = 256;
 
-fn map_err(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation => {
+fn store_error(e: DbError) -> StoreError {
+    match e.kind {
+        DbErrorKind::Unique => {
             StoreError::Conflict("An entity with the same key already exists.".into())
         }
-        sqlx::Error::Database(db) if db.message().contains("database is locked") => {
-            StoreError::Unavailable(db.message().to_owned())
-        }
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_) => StoreError::Unavailable(e.to_string()),
-        _ => StoreError::Internal(e.to_string()),
+        DbErrorKind::Unavailable | DbErrorKind::Retry => StoreError::Unavailable(e.message),
+        DbErrorKind::Other => StoreError::Internal(e.message),
     }
+}
+
+/// The file of a `sqlite://` URL (query parameters such as `?mode=rwc` are dropped: the file
+/// is always created when missing).
+fn sqlite_path(url: &str) -> String {
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    rest.split('?').next().unwrap_or(rest).to_owned()
 }
 
 impl SqlStore {
     /// Connect, create the PostgreSQL database if it does not exist, and migrate the schema.
     pub async fn connect(options: &StoreOptions) -> Result<SqlStore, StoreError> {
-        sqlx::any::install_default_drivers();
-        let dialect = if options.url.starts_with("sqlite:") {
-            Dialect::Sqlite
+        if options.url.starts_with("sqlite:") {
+            Self::connect_sqlite(options).await
         } else if options.url.starts_with("postgres:") || options.url.starts_with("postgresql:") {
-            Dialect::Postgres
+            Self::connect_postgres(options).await
         } else {
-            return Err(StoreError::Internal(format!(
+            Err(StoreError::Internal(format!(
                 "unsupported database URL '{}': use sqlite://FILE or postgres://USER@HOST/DB",
                 options.url
-            )));
+            )))
+        }
+    }
+
+    async fn connect_sqlite(options: &StoreOptions) -> Result<SqlStore, StoreError> {
+        let path = sqlite_path(&options.url);
+        let mut conn = SqliteConn::open(&path).map_err(store_error)?;
+        run_now(crate::migrate::run(&mut conn, Dialect::Sqlite)).map_err(store_error)?;
+        // Statistics for the planner, as SQLite recommends for long-lived connections.
+        run_now(conn.batch("PRAGMA optimize = 0x10002")).map_err(store_error)?;
+        let secret = run_now(load_secret(&mut conn)).map_err(store_error)?;
+        let (sender, receiver) = tokio::sync::mpsc::channel(4 * MAX_GROUP);
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_thread(conn, receiver))
+            .map_err(|e| StoreError::Internal(format!("cannot start the SQLite writer: {e}")))?;
+        let readers = SqliteReaders {
+            path,
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(tokio::sync::Semaphore::new(
+                options.max_connections.max(1) as usize
+            )),
+            acquire_timeout: options.acquire_timeout,
         };
-        if dialect == Dialect::Postgres {
-            use sqlx::migrate::MigrateDatabase;
-            let exists = sqlx::Any::database_exists(&options.url)
-                .await
-                .map_err(map_err)?;
-            if !exists {
-                if let Err(e) = sqlx::Any::create_database(&options.url).await {
-                    // Another process may have created it concurrently.
-                    if !sqlx::Any::database_exists(&options.url)
-                        .await
-                        .map_err(map_err)?
-                    {
-                        return Err(map_err(e));
-                    }
+        Ok(SqlStore {
+            backend: Backend::Sqlite {
+                readers: Arc::new(readers),
+                writer: sender,
+            },
+            secret,
+        })
+    }
+
+    async fn connect_postgres(options: &StoreOptions) -> Result<SqlStore, StoreError> {
+        use sqlx::migrate::MigrateDatabase;
+        let pg = |e: sqlx::Error| store_error(db::pg_error(e));
+        if !sqlx::Postgres::database_exists(&options.url)
+            .await
+            .map_err(pg)?
+        {
+            if let Err(e) = sqlx::Postgres::create_database(&options.url).await {
+                // Another process may have created it concurrently.
+                if !sqlx::Postgres::database_exists(&options.url)
+                    .await
+                    .map_err(pg)?
+                {
+                    return Err(pg(e));
                 }
             }
         }
-        let pool = |max: u32| {
-            AnyPoolOptions::new()
-                .max_connections(max)
-                .min_connections(if dialect == Dialect::Sqlite { 1 } else { 0 })
-                .acquire_timeout(options.acquire_timeout)
-                .after_connect(move |conn, _meta| {
-                    Box::pin(async move {
-                        if dialect == Dialect::Sqlite {
-                            for pragma in [
-                                "PRAGMA journal_mode = WAL",
-                                "PRAGMA synchronous = FULL",
-                                "PRAGMA busy_timeout = 10000",
-                                "PRAGMA foreign_keys = ON",
-                            ] {
-                                conn.execute(pragma).await?;
-                            }
-                        }
-                        Ok(())
-                    })
-                })
-        };
-        let read = pool(options.max_connections.max(1))
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .min_connections(0)
+            .acquire_timeout(options.acquire_timeout)
             .connect(&options.url)
             .await
-            .map_err(map_err)?;
-        let write = match dialect {
-            Dialect::Sqlite => pool(1).connect(&options.url).await.map_err(map_err)?,
-            Dialect::Postgres => read.clone(),
-        };
-        {
-            let mut conn = write.acquire().await.map_err(map_err)?;
-            crate::migrate::run(&mut conn, dialect)
+            .map_err(pg)?;
+        let secret = {
+            let mut conn = pool.acquire().await.map_err(pg)?;
+            crate::migrate::run(&mut *conn, Dialect::Postgres)
                 .await
-                .map_err(map_err)?;
-        }
-        let secret = load_secret(&write).await.map_err(map_err)?;
-        let committer = match dialect {
-            Dialect::Sqlite => {
-                let (sender, receiver) = tokio::sync::mpsc::channel(4 * MAX_GROUP);
-                tokio::spawn(commit_loop(write.clone(), Writer { dialect }, receiver));
-                Some(sender)
-            }
-            Dialect::Postgres => None,
+                .map_err(store_error)?;
+            load_secret(&mut *conn).await.map_err(store_error)?
         };
         Ok(SqlStore {
-            dialect,
-            read,
-            write,
+            backend: Backend::Postgres { pool },
             secret,
-            committer,
         })
     }
 
     pub async fn close(&self) {
-        self.read.close().await;
-        self.write.close().await;
+        match &self.backend {
+            Backend::Sqlite { readers, .. } => {
+                readers
+                    .idle
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
+            }
+            Backend::Postgres { pool } => pool.close().await,
+        }
+    }
+
+    /// Run `f` on a read connection: SQLite on the blocking pool, PostgreSQL on the async pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut dyn Conn) -> BoxFuture<'c, Result<T, DbError>> + Send + 'static,
+    {
+        match &self.backend {
+            Backend::Sqlite { readers, .. } => {
+                let permit = tokio::time::timeout(
+                    readers.acquire_timeout,
+                    readers.permits.clone().acquire_owned(),
+                )
+                .await
+                .map_err(|_| {
+                    StoreError::Unavailable("no SQLite read connection became free in time".into())
+                })?
+                .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
+                let readers = readers.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    let mut conn = readers.take()?;
+                    let out = run_now(f(&mut conn));
+                    readers.give(conn);
+                    out
+                })
+                .await
+                .map_err(|e| StoreError::Internal(format!("a SQLite read failed: {e}")))?
+                .map_err(store_error)
+            }
+            Backend::Postgres { pool } => {
+                let mut conn = pool
+                    .acquire()
+                    .await
+                    .map_err(|e| store_error(db::pg_error(e)))?;
+                f(&mut *conn).await.map_err(store_error)
+            }
+        }
+    }
+
+    /// Run maintenance `f` where writes run: on the SQLite writer thread (between groups) or in
+    /// a PostgreSQL transaction.
+    async fn maintain<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut dyn Conn) -> BoxFuture<'c, Result<T, DbError>> + Send + 'static,
+    {
+        match &self.backend {
+            Backend::Sqlite { writer, .. } => {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                let task = Box::new(move |conn: &mut SqliteConn| {
+                    let out = run_now(async {
+                        conn.batch("BEGIN IMMEDIATE").await?;
+                        match f(conn).await {
+                            Ok(v) => {
+                                conn.batch("COMMIT").await?;
+                                Ok(v)
+                            }
+                            Err(e) => {
+                                let _ = conn.batch("ROLLBACK").await;
+                                Err(e)
+                            }
+                        }
+                    });
+                    let _ = reply.send(out);
+                });
+                writer
+                    .send(Job::Task(task))
+                    .await
+                    .map_err(|_| writer_stopped())?;
+                answer
+                    .await
+                    .map_err(|_| writer_stopped())?
+                    .map_err(store_error)
+            }
+            Backend::Postgres { pool } => {
+                let pg = |e: sqlx::Error| store_error(db::pg_error(e));
+                let mut tx = pool.begin().await.map_err(pg)?;
+                let out = f(&mut *tx).await.map_err(store_error)?;
+                tx.commit().await.map_err(pg)?;
+                Ok(out)
+            }
+        }
     }
 }
 
-async fn load_secret(pool: &AnyPool) -> Result<Vec<u8>, sqlx::Error> {
+fn writer_stopped() -> StoreError {
+    StoreError::Unavailable("the SQLite writer has stopped".into())
+}
+
+async fn load_secret(c: &mut dyn Conn) -> Result<Vec<u8>, DbError> {
     let mut fresh = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut fresh)
-        .map_err(|_| sqlx::Error::Protocol("no system randomness".into()))?;
+        .map_err(|_| DbError::other("no system randomness"))?;
     let hex: String = fresh.iter().map(|b| format!("{b:02x}")).collect();
-    sqlx::query(
+    c.execute(
         "INSERT INTO meta (key, value) VALUES ('paging_secret', $1) ON CONFLICT (key) DO NOTHING",
+        &[Arg::Text(Some(hex))],
     )
-    .bind(hex)
-    .execute(pool)
     .await?;
-    let (value,): (String,) = sqlx::query_as("SELECT value FROM meta WHERE key = 'paging_secret'")
-        .fetch_one(pool)
-        .await?;
+    let value = c
+        .query_one("SELECT value FROM meta WHERE key = 'paging_secret'", &[])
+        .await?
+        .text(0)?
+        .ok_or_else(|| DbError::other("the paging secret is missing"))?;
     Ok(value.into_bytes())
-}
-
-fn bind_all<'q>(
-    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    args: Vec<Arg>,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-    for arg in args {
-        query = match arg {
-            Arg::Int(v) => query.bind(v),
-            Arg::Text(v) => query.bind(v),
-            Arg::Bytes(v) => query.bind(v),
-        };
-    }
-    query
 }
 
 /// `"a", "b", …` for an entity's properties as stored, with `NULL` for properties a list leaves out.
@@ -226,9 +354,9 @@ fn column_count(entity: &EntityType) -> usize {
 
 pub(crate) fn decode_record(
     entity: &'static EntityType,
-    row: &AnyRow,
+    row: &mut Row,
     offset: usize,
-) -> Result<Record, sqlx::Error> {
+) -> Result<Record, DbError> {
     let mut values = Vec::with_capacity(entity.properties.len());
     for (i, p) in entity.properties.iter().enumerate() {
         values.push(translate::decode(p, row, offset + i)?);
@@ -242,7 +370,7 @@ pub(crate) fn decode_record(
     };
     let n = entity.properties.len();
     for (i, link) in entity.links.iter().enumerate() {
-        record.set_link(*link, row.try_get::<Option<String>, _>(offset + n + i)?);
+        record.set_link(*link, row.take_text(offset + n + i)?);
     }
     Ok(record)
 }
@@ -302,8 +430,6 @@ fn entity_of(key: &EntityRef) -> &'static EntityType {
     }
 }
 
-type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
-
 /// Executes write commands inside a transaction; holds only what that needs.
 #[derive(Debug, Clone, Copy)]
 struct Writer {
@@ -313,11 +439,11 @@ struct Writer {
 impl Writer {
     async fn fetch(
         &self,
-        tx: &mut Tx<'_>,
+        c: &mut dyn Conn,
         tenant: &str,
         key: &EntityRef,
         lock: bool,
-    ) -> Result<Option<Record>, sqlx::Error> {
+    ) -> Result<Option<Record>, DbError> {
         let entity = entity_of(key);
         let mut sql = Sql::default();
         sql.push(&format!(
@@ -329,37 +455,33 @@ impl Writer {
         if lock && self.dialect == Dialect::Postgres {
             sql.push(" FOR UPDATE");
         }
-        let row = bind_all(sqlx::query(&sql.text), sql.args)
-            .fetch_optional(&mut **tx)
-            .await?;
-        row.map(|r| decode_record(entity, &r, 0)).transpose()
+        let row = c.query_opt(&sql.text, &sql.args).await?;
+        row.map(|mut r| decode_record(entity, &mut r, 0))
+            .transpose()
     }
 
     async fn exists(
         &self,
-        tx: &mut Tx<'_>,
+        c: &mut dyn Conn,
         tenant: &str,
         key: &EntityRef,
-    ) -> Result<bool, sqlx::Error> {
+    ) -> Result<bool, DbError> {
         let entity = entity_of(key);
         let mut sql = Sql::default();
         sql.push(&format!("SELECT 1 FROM \"{}\" t", entity.table));
         key_where(&mut sql, tenant, key);
-        Ok(bind_all(sqlx::query(&sql.text), sql.args)
-            .fetch_optional(&mut **tx)
-            .await?
-            .is_some())
+        Ok(c.query_opt(&sql.text, &sql.args).await?.is_some())
     }
 
     async fn update_columns(
         &self,
-        tx: &mut Tx<'_>,
+        c: &mut dyn Conn,
         tenant: &str,
         key: &EntityRef,
         record: &Record,
         changed: &[usize],
         device: Option<&str>,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), DbError> {
         let entity = record.entity;
         let mut sql = Sql::default();
         sql.push(&format!("UPDATE \"{}\" AS t SET ", entity.table));
@@ -389,19 +511,17 @@ impl Writer {
             return Ok(());
         }
         key_where(&mut sql, tenant, key);
-        bind_all(sqlx::query(&sql.text), sql.args)
-            .execute(&mut **tx)
-            .await?;
+        c.execute(&sql.text, &sql.args).await?;
         Ok(())
     }
 
     /// Append a run record of `state`, in the same transaction as the change.
     async fn append_history(
         &self,
-        tx: &mut Tx<'_>,
+        c: &mut dyn Conn,
         tenant: &str,
         state: &Record,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), DbError> {
         let now = Instant::now();
         let mut record = Record::with_defaults(&RUN_RECORD);
         let suffix = &remediate_domain::new_id()[..8];
@@ -426,26 +546,19 @@ impl Writer {
         record.parent = state.parent.clone();
         record.state_id = Some(state.id().to_owned());
         let sql = insert_sql(tenant, &record);
-        bind_all(sqlx::query(&sql.text), sql.args)
-            .execute(&mut **tx)
-            .await?;
+        c.execute(&sql.text, &sql.args).await?;
         Ok(())
     }
 
     /// The device has reported the script: its queued on-demand run is done.
     async fn clear_on_demand(
         &self,
-        tx: &mut Tx<'_>,
+        c: &mut dyn Conn,
         tenant: &str,
         state: &Record,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), DbError> {
         if let (Some(device), Some(script)) = (&state.device_id, &state.parent) {
-            sqlx::query("DELETE FROM on_demand_requests WHERE \"tenant\" = $1 AND \"managedDeviceId\" = $2 AND \"scriptId\" = $3")
-                .bind(tenant.to_owned())
-                .bind(device.clone())
-                .bind(script.clone())
-                .execute(&mut **tx)
-                .await?;
+            c.execute("DELETE FROM on_demand_requests WHERE \"tenant\" = $1 AND \"managedDeviceId\" = $2 AND \"scriptId\" = $3", &[db::text(tenant), db::text(device), db::text(script)]).await?;
         }
         Ok(())
     }
@@ -453,28 +566,29 @@ impl Writer {
     /// Check that `device` exists and no other run state of `script_id` is bound to it.
     async fn check_bind(
         &self,
-        tx: &mut Tx<'_>,
+        c: &mut dyn Conn,
         tenant: &str,
         script_id: &str,
         device: &str,
-    ) -> Result<Result<(), StoreError>, sqlx::Error> {
+    ) -> Result<Result<(), StoreError>, DbError> {
         if !self
-            .exists(tx, tenant, &EntityRef::Device(device.to_owned()))
+            .exists(c, tenant, &EntityRef::Device(device.to_owned()))
             .await?
         {
             return Ok(Err(StoreError::InvalidReference(format!(
                 "The managedDevice '{device}' named by 'managedDevice@odata.bind' does not exist."
             ))));
         }
-        let existing: Option<(String,)> = sqlx::query_as(
-            "SELECT \"id\" FROM device_run_states WHERE \"tenant\" = $1 AND \"scriptId\" = $2 AND \"managedDeviceId\" = $3",
-        )
-        .bind(tenant.to_owned())
-        .bind(script_id.to_owned())
-        .bind(device.to_owned())
-        .fetch_optional(&mut **tx)
-        .await?;
-        if let Some((id,)) = existing {
+        let existing = c
+            .query_opt(
+                "SELECT \"id\" FROM device_run_states WHERE \"tenant\" = $1 AND \"scriptId\" = $2 AND \"managedDeviceId\" = $3",
+                &[db::text(tenant), db::text(script_id), db::text(device)],
+            )
+            .await?
+            .map(|row| row.text(0))
+            .transpose()?
+            .flatten();
+        if let Some(id) = existing {
             return Ok(Err(StoreError::Conflict(format!(
                 "A deviceRunState for managedDevice '{device}' already exists for this deviceHealthScript: '{id}'. Update it with PATCH instead."
             ))));
@@ -484,22 +598,20 @@ impl Writer {
 
     async fn execute(
         &self,
-        tx: &mut Tx<'_>,
+        c: &mut dyn Conn,
         tenant: &str,
         write: Write,
-    ) -> Result<Result<WriteOutcome, StoreError>, sqlx::Error> {
+    ) -> Result<Result<WriteOutcome, StoreError>, DbError> {
         match write {
             Write::CreateScript { record } | Write::CreateDevice { record } => {
                 let sql = insert_sql(tenant, &record);
-                bind_all(sqlx::query(&sql.text), sql.args)
-                    .execute(&mut **tx)
-                    .await?;
+                c.execute(&sql.text, &sql.args).await?;
                 Ok(Ok(WriteOutcome::Created(record)))
             }
             Write::CreateRunState { record } => {
                 let script_id = record.parent.clone().unwrap_or_default();
                 if !self
-                    .exists(tx, tenant, &EntityRef::Script(script_id.clone()))
+                    .exists(c, tenant, &EntityRef::Script(script_id.clone()))
                     .await?
                 {
                     return Ok(Err(StoreError::NotFound(format!(
@@ -507,21 +619,19 @@ impl Writer {
                     ))));
                 }
                 if let Some(device) = &record.device_id {
-                    if let Err(e) = self.check_bind(tx, tenant, &script_id, device).await? {
+                    if let Err(e) = self.check_bind(c, tenant, &script_id, device).await? {
                         return Ok(Err(e));
                     }
                 }
                 let sql = insert_sql(tenant, &record);
-                bind_all(sqlx::query(&sql.text), sql.args)
-                    .execute(&mut **tx)
-                    .await?;
-                self.append_history(tx, tenant, &record).await?;
-                self.clear_on_demand(tx, tenant, &record).await?;
+                c.execute(&sql.text, &sql.args).await?;
+                self.append_history(c, tenant, &record).await?;
+                self.clear_on_demand(c, tenant, &record).await?;
                 Ok(Ok(WriteOutcome::Created(record)))
             }
             Write::UpdateScript { id, changes } => {
                 let key = EntityRef::Script(id.clone());
-                let Some(mut record) = self.fetch(tx, tenant, &key, true).await? else {
+                let Some(mut record) = self.fetch(c, tenant, &key, true).await? else {
                     return Ok(Err(StoreError::NotFound(format!(
                         "The deviceHealthScript '{id}' does not exist."
                     ))));
@@ -546,13 +656,13 @@ impl Writer {
                 }
                 record.set("lastModifiedDateTime", Value::Time(Instant::now()));
                 changed.push(record.entity.index("lastModifiedDateTime"));
-                self.update_columns(tx, tenant, &key, &record, &changed, None)
+                self.update_columns(c, tenant, &key, &record, &changed, None)
                     .await?;
                 Ok(Ok(WriteOutcome::Updated))
             }
             Write::UpdateDevice { id, changes } => {
                 let key = EntityRef::Device(id.clone());
-                let Some(mut record) = self.fetch(tx, tenant, &key, true).await? else {
+                let Some(mut record) = self.fetch(c, tenant, &key, true).await? else {
                     return Ok(Err(StoreError::NotFound(format!(
                         "The managedDevice '{id}' does not exist."
                     ))));
@@ -561,7 +671,7 @@ impl Writer {
                 for (index, value) in changes {
                     record.values[index] = value;
                 }
-                self.update_columns(tx, tenant, &key, &record, &changed, None)
+                self.update_columns(c, tenant, &key, &record, &changed, None)
                     .await?;
                 Ok(Ok(WriteOutcome::Updated))
             }
@@ -575,7 +685,7 @@ impl Writer {
                     script_id: script_id.clone(),
                     id: id.clone(),
                 };
-                let Some(mut record) = self.fetch(tx, tenant, &key, true).await? else {
+                let Some(mut record) = self.fetch(c, tenant, &key, true).await? else {
                     return Ok(Err(StoreError::NotFound(format!(
                         "The deviceRunState '{id}' does not exist in deviceHealthScript '{script_id}'."
                     ))));
@@ -590,7 +700,7 @@ impl Writer {
                             ))))
                         }
                         None => {
-                            if let Err(e) = self.check_bind(tx, tenant, &script_id, &device).await? {
+                            if let Err(e) = self.check_bind(c, tenant, &script_id, &device).await? {
                                 return Ok(Err(e));
                             }
                             record.device_id = Some(device.clone());
@@ -608,13 +718,13 @@ impl Writer {
                 for (index, value) in changes {
                     record.values[index] = value;
                 }
-                self.update_columns(tx, tenant, &key, &record, &changed, new_device.as_deref())
+                self.update_columns(c, tenant, &key, &record, &changed, new_device.as_deref())
                     .await?;
                 let after: Vec<Value> = tracked.iter().map(|n| record.get(n).clone()).collect();
                 if before != after {
-                    self.append_history(tx, tenant, &record).await?;
+                    self.append_history(c, tenant, &record).await?;
                 }
-                self.clear_on_demand(tx, tenant, &record).await?;
+                self.clear_on_demand(c, tenant, &record).await?;
                 Ok(Ok(WriteOutcome::Updated))
             }
             Write::DeleteScript { id } => {
@@ -624,16 +734,14 @@ impl Writer {
                     "device_health_script_assignments",
                     "on_demand_requests",
                 ] {
-                    sqlx::query(&format!(
-                        "DELETE FROM {table} WHERE \"tenant\" = $1 AND \"scriptId\" = $2"
-                    ))
-                    .bind(tenant.to_owned())
-                    .bind(id.clone())
-                    .execute(&mut **tx)
+                    c.execute(
+                        &format!("DELETE FROM {table} WHERE \"tenant\" = $1 AND \"scriptId\" = $2"),
+                        &[db::text(tenant), db::text(&id)],
+                    )
                     .await?;
                 }
                 self.delete(
-                    tx,
+                    c,
                     tenant,
                     &EntityRef::Script(id.clone()),
                     format!("The deviceHealthScript '{id}' does not exist."),
@@ -643,7 +751,7 @@ impl Writer {
             Write::CreateAssignment { record } => {
                 let script_id = record.parent.clone().unwrap_or_default();
                 if !self
-                    .exists(tx, tenant, &EntityRef::Script(script_id.clone()))
+                    .exists(c, tenant, &EntityRef::Script(script_id.clone()))
                     .await?
                 {
                     return Ok(Err(StoreError::NotFound(format!(
@@ -654,16 +762,14 @@ impl Writer {
                     script_id,
                     id: record.id().to_owned(),
                 };
-                if self.exists(tx, tenant, &key).await? {
+                if self.exists(c, tenant, &key).await? {
                     return Ok(Err(StoreError::Conflict(format!(
                         "An assignment with the id '{}' (the same target group) already exists for this deviceHealthScript.",
                         record.id()
                     ))));
                 }
                 let sql = insert_sql(tenant, &record);
-                bind_all(sqlx::query(&sql.text), sql.args)
-                    .execute(&mut **tx)
-                    .await?;
+                c.execute(&sql.text, &sql.args).await?;
                 Ok(Ok(WriteOutcome::Created(record)))
             }
             Write::UpdateAssignment {
@@ -675,7 +781,7 @@ impl Writer {
                     script_id: script_id.clone(),
                     id: id.clone(),
                 };
-                let Some(mut record) = self.fetch(tx, tenant, &key, true).await? else {
+                let Some(mut record) = self.fetch(c, tenant, &key, true).await? else {
                     return Ok(Err(StoreError::NotFound(format!(
                         "The deviceHealthScriptAssignment '{id}' does not exist in deviceHealthScript '{script_id}'."
                     ))));
@@ -684,39 +790,28 @@ impl Writer {
                 for (index, value) in changes {
                     record.values[index] = value;
                 }
-                self.update_columns(tx, tenant, &key, &record, &changed, None)
+                self.update_columns(c, tenant, &key, &record, &changed, None)
                     .await?;
                 Ok(Ok(WriteOutcome::Updated))
             }
             Write::DeleteAssignment { script_id, id } => {
                 let message = format!("The deviceHealthScriptAssignment '{id}' does not exist in deviceHealthScript '{script_id}'.");
-                self.delete(
-                    tx,
-                    tenant,
-                    &EntityRef::Assignment { script_id, id },
-                    message,
-                )
-                .await
+                self.delete(c, tenant, &EntityRef::Assignment { script_id, id }, message)
+                    .await
             }
             Write::Assign { script_id, records } => {
                 if !self
-                    .exists(tx, tenant, &EntityRef::Script(script_id.clone()))
+                    .exists(c, tenant, &EntityRef::Script(script_id.clone()))
                     .await?
                 {
                     return Ok(Err(StoreError::NotFound(format!(
                         "The deviceHealthScript '{script_id}' does not exist."
                     ))));
                 }
-                sqlx::query("DELETE FROM device_health_script_assignments WHERE \"tenant\" = $1 AND \"scriptId\" = $2")
-                    .bind(tenant.to_owned())
-                    .bind(script_id.clone())
-                    .execute(&mut **tx)
-                    .await?;
+                c.execute("DELETE FROM device_health_script_assignments WHERE \"tenant\" = $1 AND \"scriptId\" = $2", &[db::text(tenant), db::text(&script_id)]).await?;
                 for record in &records {
                     let sql = insert_sql(tenant, record);
-                    bind_all(sqlx::query(&sql.text), sql.args)
-                        .execute(&mut **tx)
-                        .await?;
+                    c.execute(&sql.text, &sql.args).await?;
                 }
                 Ok(Ok(WriteOutcome::Updated))
             }
@@ -725,7 +820,7 @@ impl Writer {
                 script_id,
             } => {
                 if !self
-                    .exists(tx, tenant, &EntityRef::Device(device_id.clone()))
+                    .exists(c, tenant, &EntityRef::Device(device_id.clone()))
                     .await?
                 {
                     return Ok(Err(StoreError::NotFound(format!(
@@ -733,40 +828,39 @@ impl Writer {
                     ))));
                 }
                 if !self
-                    .exists(tx, tenant, &EntityRef::Script(script_id.clone()))
+                    .exists(c, tenant, &EntityRef::Script(script_id.clone()))
                     .await?
                 {
                     return Ok(Err(StoreError::InvalidReference(format!(
                         "The scriptPolicyId '{script_id}' does not name a deviceHealthScript of this tenant."
                     ))));
                 }
-                sqlx::query(
+                c.execute(
                     "INSERT INTO on_demand_requests (\"tenant\", \"managedDeviceId\", \"scriptId\", \"requestedDateTime\") \
                      VALUES ($1, $2, $3, $4) ON CONFLICT (\"tenant\", \"managedDeviceId\", \"scriptId\") \
                      DO UPDATE SET \"requestedDateTime\" = excluded.\"requestedDateTime\"",
+                    &[
+                        db::text(tenant),
+                        Arg::Text(Some(device_id)),
+                        Arg::Text(Some(script_id)),
+                        db::int(Instant::now().ticks()),
+                    ],
                 )
-                .bind(tenant.to_owned())
-                .bind(device_id)
-                .bind(script_id)
-                .bind(Instant::now().ticks())
-                .execute(&mut **tx)
                 .await?;
                 Ok(Ok(WriteOutcome::Updated))
             }
             Write::SetGlobalScriptsState { state } => {
-                sqlx::query(
+                c.execute(
                     "INSERT INTO tenant_settings (\"tenant\", \"globalScriptsState\") VALUES ($1, $2) \
                      ON CONFLICT (\"tenant\") DO UPDATE SET \"globalScriptsState\" = excluded.\"globalScriptsState\"",
+                    &[db::text(tenant), db::int(state)],
                 )
-                .bind(tenant.to_owned())
-                .bind(state)
-                .execute(&mut **tx)
                 .await?;
                 Ok(Ok(WriteOutcome::Updated))
             }
             Write::DeleteDevice { id } => {
                 self.delete(
-                    tx,
+                    c,
                     tenant,
                     &EntityRef::Device(id.clone()),
                     format!("The managedDevice '{id}' does not exist."),
@@ -777,7 +871,7 @@ impl Writer {
                 let message = format!(
                     "The deviceRunState '{id}' does not exist in deviceHealthScript '{script_id}'."
                 );
-                self.delete(tx, tenant, &EntityRef::RunState { script_id, id }, message)
+                self.delete(c, tenant, &EntityRef::RunState { script_id, id }, message)
                     .await
             }
         }
@@ -785,199 +879,208 @@ impl Writer {
 
     async fn delete(
         &self,
-        tx: &mut Tx<'_>,
+        c: &mut dyn Conn,
         tenant: &str,
         key: &EntityRef,
         missing: String,
-    ) -> Result<Result<WriteOutcome, StoreError>, sqlx::Error> {
+    ) -> Result<Result<WriteOutcome, StoreError>, DbError> {
         let entity = entity_of(key);
         let mut sql = Sql::default();
         // The alias keeps `key_where` usable; both databases accept `DELETE FROM x AS t`.
         sql.push(&format!("DELETE FROM \"{}\" AS t", entity.table));
         key_where(&mut sql, tenant, key);
-        let done = bind_all(sqlx::query(&sql.text), sql.args)
-            .execute(&mut **tx)
-            .await?;
-        if done.rows_affected() == 0 {
+        let done = c.execute(&sql.text, &sql.args).await?;
+        if done == 0 {
             return Ok(Err(StoreError::NotFound(missing)));
         }
         Ok(Ok(WriteOutcome::Deleted))
     }
 }
 
+/// One entity by key.
+async fn get_entity(
+    c: &mut dyn Conn,
+    tenant: &str,
+    key: &EntityRef,
+) -> Result<Option<Record>, DbError> {
+    let entity = entity_of(key);
+    let mut sql = Sql::default();
+    sql.push(&format!(
+        "SELECT {} FROM \"{}\" t",
+        select_columns(entity, "t", false),
+        entity.table
+    ));
+    key_where(&mut sql, tenant, key);
+    c.query_opt(&sql.text, &sql.args)
+        .await?
+        .map(|mut r| decode_record(entity, &mut r, 0))
+        .transpose()
+}
+
+/// One page of a collection (and its count when asked for).
+async fn list_page(c: &mut dyn Conn, tenant: &str, query: &ListQuery) -> Result<Page, DbError> {
+    let entity = query.scope.entity();
+    let join_device = query.expand_device
+        || query.order.iter().any(|k| k.column.via_device)
+        || query.filter.as_ref().is_some_and(uses_device);
+    let keys = translate::key_exprs(&query.order);
+    let mut from = Sql::default();
+    from.push(&format!(" FROM \"{}\" t", entity.table));
+    if join_device {
+        from.push(" LEFT JOIN managed_devices d ON d.\"tenant\" = t.\"tenant\" AND d.\"id\" = t.\"managedDeviceId\"");
+    }
+    from.push(" WHERE t.\"tenant\" = ").arg(db::text(tenant));
+    match &query.scope {
+        Scope::RunStates { script_id } | Scope::Assignments { script_id } => {
+            from.push(" AND t.\"scriptId\" = ").arg(db::text(script_id));
+        }
+        Scope::History {
+            script_id,
+            state_id,
+        } => {
+            from.push(" AND t.\"scriptId\" = ").arg(db::text(script_id));
+            from.push(" AND t.\"stateId\" = ").arg(db::text(state_id));
+        }
+        Scope::Scripts | Scope::Devices => {}
+    }
+    if let Some(filter) = &query.filter {
+        from.push(" AND ");
+        translate::filter(&mut from, filter);
+    }
+    let count = if query.count {
+        let text = format!("SELECT COUNT(*){}", from.text);
+        let n = c.query_one(&text, &from.args).await?.count(0)?;
+        Some(n.max(0) as u64)
+    } else {
+        None
+    };
+    if query.top == 0 && query.count {
+        return Ok(Page {
+            records: Vec::new(),
+            devices: Vec::new(),
+            next: None,
+            count,
+        });
+    }
+    let mut sql = Sql::default();
+    sql.push("SELECT ").push(&select_columns(entity, "t", true));
+    if query.expand_device {
+        sql.push(", ")
+            .push(&select_columns(&MANAGED_DEVICE, "d", false));
+    }
+    for key in &keys {
+        sql.push(", ").push(&key.sql);
+    }
+    // Re-number the FROM clause's placeholders after the (parameterless) select list.
+    sql.text.push_str(&from.text);
+    sql.args = from.args;
+    if let Some(after) = &query.after {
+        translate::after_condition(&mut sql, &keys, after);
+    }
+    translate::order_by(&mut sql, &keys);
+    sql.push(" LIMIT ")
+        .arg(Arg::Int(Some(query.top as i64 + 1)));
+    if query.after.is_none() && query.skip > 0 {
+        sql.push(" OFFSET ").arg(Arg::Int(Some(
+            i64::try_from(query.skip).unwrap_or(i64::MAX),
+        )));
+    }
+    let mut rows = c.query(&sql.text, &sql.args).await?;
+    let has_more = rows.len() > query.top;
+    let base = column_count(entity);
+    let device_width = if query.expand_device {
+        column_count(&MANAGED_DEVICE)
+    } else {
+        0
+    };
+    // The keyset position after the page's last row, read before the rows are taken apart.
+    let mut next = None;
+    if has_more {
+        if let Some(row) = rows.get(query.top.saturating_sub(1)) {
+            let offset = base + device_width;
+            let mut values = Vec::new();
+            for (i, key) in keys.iter().enumerate().take(keys.len() - 1) {
+                values.push(if key.text {
+                    row.text(offset + i)?.map_or(Value::Null, Value::Str)
+                } else {
+                    row.int(offset + i)?.map_or(Value::Null, Value::Int)
+                });
+            }
+            let id = row
+                .text(offset + keys.len() - 1)?
+                .ok_or_else(|| DbError::other("a row without id"))?;
+            next = Some(After { values, id });
+        }
+    }
+    rows.truncate(query.top);
+    let mut page = Page {
+        records: Vec::with_capacity(rows.len()),
+        devices: Vec::new(),
+        next,
+        count,
+    };
+    for mut row in rows {
+        page.records.push(decode_record(entity, &mut row, 0)?);
+        if query.expand_device {
+            page.devices.push(match row.text(base)? {
+                Some(_) => Some(decode_record(&MANAGED_DEVICE, &mut row, base)?),
+                None => None,
+            });
+        }
+    }
+    Ok(page)
+}
+
 #[async_trait]
 impl Store for SqlStore {
     async fn write(&self, tenant: &str, write: Write) -> Result<WriteOutcome, StoreError> {
-        if let Some(committer) = &self.committer {
-            let (reply, answer) = tokio::sync::oneshot::channel();
-            let job = Job {
-                tenant: tenant.to_owned(),
-                write,
-                reply,
-            };
-            committer
-                .send(job)
-                .await
-                .map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?;
-            return answer
-                .await
-                .map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?;
-        }
-        let writer = Writer {
-            dialect: self.dialect,
-        };
-        let mut tx = self.write.begin().await.map_err(map_err)?;
-        match writer.execute(&mut tx, tenant, write).await {
-            Ok(Ok(outcome)) => {
-                tx.commit().await.map_err(map_err)?;
-                Ok(outcome)
+        match &self.backend {
+            Backend::Sqlite { writer, .. } => {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                let job = Job::Write {
+                    tenant: tenant.to_owned(),
+                    write,
+                    reply,
+                };
+                writer.send(job).await.map_err(|_| writer_stopped())?;
+                answer.await.map_err(|_| writer_stopped())?
             }
-            Ok(Err(e)) => {
-                tx.rollback().await.map_err(map_err)?;
-                Err(e)
-            }
-            Err(e) => {
-                let _ = tx.rollback().await;
-                Err(map_err(e))
+            Backend::Postgres { pool } => {
+                let pg = |e: sqlx::Error| store_error(db::pg_error(e));
+                let writer = Writer {
+                    dialect: Dialect::Postgres,
+                };
+                let mut tx = pool.begin().await.map_err(pg)?;
+                match writer.execute(&mut *tx, tenant, write).await {
+                    Ok(Ok(outcome)) => {
+                        tx.commit().await.map_err(pg)?;
+                        Ok(outcome)
+                    }
+                    Ok(Err(e)) => {
+                        tx.rollback().await.map_err(pg)?;
+                        Err(e)
+                    }
+                    Err(e) => {
+                        let _ = tx.rollback().await;
+                        Err(store_error(e))
+                    }
+                }
             }
         }
     }
 
     async fn get(&self, tenant: &str, key: &EntityRef) -> Result<Option<Record>, StoreError> {
-        let entity = entity_of(key);
-        let mut sql = Sql::default();
-        sql.push(&format!(
-            "SELECT {} FROM \"{}\" t",
-            select_columns(entity, "t", false),
-            entity.table
-        ));
-        key_where(&mut sql, tenant, key);
-        let row = bind_all(sqlx::query(&sql.text), sql.args)
-            .fetch_optional(&self.read)
+        let tenant = tenant.to_owned();
+        let key = key.clone();
+        self.read(move |c| Box::pin(async move { get_entity(c, &tenant, &key).await }))
             .await
-            .map_err(map_err)?;
-        row.map(|r| decode_record(entity, &r, 0))
-            .transpose()
-            .map_err(map_err)
     }
 
     async fn list(&self, tenant: &str, query: &ListQuery) -> Result<Page, StoreError> {
-        let entity = query.scope.entity();
-        let join_device = query.expand_device
-            || query.order.iter().any(|k| k.column.via_device)
-            || query.filter.as_ref().is_some_and(uses_device);
-        let keys = translate::key_exprs(&query.order);
-        let mut from = Sql::default();
-        from.push(&format!(" FROM \"{}\" t", entity.table));
-        if join_device {
-            from.push(" LEFT JOIN managed_devices d ON d.\"tenant\" = t.\"tenant\" AND d.\"id\" = t.\"managedDeviceId\"");
-        }
-        from.push(" WHERE t.\"tenant\" = ")
-            .arg(Arg::Text(Some(tenant.to_owned())));
-        match &query.scope {
-            Scope::RunStates { script_id } | Scope::Assignments { script_id } => {
-                from.push(" AND t.\"scriptId\" = ")
-                    .arg(Arg::Text(Some(script_id.clone())));
-            }
-            Scope::History {
-                script_id,
-                state_id,
-            } => {
-                from.push(" AND t.\"scriptId\" = ")
-                    .arg(Arg::Text(Some(script_id.clone())));
-                from.push(" AND t.\"stateId\" = ")
-                    .arg(Arg::Text(Some(state_id.clone())));
-            }
-            Scope::Scripts | Scope::Devices => {}
-        }
-        if let Some(filter) = &query.filter {
-            from.push(" AND ");
-            translate::filter(&mut from, filter);
-        }
-        let count = if query.count {
-            let sql = Sql {
-                text: format!("SELECT COUNT(*){}", from.text),
-                args: from.args.clone(),
-            };
-            let row = bind_all(sqlx::query(&sql.text), sql.args)
-                .fetch_one(&self.read)
-                .await
-                .map_err(map_err)?;
-            Some(row.try_get::<i64, _>(0).map_err(map_err)?.max(0) as u64)
-        } else {
-            None
-        };
-        let mut sql = Sql::default();
-        sql.push("SELECT ").push(&select_columns(entity, "t", true));
-        if query.expand_device {
-            sql.push(", ")
-                .push(&select_columns(&MANAGED_DEVICE, "d", false));
-        }
-        for key in &keys {
-            sql.push(", ").push(&key.sql);
-        }
-        // Re-number the FROM clause's placeholders after the (parameterless) select list.
-        sql.text.push_str(&from.text);
-        sql.args = from.args;
-        if let Some(after) = &query.after {
-            translate::after_condition(&mut sql, &keys, after);
-        }
-        translate::order_by(&mut sql, &keys);
-        sql.push(" LIMIT ")
-            .arg(Arg::Int(Some(query.top as i64 + 1)));
-        if query.after.is_none() && query.skip > 0 {
-            sql.push(" OFFSET ").arg(Arg::Int(Some(
-                i64::try_from(query.skip).unwrap_or(i64::MAX),
-            )));
-        }
-        let rows = bind_all(sqlx::query(&sql.text), sql.args)
-            .fetch_all(&self.read)
+        let tenant = tenant.to_owned();
+        let query = query.clone();
+        self.read(move |c| Box::pin(async move { list_page(c, &tenant, &query).await }))
             .await
-            .map_err(map_err)?;
-        let has_more = rows.len() > query.top;
-        let mut page = Page {
-            records: Vec::new(),
-            devices: Vec::new(),
-            next: None,
-            count,
-        };
-        let base = column_count(entity);
-        let device_width = if query.expand_device {
-            column_count(&MANAGED_DEVICE)
-        } else {
-            0
-        };
-        for row in rows.iter().take(query.top) {
-            page.records
-                .push(decode_record(entity, row, 0).map_err(map_err)?);
-            if query.expand_device {
-                let device_id: Option<String> = row.try_get(base).map_err(map_err)?;
-                page.devices.push(match device_id {
-                    Some(_) => Some(decode_record(&MANAGED_DEVICE, row, base).map_err(map_err)?),
-                    None => None,
-                });
-            }
-        }
-        if has_more {
-            if let Some(row) = rows.get(query.top.saturating_sub(1)) {
-                let offset = base + device_width;
-                let mut values = Vec::new();
-                for (i, key) in keys.iter().enumerate().take(keys.len() - 1) {
-                    values.push(if key.text {
-                        row.try_get::<Option<String>, _>(offset + i)
-                            .map_err(map_err)?
-                            .map_or(Value::Null, Value::Str)
-                    } else {
-                        row.try_get::<Option<i64>, _>(offset + i)
-                            .map_err(map_err)?
-                            .map_or(Value::Null, Value::Int)
-                    });
-                }
-                let id: String = row.try_get(offset + keys.len() - 1).map_err(map_err)?;
-                page.next = Some(After { values, id });
-            }
-        }
-        Ok(page)
     }
 
     async fn run_summary(
@@ -985,9 +1088,11 @@ impl Store for SqlStore {
         tenant: &str,
         script_id: &str,
     ) -> Result<Option<Record>, StoreError> {
-        crate::views::run_summary(&self.read, tenant, script_id)
-            .await
-            .map_err(map_err)
+        let (tenant, script_id) = (tenant.to_owned(), script_id.to_owned());
+        self.read(move |c| {
+            Box::pin(async move { crate::views::run_summary(c, &tenant, &script_id).await })
+        })
+        .await
     }
 
     async fn remediation_history(
@@ -995,15 +1100,19 @@ impl Store for SqlStore {
         tenant: &str,
         script_id: &str,
     ) -> Result<Option<RemediationHistory>, StoreError> {
-        crate::views::remediation_history(&self.read, tenant, script_id)
-            .await
-            .map_err(map_err)
+        let (tenant, script_id) = (tenant.to_owned(), script_id.to_owned());
+        self.read(move |c| {
+            Box::pin(async move { crate::views::remediation_history(c, &tenant, &script_id).await })
+        })
+        .await
     }
 
     async fn remediation_summary(&self, tenant: &str) -> Result<(i64, i64), StoreError> {
-        crate::views::remediation_summary(&self.read, tenant)
-            .await
-            .map_err(map_err)
+        let tenant = tenant.to_owned();
+        self.read(move |c| {
+            Box::pin(async move { crate::views::remediation_summary(c, &tenant).await })
+        })
+        .await
     }
 
     async fn device_script_states(
@@ -1011,9 +1120,13 @@ impl Store for SqlStore {
         tenant: &str,
         device_id: &str,
     ) -> Result<Option<Vec<Record>>, StoreError> {
-        crate::views::device_script_states(&self.read, tenant, device_id)
-            .await
-            .map_err(map_err)
+        let (tenant, device_id) = (tenant.to_owned(), device_id.to_owned());
+        self.read(move |c| {
+            Box::pin(
+                async move { crate::views::device_script_states(c, &tenant, &device_id).await },
+            )
+        })
+        .await
     }
 
     async fn pending_on_demand(
@@ -1021,51 +1134,70 @@ impl Store for SqlStore {
         tenant: &str,
         device_id: &str,
     ) -> Result<Option<Vec<(String, Instant)>>, StoreError> {
-        crate::views::pending_on_demand(&self.read, tenant, device_id)
-            .await
-            .map_err(map_err)
+        let (tenant, device_id) = (tenant.to_owned(), device_id.to_owned());
+        self.read(move |c| {
+            Box::pin(async move { crate::views::pending_on_demand(c, &tenant, &device_id).await })
+        })
+        .await
     }
 
     async fn global_scripts_state(&self, tenant: &str) -> Result<i64, StoreError> {
-        let row: Option<(i64,)> = sqlx::query_as(
-            "SELECT \"globalScriptsState\" FROM tenant_settings WHERE \"tenant\" = $1",
-        )
-        .bind(tenant.to_owned())
-        .fetch_optional(&self.read)
+        let tenant = tenant.to_owned();
+        self.read(move |c| {
+            Box::pin(async move {
+                let row = c
+                    .query_opt(
+                        "SELECT \"globalScriptsState\" FROM tenant_settings WHERE \"tenant\" = $1",
+                        &[db::text(&tenant)],
+                    )
+                    .await?;
+                Ok(match row {
+                    Some(row) => row.count(0)?,
+                    None => 0,
+                })
+            })
+        })
         .await
-        .map_err(map_err)?;
-        Ok(row.map_or(0, |(v,)| v))
     }
 
     async fn prune_history(&self, cutoff: Instant) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM run_history WHERE \"recordedDateTime\" < $1")
-            .bind(cutoff.ticks())
-            .execute(&self.write)
-            .await
-            .map_err(map_err)?;
-        Ok(done.rows_affected())
+        self.maintain(move |c| {
+            Box::pin(async move {
+                c.execute(
+                    "DELETE FROM run_history WHERE \"recordedDateTime\" < $1",
+                    &[db::int(cutoff.ticks())],
+                )
+                .await
+            })
+        })
+        .await
     }
 
     async fn assignment_targets(&self, tenant: &str) -> Result<Vec<(String, String)>, StoreError> {
-        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
-            "SELECT \"scriptId\", \"target\" FROM device_health_script_assignments WHERE \"tenant\" = $1",
-        )
-        .bind(tenant.to_owned())
-        .fetch_all(&self.read)
+        let tenant = tenant.to_owned();
+        self.read(move |c| {
+            Box::pin(async move {
+                let rows = c
+                    .query(
+                        "SELECT \"scriptId\", \"target\" FROM device_health_script_assignments WHERE \"tenant\" = $1",
+                        &[db::text(&tenant)],
+                    )
+                    .await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for row in rows {
+                    if let (Some(script), Some(target)) = (row.text(0)?, row.text(1)?) {
+                        out.push((script, target));
+                    }
+                }
+                Ok(out)
+            })
+        })
         .await
-        .map_err(map_err)?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(s, t)| Some((s, t?)))
-            .collect())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.read)
+        self.read(|c| Box::pin(async move { c.query("SELECT 1", &[]).await.map(drop) }))
             .await
-            .map_err(map_err)?;
-        Ok(())
     }
 
     fn paging_secret(&self) -> &[u8] {
@@ -1073,73 +1205,115 @@ impl Store for SqlStore {
     }
 
     fn dialect(&self) -> Dialect {
-        self.dialect
+        match self.backend {
+            Backend::Sqlite { .. } => Dialect::Sqlite,
+            Backend::Postgres { .. } => Dialect::Postgres,
+        }
     }
 }
 
-/// Group commit (SQLite): take every write waiting, run each in its own savepoint inside one
-/// transaction, commit once (one fsync for the group under `synchronous=FULL`), then answer each
-/// request. A write that fails rolls back only its savepoint; if the commit itself fails, every
-/// write of the group gets the error, so no request is ever acknowledged without being durable.
-async fn commit_loop(pool: AnyPool, writer: Writer, mut jobs: tokio::sync::mpsc::Receiver<Job>) {
-    while let Some(first) = jobs.recv().await {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match jobs.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
+/// The SQLite writer: take every write waiting, run each in its own savepoint inside one
+/// transaction, commit once (one fsync for the group under `synchronous=FULL`), then answer
+/// each request (group commit). A write that fails rolls back only its savepoint; if the commit
+/// itself fails, every write of the group gets the error, so no request is ever acknowledged
+/// without being durable. A panic while executing a group rolls it back, answers its writes
+/// with an error and leaves the thread serving the next group.
+fn writer_thread(mut conn: SqliteConn, mut jobs: tokio::sync::mpsc::Receiver<Job>) {
+    let writer = Writer {
+        dialect: Dialect::Sqlite,
+    };
+    while let Some(first) = jobs.blocking_recv() {
+        let mut group = Vec::new();
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            match job {
+                Job::Write {
+                    tenant,
+                    write,
+                    reply,
+                } => group.push((tenant, write, reply)),
+                Job::Task(task) => {
+                    // Maintenance runs alone, after the writes that came before it.
+                    flush_group(&mut conn, writer, std::mem::take(&mut group));
+                    if std::panic::catch_unwind(AssertUnwindSafe(|| task(&mut conn))).is_err() {
+                        let _ = run_now(conn.batch("ROLLBACK"));
+                    }
+                }
+            }
+            if group.len() < MAX_GROUP {
+                next = jobs.try_recv().ok();
             }
         }
-        let (work, replies): (Vec<(String, Write)>, Vec<_>) = group
-            .into_iter()
-            .map(|j| ((j.tenant, j.write), j.reply))
-            .unzip();
-        let results = commit_group(&pool, writer, work).await;
-        for (reply, result) in replies.into_iter().zip(results) {
-            let _ = reply.send(result);
+        flush_group(&mut conn, writer, group);
+    }
+}
+
+type Reply = tokio::sync::oneshot::Sender<Result<WriteOutcome, StoreError>>;
+
+fn flush_group(conn: &mut SqliteConn, writer: Writer, group: Vec<(String, Write, Reply)>) {
+    if group.is_empty() {
+        return;
+    }
+    let (work, replies): (Vec<(String, Write)>, Vec<Reply>) = group
+        .into_iter()
+        .map(|(tenant, write, reply)| ((tenant, write), reply))
+        .unzip();
+    let count = work.len();
+    let results = match std::panic::catch_unwind(AssertUnwindSafe(|| {
+        run_now(commit_group(conn, writer, work))
+    })) {
+        Ok(results) => results,
+        Err(_) => {
+            let _ = run_now(conn.batch("ROLLBACK"));
+            tracing::error!(writes = count, "a write group panicked; it was rolled back");
+            (0..count)
+                .map(|_| {
+                    Err(StoreError::Internal(
+                        "the write failed unexpectedly and was rolled back".into(),
+                    ))
+                })
+                .collect()
         }
+    };
+    for (reply, result) in replies.into_iter().zip(results) {
+        let _ = reply.send(result);
     }
 }
 
 async fn commit_group(
-    pool: &AnyPool,
+    c: &mut dyn Conn,
     writer: Writer,
     work: Vec<(String, Write)>,
 ) -> Vec<Result<WriteOutcome, StoreError>> {
     let count = work.len();
-    let all = |e: StoreError| (0..count).map(|_| Err(e.clone())).collect();
-    let mut tx = match pool.begin().await {
-        Ok(tx) => tx,
-        Err(e) => return all(map_err(e)),
-    };
+    let all = |e: DbError| (0..count).map(|_| Err(store_error(e.clone()))).collect();
+    if let Err(e) = c.batch("BEGIN IMMEDIATE").await {
+        return all(e);
+    }
     let mut results = Vec::with_capacity(count);
     for (tenant, write) in work {
-        let mut savepoint = match sqlx::Acquire::begin(&mut tx).await {
-            Ok(sp) => sp,
-            Err(e) => {
-                results.push(Err(map_err(e)));
-                continue;
-            }
-        };
-        match writer.execute(&mut savepoint, &tenant, write).await {
-            Ok(Ok(outcome)) => match savepoint.commit().await {
-                Ok(()) => results.push(Ok(outcome)),
-                Err(e) => results.push(Err(map_err(e))),
-            },
-            Ok(Err(e)) => {
-                let _ = savepoint.rollback().await;
-                results.push(Err(e));
-            }
-            Err(e) => {
-                let _ = savepoint.rollback().await;
-                results.push(Err(map_err(e)));
-            }
+        if let Err(e) = c.batch("SAVEPOINT w").await {
+            results.push(Err(store_error(e)));
+            continue;
         }
+        let result = writer.execute(c, &tenant, write).await;
+        let undo = !matches!(result, Ok(Ok(_)));
+        let end = if undo {
+            c.batch("ROLLBACK TO w; RELEASE w").await
+        } else {
+            c.batch("RELEASE w").await
+        };
+        results.push(match (result, end) {
+            (Ok(Ok(outcome)), Ok(())) => Ok(outcome),
+            (Ok(Err(e)), _) => Err(e),
+            (Err(e), _) | (Ok(Ok(_)), Err(e)) => Err(store_error(e)),
+        });
     }
-    match tx.commit().await {
+    match c.batch("COMMIT").await {
         Ok(()) => results,
         Err(e) => {
-            let error = map_err(e);
+            let _ = c.batch("ROLLBACK").await;
+            let error = store_error(e);
             results
                 .into_iter()
                 .map(|r| r.and(Err(error.clone())))

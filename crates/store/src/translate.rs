@@ -9,6 +9,8 @@ use remediate_domain::model::{Kind, Property};
 use remediate_domain::query::{After, Column, CompareOp, Filter, SortKey, StringFunction};
 use remediate_domain::{Instant, Value};
 
+use crate::db::{DbError, Row};
+
 /// A bound parameter with its SQL type (PostgreSQL needs typed NULLs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Arg {
@@ -87,43 +89,30 @@ pub fn column_names(p: &Property) -> Vec<String> {
     }
 }
 
-/// Decode a stored column into a domain value.
-pub fn decode(p: &Property, row: &sqlx::any::AnyRow, index: usize) -> Result<Value, sqlx::Error> {
-    use sqlx::Row;
-    let value =
-        match p.kind {
-            Kind::String => row
-                .try_get::<Option<String>, _>(index)?
-                .map_or(Value::Null, Value::Str),
-            Kind::Binary => row
-                .try_get::<Option<Vec<u8>>, _>(index)?
-                .map_or(Value::Null, Value::Bin),
-            Kind::Boolean => row
-                .try_get::<Option<i64>, _>(index)?
-                .map_or(Value::Null, |i| Value::Bool(i != 0)),
-            Kind::Int32 | Kind::Int64 => row
-                .try_get::<Option<i64>, _>(index)?
-                .map_or(Value::Null, Value::Int),
-            Kind::Enum(_) => row
-                .try_get::<Option<i64>, _>(index)?
-                .map_or(Value::Null, Value::Enum),
-            Kind::DateTimeOffset => match row.try_get::<Option<i64>, _>(index)? {
-                None => Value::Null,
-                Some(t) => Value::Time(Instant::from_ticks(t).ok_or_else(|| {
-                    sqlx::Error::Decode(format!("{}: bad time {t}", p.name).into())
-                })?),
-            },
-            Kind::StringCollection => match row.try_get::<Option<String>, _>(index)? {
-                None => Value::Null,
-                Some(text) => Value::StrList(
-                    serde_json::from_str(&text)
-                        .map_err(|e| sqlx::Error::Decode(format!("{}: {e}", p.name).into()))?,
-                ),
-            },
-            Kind::Complex(_) => row
-                .try_get::<Option<String>, _>(index)?
-                .map_or(Value::Null, Value::Json),
-        };
+/// Decode a stored column into a domain value (moving text and bytes out of the row).
+pub fn decode(p: &Property, row: &mut Row, index: usize) -> Result<Value, DbError> {
+    let value = match p.kind {
+        Kind::String => row.take_text(index)?.map_or(Value::Null, Value::Str),
+        Kind::Binary => row.take_blob(index)?.map_or(Value::Null, Value::Bin),
+        Kind::Boolean => row.int(index)?.map_or(Value::Null, |i| Value::Bool(i != 0)),
+        Kind::Int32 | Kind::Int64 => row.int(index)?.map_or(Value::Null, Value::Int),
+        Kind::Enum(_) => row.int(index)?.map_or(Value::Null, Value::Enum),
+        Kind::DateTimeOffset => match row.int(index)? {
+            None => Value::Null,
+            Some(t) => Value::Time(
+                Instant::from_ticks(t)
+                    .ok_or_else(|| DbError::other(format!("{}: bad time {t}", p.name)))?,
+            ),
+        },
+        Kind::StringCollection => match row.take_text(index)? {
+            None => Value::Null,
+            Some(text) => Value::StrList(
+                serde_json::from_str(&text)
+                    .map_err(|e| DbError::other(format!("{}: {e}", p.name)))?,
+            ),
+        },
+        Kind::Complex(_) => row.take_text(index)?.map_or(Value::Null, Value::Json),
+    };
     Ok(value)
 }
 

@@ -5,33 +5,33 @@
 use remediate_domain::model::{DEVICE_RUN_STATE, POLICY_STATE, RUN_SUMMARY};
 use remediate_domain::query::{HistoryDay, RemediationHistory};
 use remediate_domain::{Instant, Record, Value};
-use sqlx::{AnyPool, Row};
 
+use crate::db::{self, Conn, DbError};
 use crate::sql::{decode_record, select_columns};
 
 const TICKS_PER_DAY: i64 = 864_000_000_000;
 
-async fn exists(pool: &AnyPool, table: &str, tenant: &str, id: &str) -> Result<bool, sqlx::Error> {
-    let row = sqlx::query(&format!(
-        "SELECT 1 FROM {table} WHERE \"tenant\" = $1 AND \"id\" = $2"
-    ))
-    .bind(tenant.to_owned())
-    .bind(id.to_owned())
-    .fetch_optional(pool)
-    .await?;
+async fn exists(c: &mut dyn Conn, table: &str, tenant: &str, id: &str) -> Result<bool, DbError> {
+    let row = c
+        .query_opt(
+            &format!("SELECT 1 FROM {table} WHERE \"tenant\" = $1 AND \"id\" = $2"),
+            &[db::text(tenant), db::text(id)],
+        )
+        .await?;
     Ok(row.is_some())
 }
 
 pub async fn run_summary(
-    pool: &AnyPool,
+    c: &mut dyn Conn,
     tenant: &str,
     script_id: &str,
-) -> Result<Option<Record>, sqlx::Error> {
-    if !exists(pool, "device_health_scripts", tenant, script_id).await? {
+) -> Result<Option<Record>, DbError> {
+    if !exists(c, "device_health_scripts", tenant, script_id).await? {
         return Ok(None);
     }
-    let row = sqlx::query(
-        "SELECT \
+    let row = c
+        .query_one(
+            "SELECT \
            COUNT(CASE WHEN \"detectionState\" = 1 AND \"remediationState\" <> 2 THEN 1 END), \
            COUNT(CASE WHEN \"detectionState\" = 2 THEN 1 END), \
            COUNT(CASE WHEN \"detectionState\" = 3 THEN 1 END), \
@@ -43,20 +43,17 @@ pub async fn run_summary(
            COUNT(CASE WHEN \"remediationState\" = 4 THEN 1 END), \
            MAX(\"lastStateUpdateDateTime\") \
          FROM device_run_states WHERE \"tenant\" = $1 AND \"scriptId\" = $2",
-    )
-    .bind(tenant.to_owned())
-    .bind(script_id.to_owned())
-    .fetch_one(pool)
-    .await?;
-    let cumulative: i64 = sqlx::query(
-        "SELECT COUNT(DISTINCT COALESCE(\"managedDeviceId\", \"stateId\")) FROM run_history \
+            &[db::text(tenant), db::text(script_id)],
+        )
+        .await?;
+    let cumulative: i64 = c
+        .query_one(
+            "SELECT COUNT(DISTINCT COALESCE(\"managedDeviceId\", \"stateId\")) FROM run_history \
          WHERE \"tenant\" = $1 AND \"scriptId\" = $2 AND \"remediationState\" = 2",
-    )
-    .bind(tenant.to_owned())
-    .bind(script_id.to_owned())
-    .fetch_one(pool)
-    .await?
-    .try_get(0)?;
+            &[db::text(tenant), db::text(script_id)],
+        )
+        .await?
+        .count(0)?;
     let mut record = Record::with_defaults(&RUN_SUMMARY);
     record.set("id", Value::Str(script_id.to_owned()));
     let names = [
@@ -71,9 +68,9 @@ pub async fn run_summary(
         "remediationScriptErrorDeviceCount",
     ];
     for (i, name) in names.iter().enumerate() {
-        record.set(name, Value::Int(row.try_get::<i64, _>(i)?));
+        record.set(name, Value::Int(row.count(i)?));
     }
-    let last: Option<i64> = row.try_get(names.len())?;
+    let last = row.int(names.len())?;
     record.set(
         "lastScriptRunDateTime",
         last.and_then(Instant::from_ticks)
@@ -87,16 +84,16 @@ pub async fn run_summary(
 }
 
 pub async fn remediation_history(
-    pool: &AnyPool,
+    c: &mut dyn Conn,
     tenant: &str,
     script_id: &str,
-) -> Result<Option<RemediationHistory>, sqlx::Error> {
-    if !exists(pool, "device_health_scripts", tenant, script_id).await? {
+) -> Result<Option<RemediationHistory>, DbError> {
+    if !exists(c, "device_health_scripts", tenant, script_id).await? {
         return Ok(None);
     }
     // Each device counts once per UTC day, classified by its last record of that day. The day is
     // that of the run (lastStateUpdateDateTime) or, for records without a run time, of receipt.
-    let rows = sqlx::query(&format!(
+    let rows = c.query(&format!(
         "SELECT day, \
            COUNT(CASE WHEN rem = 2 THEN 1 END), \
            COUNT(CASE WHEN det = 1 AND rem <> 2 THEN 1 END), \
@@ -106,87 +103,71 @@ pub async fn remediation_history(
                             COALESCE(\"managedDeviceId\", \"stateId\") AS dev, \"detectionState\" AS det, \"remediationState\" AS rem, \"id\" AS id \
                      FROM run_history WHERE \"tenant\" = $1 AND \"scriptId\" = $2) x) y \
          WHERE rn = 1 GROUP BY day ORDER BY day"
-    ))
-    .bind(tenant.to_owned())
-    .bind(script_id.to_owned())
-    .fetch_all(pool)
+    ), &[db::text(tenant), db::text(script_id)])
     .await?;
     let mut days = Vec::with_capacity(rows.len());
     for row in rows {
-        let day: i64 = row.try_get(0)?;
+        let day: i64 = row.count(0)?;
         let date = Instant::from_ticks(day * TICKS_PER_DAY)
             .map(Instant::date_string)
             .unwrap_or_default();
         days.push(HistoryDay {
             date,
-            remediated: row.try_get(1)?,
-            no_issue: row.try_get(2)?,
-            detect_failed: row.try_get(3)?,
+            remediated: row.count(1)?,
+            no_issue: row.count(2)?,
+            detect_failed: row.count(3)?,
         });
     }
-    let last: Option<i64> = sqlx::query("SELECT MAX(\"recordedDateTime\") FROM run_history WHERE \"tenant\" = $1 AND \"scriptId\" = $2")
-        .bind(tenant.to_owned())
-        .bind(script_id.to_owned())
-        .fetch_one(pool)
-        .await?
-        .try_get(0)?;
+    let last = c.query_one("SELECT MAX(\"recordedDateTime\") FROM run_history WHERE \"tenant\" = $1 AND \"scriptId\" = $2", &[db::text(tenant), db::text(script_id)]).await?
+        .int(0)?;
     Ok(Some(RemediationHistory {
         last_modified: last.and_then(Instant::from_ticks),
         days,
     }))
 }
 
-pub async fn remediation_summary(pool: &AnyPool, tenant: &str) -> Result<(i64, i64), sqlx::Error> {
-    let scripts: i64 =
-        sqlx::query("SELECT COUNT(*) FROM device_health_scripts WHERE \"tenant\" = $1")
-            .bind(tenant.to_owned())
-            .fetch_one(pool)
-            .await?
-            .try_get(0)?;
-    let devices: i64 = sqlx::query(
-        "SELECT COUNT(DISTINCT COALESCE(\"managedDeviceId\", \"scriptId\" || ':' || \"id\")) FROM device_run_states \
-         WHERE \"tenant\" = $1 AND \"remediationState\" = 2",
-    )
-    .bind(tenant.to_owned())
-    .fetch_one(pool)
-    .await?
-    .try_get(0)?;
+pub async fn remediation_summary(c: &mut dyn Conn, tenant: &str) -> Result<(i64, i64), DbError> {
+    let scripts: i64 = c
+        .query_one(
+            "SELECT COUNT(*) FROM device_health_scripts WHERE \"tenant\" = $1",
+            &[db::text(tenant)],
+        )
+        .await?
+        .count(0)?;
+    let devices: i64 = c.query_one("SELECT COUNT(DISTINCT COALESCE(\"managedDeviceId\", \"scriptId\" || ':' || \"id\")) FROM device_run_states \
+         WHERE \"tenant\" = $1 AND \"remediationState\" = 2", &[db::text(tenant)]).await?
+    .count(0)?;
     Ok((scripts, devices))
 }
 
 pub async fn device_script_states(
-    pool: &AnyPool,
+    c: &mut dyn Conn,
     tenant: &str,
     device_id: &str,
-) -> Result<Option<Vec<Record>>, sqlx::Error> {
-    let device = sqlx::query(
-        "SELECT \"userPrincipalName\", \"deviceName\", \"osVersion\" FROM managed_devices WHERE \"tenant\" = $1 AND \"id\" = $2",
-    )
-    .bind(tenant.to_owned())
-    .bind(device_id.to_owned())
-    .fetch_optional(pool)
-    .await?;
+) -> Result<Option<Vec<Record>>, DbError> {
+    let device = c.query_opt("SELECT \"userPrincipalName\", \"deviceName\", \"osVersion\" FROM managed_devices WHERE \"tenant\" = $1 AND \"id\" = $2", &[db::text(tenant), db::text(device_id)]).await?;
     let Some(device) = device else {
         return Ok(None);
     };
-    let user: Option<String> = device.try_get(0)?;
-    let device_name: Option<String> = device.try_get(1)?;
-    let os_version: Option<String> = device.try_get(2)?;
-    let rows = sqlx::query(&format!(
+    let user = device.text(0)?;
+    let device_name: Option<String> = device.text(1)?;
+    let os_version: Option<String> = device.text(2)?;
+    let rows = c
+        .query(
+            &format!(
         "SELECT {}, s.\"displayName\" FROM device_run_states t JOIN device_health_scripts s \
          ON s.\"tenant\" = t.\"tenant\" AND s.\"id\" = t.\"scriptId\" \
          WHERE t.\"tenant\" = $1 AND t.\"managedDeviceId\" = $2 ORDER BY t.\"scriptId\", t.\"id\"",
         select_columns(&DEVICE_RUN_STATE, "t", false)
-    ))
-    .bind(tenant.to_owned())
-    .bind(device_id.to_owned())
-    .fetch_all(pool)
-    .await?;
+    ),
+            &[db::text(tenant), db::text(device_id)],
+        )
+        .await?;
     let width = DEVICE_RUN_STATE.properties.len() + DEVICE_RUN_STATE.links.len();
     let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        let state = decode_record(&DEVICE_RUN_STATE, &row, 0)?;
-        let policy_name: Option<String> = row.try_get(width)?;
+    for mut row in rows {
+        let state = decode_record(&DEVICE_RUN_STATE, &mut row, 0)?;
+        let policy_name = row.text(width)?;
         let mut record = Record::with_defaults(&POLICY_STATE);
         let text = |v: Option<String>| v.map_or(Value::Null, Value::Str);
         record.set("id", Value::Str(state.id().to_owned()));
@@ -205,26 +186,20 @@ pub async fn device_script_states(
 }
 
 pub async fn pending_on_demand(
-    pool: &AnyPool,
+    c: &mut dyn Conn,
     tenant: &str,
     device_id: &str,
-) -> Result<Option<Vec<(String, Instant)>>, sqlx::Error> {
-    if !exists(pool, "managed_devices", tenant, device_id).await? {
+) -> Result<Option<Vec<(String, Instant)>>, DbError> {
+    if !exists(c, "managed_devices", tenant, device_id).await? {
         return Ok(None);
     }
-    let rows = sqlx::query(
-        "SELECT \"scriptId\", \"requestedDateTime\" FROM on_demand_requests WHERE \"tenant\" = $1 AND \"managedDeviceId\" = $2 \
-         ORDER BY \"requestedDateTime\", \"scriptId\"",
-    )
-    .bind(tenant.to_owned())
-    .bind(device_id.to_owned())
-    .fetch_all(pool)
-    .await?;
+    let rows = c.query("SELECT \"scriptId\", \"requestedDateTime\" FROM on_demand_requests WHERE \"tenant\" = $1 AND \"managedDeviceId\" = $2 \
+         ORDER BY \"requestedDateTime\", \"scriptId\"", &[db::text(tenant), db::text(device_id)]).await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
-        let ticks: i64 = row.try_get(1)?;
+        let ticks = row.count(1)?;
         out.push((
-            row.try_get(0)?,
+            row.text(0)?.unwrap_or_default(),
             Instant::from_ticks(ticks).unwrap_or(Instant::MIN),
         ));
     }

@@ -1,0 +1,375 @@
+//! The two database drivers behind one small interface ([`Conn`]): rusqlite for SQLite and sqlx for
+//! PostgreSQL. Everything above this module writes one SQL text per statement (with `$n`
+//! placeholders, which both databases understand) and reads rows of four kinds of cells.
+//!
+//! SQLite runs in-process and never waits on the network, so its connection answers every call
+//! synchronously: the futures of [`SqliteConn`] complete on their first poll, which lets the same
+//! async store code run on a blocking thread through [`run_now`] (readers on tokio's blocking
+//! pool, the writer on its own thread) without a per-row hand-off between threads.
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use async_trait::async_trait;
+use sqlx::{Column, Row as _, TypeInfo, ValueRef};
+
+use crate::translate::Arg;
+
+/// One column value of a result row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Cell {
+    #[default]
+    Null,
+    Int(i64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+/// A result row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row(pub Vec<Cell>);
+
+impl Row {
+    fn cell(&self, i: usize) -> Result<&Cell, DbError> {
+        self.0
+            .get(i)
+            .ok_or_else(|| DbError::other(format!("no column {i} in a row of {}", self.0.len())))
+    }
+
+    pub fn int(&self, i: usize) -> Result<Option<i64>, DbError> {
+        match self.cell(i)? {
+            Cell::Null => Ok(None),
+            Cell::Int(v) => Ok(Some(*v)),
+            other => Err(DbError::other(format!(
+                "column {i}: expected an integer, found {other:?}"
+            ))),
+        }
+    }
+
+    /// A non-null integer (counts, sums cast to BIGINT).
+    pub fn count(&self, i: usize) -> Result<i64, DbError> {
+        Ok(self.int(i)?.unwrap_or(0))
+    }
+
+    pub fn text(&self, i: usize) -> Result<Option<String>, DbError> {
+        match self.cell(i)? {
+            Cell::Null => Ok(None),
+            Cell::Text(v) => Ok(Some(v.clone())),
+            other => Err(DbError::other(format!(
+                "column {i}: expected text, found {other:?}"
+            ))),
+        }
+    }
+
+    /// Move a text cell out of the row (no copy), leaving `Null`.
+    pub fn take_text(&mut self, i: usize) -> Result<Option<String>, DbError> {
+        match self.0.get_mut(i).map(std::mem::take) {
+            None => Err(DbError::other(format!("no column {i}"))),
+            Some(Cell::Null) => Ok(None),
+            Some(Cell::Text(v)) => Ok(Some(v)),
+            Some(other) => Err(DbError::other(format!(
+                "column {i}: expected text, found {other:?}"
+            ))),
+        }
+    }
+
+    /// Move a bytes cell out of the row (no copy), leaving `Null`.
+    pub fn take_blob(&mut self, i: usize) -> Result<Option<Vec<u8>>, DbError> {
+        match self.0.get_mut(i).map(std::mem::take) {
+            None => Err(DbError::other(format!("no column {i}"))),
+            Some(Cell::Null) => Ok(None),
+            Some(Cell::Blob(v)) => Ok(Some(v)),
+            Some(other) => Err(DbError::other(format!(
+                "column {i}: expected bytes, found {other:?}"
+            ))),
+        }
+    }
+}
+
+/// What went wrong in the database, classified for [`crate::StoreError`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbErrorKind {
+    /// A unique key or primary key is taken.
+    Unique,
+    /// The database cannot be reached, is locked or is shutting down: retry later.
+    Unavailable,
+    /// Two transactions waited on each other (PostgreSQL deadlock or serialization failure).
+    Retry,
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbError {
+    pub kind: DbErrorKind,
+    pub message: String,
+}
+
+impl DbError {
+    pub fn other(message: impl Into<String>) -> DbError {
+        DbError {
+            kind: DbErrorKind::Other,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// A connection (or a transaction on one).
+#[async_trait]
+pub trait Conn: Send {
+    /// Run one statement and return all of its rows.
+    async fn query(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<Row>, DbError>;
+    /// Run one statement and return the number of rows it changed.
+    async fn execute(&mut self, sql: &str, args: &[Arg]) -> Result<u64, DbError>;
+    /// Run statements without parameters (migrations, transaction control).
+    async fn batch(&mut self, sql: &str) -> Result<(), DbError>;
+
+    async fn query_opt(&mut self, sql: &str, args: &[Arg]) -> Result<Option<Row>, DbError> {
+        Ok(self.query(sql, args).await?.into_iter().next())
+    }
+
+    async fn query_one(&mut self, sql: &str, args: &[Arg]) -> Result<Row, DbError> {
+        self.query_opt(sql, args)
+            .await?
+            .ok_or_else(|| DbError::other("the statement returned no row"))
+    }
+}
+
+/// `Arg::Text(Some(s))` for a borrowed string.
+pub fn text(s: &str) -> Arg {
+    Arg::Text(Some(s.to_owned()))
+}
+
+/// `Arg::Int(Some(v))`.
+pub fn int(v: i64) -> Arg {
+    Arg::Int(Some(v))
+}
+
+/// Drive a future that never waits (one on a [`SqliteConn`]) to completion on this thread.
+///
+/// # Panics
+/// If the future is not ready on its first poll: that would mean a SQLite call waited on
+/// something, which this module's design rules out.
+pub fn run_now<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("a SQLite operation waited; SQLite futures must complete at once"),
+    }
+}
+
+// ------------------------------------------------------------------------------------- SQLite
+
+/// A SQLite connection. Statements are prepared once per connection and cached.
+pub struct SqliteConn {
+    conn: rusqlite::Connection,
+}
+
+/// `$1` … `$99`: SQLite treats `$n` as a named parameter; binding by name keeps repeated
+/// placeholders right.
+fn placeholder(n: usize) -> String {
+    format!("${n}")
+}
+
+fn sqlite_error(e: rusqlite::Error) -> DbError {
+    use rusqlite::ErrorCode;
+    if let rusqlite::Error::SqliteFailure(failure, message) = &e {
+        let message = message.clone().unwrap_or_else(|| e.to_string());
+        let kind = match failure.code {
+            ErrorCode::ConstraintViolation => match failure.extended_code {
+                rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                | rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE => DbErrorKind::Unique,
+                _ => DbErrorKind::Other,
+            },
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::CannotOpen => DbErrorKind::Unavailable,
+            _ => DbErrorKind::Other,
+        };
+        return DbError { kind, message };
+    }
+    DbError::other(e.to_string())
+}
+
+impl SqliteConn {
+    /// Open `path` with the server's settings: WAL, `synchronous=FULL` (a commit is on disk
+    /// before it returns), foreign keys, a busy timeout, and a cache of prepared statements.
+    pub fn open(path: &str) -> Result<SqliteConn, DbError> {
+        let conn = rusqlite::Connection::open(path).map_err(sqlite_error)?;
+        conn.set_prepared_statement_cache_capacity(256);
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(sqlite_error)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        )
+        .map_err(sqlite_error)?;
+        Ok(SqliteConn { conn })
+    }
+
+    fn prepare<'c>(
+        &'c self,
+        sql: &str,
+        args: &[Arg],
+    ) -> Result<rusqlite::CachedStatement<'c>, DbError> {
+        let mut statement = self.conn.prepare_cached(sql).map_err(sqlite_error)?;
+        for (i, arg) in args.iter().enumerate() {
+            let Some(index) = statement
+                .parameter_index(&placeholder(i + 1))
+                .map_err(sqlite_error)?
+            else {
+                continue;
+            };
+            let bound = match arg {
+                Arg::Int(v) => statement.raw_bind_parameter(index, v),
+                Arg::Text(v) => statement.raw_bind_parameter(index, v),
+                Arg::Bytes(v) => statement.raw_bind_parameter(index, v),
+            };
+            bound.map_err(sqlite_error)?;
+        }
+        Ok(statement)
+    }
+}
+
+#[async_trait]
+impl Conn for SqliteConn {
+    async fn query(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<Row>, DbError> {
+        let mut statement = self.prepare(sql, args)?;
+        let width = statement.column_count();
+        let mut rows = statement.raw_query();
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(sqlite_error)? {
+            let mut cells = Vec::with_capacity(width);
+            for i in 0..width {
+                use rusqlite::types::ValueRef as V;
+                cells.push(match row.get_ref(i).map_err(sqlite_error)? {
+                    V::Null => Cell::Null,
+                    V::Integer(v) => Cell::Int(v),
+                    // Only integers are stored; a real would come from an aggregate over them.
+                    V::Real(v) => Cell::Int(v as i64),
+                    V::Text(bytes) => Cell::Text(
+                        String::from_utf8(bytes.to_vec())
+                            .map_err(|e| DbError::other(format!("column {i}: {e}")))?,
+                    ),
+                    V::Blob(bytes) => Cell::Blob(bytes.to_vec()),
+                });
+            }
+            out.push(Row(cells));
+        }
+        Ok(out)
+    }
+
+    async fn execute(&mut self, sql: &str, args: &[Arg]) -> Result<u64, DbError> {
+        let mut statement = self.prepare(sql, args)?;
+        let changed = statement.raw_execute().map_err(sqlite_error)?;
+        Ok(changed as u64)
+    }
+
+    async fn batch(&mut self, sql: &str) -> Result<(), DbError> {
+        self.conn.execute_batch(sql).map_err(sqlite_error)
+    }
+}
+
+// --------------------------------------------------------------------------------- PostgreSQL
+
+pub fn pg_error(e: sqlx::Error) -> DbError {
+    let message = e.to_string();
+    let kind = match &e {
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("23505") => DbErrorKind::Unique,
+            // deadlock_detected, serialization_failure
+            Some("40P01") | Some("40001") => DbErrorKind::Retry,
+            // admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections
+            Some("57P01") | Some("57P02") | Some("57P03") | Some("53300") => {
+                DbErrorKind::Unavailable
+            }
+            _ => DbErrorKind::Other,
+        },
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => DbErrorKind::Unavailable,
+        _ => DbErrorKind::Other,
+    };
+    DbError { kind, message }
+}
+
+fn pg_bind<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    args: &'q [Arg],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    for arg in args {
+        query = match arg {
+            Arg::Int(v) => query.bind(*v),
+            Arg::Text(v) => query.bind(v.as_deref()),
+            Arg::Bytes(v) => query.bind(v.as_deref()),
+        };
+    }
+    query
+}
+
+fn pg_row(row: &sqlx::postgres::PgRow) -> Result<Row, DbError> {
+    let mut cells = Vec::with_capacity(row.len());
+    for (i, column) in row.columns().iter().enumerate() {
+        if row.try_get_raw(i).map_err(pg_error)?.is_null() {
+            cells.push(Cell::Null);
+            continue;
+        }
+        let cell = match column.type_info().name() {
+            "INT8" => Cell::Int(row.try_get::<i64, _>(i).map_err(pg_error)?),
+            "INT4" => Cell::Int(row.try_get::<i32, _>(i).map_err(pg_error)?.into()),
+            "INT2" => Cell::Int(row.try_get::<i16, _>(i).map_err(pg_error)?.into()),
+            "BOOL" => Cell::Int(row.try_get::<bool, _>(i).map_err(pg_error)?.into()),
+            "TEXT" | "VARCHAR" | "NAME" | "BPCHAR" => {
+                Cell::Text(row.try_get::<String, _>(i).map_err(pg_error)?)
+            }
+            "BYTEA" => Cell::Blob(row.try_get::<Vec<u8>, _>(i).map_err(pg_error)?),
+            other => {
+                return Err(DbError::other(format!(
+                    "column {i} has the unexpected type {other} (cast it to BIGINT or TEXT)"
+                )))
+            }
+        };
+        cells.push(cell);
+    }
+    Ok(Row(cells))
+}
+
+#[async_trait]
+impl Conn for sqlx::PgConnection {
+    async fn query(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<Row>, DbError> {
+        let rows = pg_bind(sqlx::query(sql), args)
+            .fetch_all(&mut *self)
+            .await
+            .map_err(pg_error)?;
+        rows.iter().map(pg_row).collect()
+    }
+
+    async fn execute(&mut self, sql: &str, args: &[Arg]) -> Result<u64, DbError> {
+        let done = pg_bind(sqlx::query(sql), args)
+            .execute(&mut *self)
+            .await
+            .map_err(pg_error)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn batch(&mut self, sql: &str) -> Result<(), DbError> {
+        // A query without arguments goes over the simple-query protocol, which allows several
+        // statements in one text.
+        sqlx::Executor::execute(&mut *self, sql)
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+}
