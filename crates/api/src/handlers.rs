@@ -11,7 +11,7 @@ use remediate_domain::query::{Filter, ListQuery, Scope};
 use remediate_domain::write::Write;
 use remediate_domain::Record;
 use remediate_store::EntityRef;
-use remediate_wire::{decode_entity_with, entity_object, Shape};
+use remediate_wire::{decode_entity_with, entity_object, RecordJson, Shape};
 use serde_json::{Map, Value as Json};
 
 use crate::auth::{permissions as perm, Principal};
@@ -594,15 +594,16 @@ impl Ctx<'_> {
             (None, _) => None,
         };
         let mut response_object = self.item_object(&record, &bound, context, device);
-        self.expand_script(&mut response_object, &record, &bound)
-            .await?;
+        let mut expanded = Vec::new();
+        self.expand_script(&mut expanded, &record, &bound).await?;
+        response_object.extend(expanded);
         Ok(ApiResponse::json(StatusCode::OK, response_object))
     }
 
     /// `$expand=assignments` / `$expand=runSummary` on a script.
     async fn expand_script(
         &self,
-        object: &mut Map<String, Json>,
+        object: &mut Vec<(String, Json)>,
         record: &Record,
         bound: &Bound,
     ) -> Result<(), ApiError> {
@@ -628,14 +629,14 @@ impl Ctx<'_> {
                 .iter()
                 .map(|r| Json::Object(entity_object(r, select.as_deref(), Shape::Item)))
                 .collect();
-            object.insert(
+            object.push((
                 "assignments@odata.context".into(),
                 self.context(&format!(
                     "deviceManagement/deviceHealthScripts('{}')/assignments",
                     odata_key(record.id())
                 )),
-            );
-            object.insert("assignments".into(), Json::Array(items));
+            ));
+            object.push(("assignments".into(), Json::Array(items)));
         }
         if let Some(select) = &bound.expand_run_summary {
             let summary = self
@@ -643,12 +644,12 @@ impl Ctx<'_> {
                 .store
                 .run_summary(&self.principal.tenant, record.id())
                 .await?;
-            object.insert(
+            object.push((
                 "runSummary".into(),
                 summary.map_or(Json::Null, |s| {
                     Json::Object(entity_object(&s, select.as_deref(), Shape::Item))
                 }),
-            );
+            ));
         }
         Ok(())
     }
@@ -733,33 +734,35 @@ impl Ctx<'_> {
             expand_device: bound.expand_device.is_some(),
         };
         let page = self.state.store.list(&self.principal.tenant, &list).await?;
-        let mut object = Map::new();
-        object.insert("@odata.context".into(), self.context(&context));
-        if let Some(count) = page.count {
-            object.insert("@odata.count".into(), Json::from(count));
-        }
-        if let Some(next) = &page.next {
-            let token = crate::paging::encode(secret, &fingerprint, next);
-            object.insert(
-                "@odata.nextLink".into(),
-                Json::String(self.next_link(&token)),
-            );
-        }
+        let next_link = page
+            .next
+            .as_ref()
+            .map(|next| self.next_link(&crate::paging::encode(secret, &fingerprint, next)));
         let mut items = Vec::with_capacity(page.records.len());
         for (i, record) in page.records.iter().enumerate() {
-            let mut item = entity_object(record, bound.select.as_deref(), Shape::ListItem);
+            let mut extra = Vec::new();
             if let Some(select) = &bound.expand_device {
                 let device = page.devices.get(i).and_then(Option::as_ref);
-                item.insert(
-                    "managedDevice".into(),
+                extra.push((
+                    "managedDevice".to_owned(),
                     expanded_device(device, select.as_deref()),
-                );
+                ));
             }
-            self.expand_script(&mut item, record, &bound).await?;
-            items.push(Json::Object(item));
+            self.expand_script(&mut extra, record, &bound).await?;
+            items.push(RecordJson {
+                record,
+                select: bound.select.as_deref(),
+                shape: Shape::ListItem,
+                extra,
+            });
         }
-        object.insert("value".into(), Json::Array(items));
-        Ok(ApiResponse::json(StatusCode::OK, object))
+        let body = ListBody {
+            context: self.context(&context),
+            count: page.count,
+            next_link,
+            value: items,
+        };
+        ApiResponse::json_body(StatusCode::OK, &body)
     }
 
     /// `/$count`: the number of matching rows as `text/plain` (only `$filter` applies).
@@ -813,6 +816,18 @@ impl Ctx<'_> {
             params.join("&")
         )
     }
+}
+
+/// A collection page, serialized straight from the records.
+#[derive(serde::Serialize)]
+struct ListBody<'a> {
+    #[serde(rename = "@odata.context")]
+    context: Json,
+    #[serde(rename = "@odata.count", skip_serializing_if = "Option::is_none")]
+    count: Option<u64>,
+    #[serde(rename = "@odata.nextLink", skip_serializing_if = "Option::is_none")]
+    next_link: Option<String>,
+    value: Vec<RecordJson<'a>>,
 }
 
 fn expanded_device(device: Option<&Record>, select: Option<&[usize]>) -> Json {

@@ -29,6 +29,25 @@ impl ApiResponse {
         }
     }
 
+    /// A JSON body serialized straight from `body` (no intermediate tree).
+    pub fn json_body(
+        status: StatusCode,
+        body: &impl serde::Serialize,
+    ) -> Result<ApiResponse, crate::error::ApiError> {
+        let mut bytes = Vec::with_capacity(16 * 1024);
+        serde_json::to_writer(&mut bytes, body).map_err(|e| {
+            crate::error::ApiError::new(
+                remediate_wire::ErrorKind::Internal,
+                format!("the response could not be serialized: {e}"),
+            )
+        })?;
+        Ok(ApiResponse {
+            status,
+            headers: Vec::new(),
+            body: Body::Json(bytes),
+        })
+    }
+
     pub fn no_content() -> ApiResponse {
         ApiResponse {
             status: StatusCode::NO_CONTENT,

@@ -141,25 +141,61 @@ impl Instant {
     }
 }
 
-impl fmt::Display for Instant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+/// An instant in ISO 8601 form, formatted on the stack (`yyyy-mm-ddThh:mm:ss[.fffffff]Z`).
+#[derive(Clone, Copy)]
+pub struct IsoText {
+    bytes: [u8; 28],
+    len: usize,
+}
+
+impl IsoText {
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits and separators are ever written.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+}
+
+impl Instant {
+    /// The wire form: UTC with `Z`, fractional seconds to 100 ns with trailing zeros dropped.
+    pub fn iso(&self) -> IsoText {
+        fn put(buf: &mut [u8], value: i64) {
+            let mut v = value;
+            for slot in buf.iter_mut().rev() {
+                *slot = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        }
         let days = self.0.div_euclid(TICKS_PER_DAY) - UNIX_EPOCH_DAYS;
         let in_day = self.0.rem_euclid(TICKS_PER_DAY);
         let (y, m, d) = civil_from_days(days);
         let secs = in_day / TICKS_PER_SECOND;
         let frac = in_day % TICKS_PER_SECOND;
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
-            secs / 3600,
-            secs / 60 % 60,
-            secs % 60
-        )?;
-        if frac != 0 {
-            let digits = format!("{frac:07}");
-            write!(f, ".{}", digits.trim_end_matches('0'))?;
-        }
-        f.write_str("Z")
+        let mut b = *b"0000-00-00T00:00:00.0000000Z";
+        put(&mut b[0..4], y);
+        put(&mut b[5..7], m);
+        put(&mut b[8..10], d);
+        put(&mut b[11..13], secs / 3600);
+        put(&mut b[14..16], secs / 60 % 60);
+        put(&mut b[17..19], secs % 60);
+        let len = if frac == 0 {
+            b[19] = b'Z';
+            20
+        } else {
+            put(&mut b[20..27], frac);
+            let mut end = 27;
+            while b[end - 1] == b'0' {
+                end -= 1;
+            }
+            b[end] = b'Z';
+            end + 1
+        };
+        IsoText { bytes: b, len }
+    }
+}
+
+impl fmt::Display for Instant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.iso().as_str())
     }
 }
 

@@ -57,6 +57,11 @@ struct TokenArgs {
     expires_in: u64,
 }
 
+/// mimalloc: a request allocates many small strings and JSON nodes on several threads; glibc's
+/// allocator spent a quarter of the GET page's CPU time in its own bookkeeping (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {

@@ -42,7 +42,7 @@ pub fn value_json(property: &Property, value: &Value) -> Json {
         Value::Bin(bytes) => Json::String(base64::engine::general_purpose::STANDARD.encode(bytes)),
         Value::Bool(b) => Json::Bool(*b),
         Value::Int(i) => Json::from(*i),
-        Value::Time(t) => Json::String(t.to_string()),
+        Value::Time(t) => Json::String(t.iso().as_str().to_owned()),
         Value::Enum(v) => match property.kind {
             Kind::Enum(e) => e
                 .name_of(*v)
@@ -51,5 +51,130 @@ pub fn value_json(property: &Property, value: &Value) -> Json {
         },
         Value::StrList(items) => Json::Array(items.iter().cloned().map(Json::String).collect()),
         Value::Json(text) => serde_json::from_str(text).unwrap_or(Json::Null),
+    }
+}
+
+/// A record serialized straight into the response (no intermediate JSON tree): the same
+/// properties, order and values as [`entity_object`], then `extra` members (expansions).
+pub struct RecordJson<'a> {
+    pub record: &'a Record,
+    pub select: Option<&'a [usize]>,
+    pub shape: Shape,
+    pub extra: Vec<(String, Json)>,
+}
+
+impl serde::Serialize for RecordJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        for (index, property) in self.record.entity.properties.iter().enumerate() {
+            if let Some(selected) = self.select {
+                if index != 0 && !selected.contains(&index) {
+                    continue;
+                }
+            }
+            if self.shape == Shape::ListItem && !property.in_list {
+                map.serialize_entry(property.name, &())?;
+            } else {
+                map.serialize_entry(
+                    property.name,
+                    &ValueJson {
+                        property,
+                        value: &self.record.values[index],
+                    },
+                )?;
+            }
+        }
+        for (name, value) in &self.extra {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+/// One property value, serialized as [`value_json`] would build it.
+struct ValueJson<'a> {
+    property: &'a Property,
+    value: &'a Value,
+}
+
+impl serde::Serialize for ValueJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.value {
+            Value::Null => serializer.serialize_unit(),
+            Value::Str(s) => serializer.serialize_str(s),
+            Value::Bool(b) => serializer.serialize_bool(*b),
+            Value::Int(i) => serializer.serialize_i64(*i),
+            Value::Time(t) => serializer.serialize_str(t.iso().as_str()),
+            Value::Enum(v) => match self.property.kind {
+                Kind::Enum(e) => match e.name_of(*v) {
+                    Some(name) => serializer.serialize_str(name),
+                    None => serializer.serialize_unit(),
+                },
+                _ => serializer.serialize_i64(*v),
+            },
+            Value::StrList(items) => serializer.collect_seq(items),
+            Value::Bin(_) | Value::Json(_) => {
+                value_json(self.property, self.value).serialize(serializer)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use remediate_domain::model::{DEVICE_HEALTH_SCRIPT, DEVICE_RUN_STATE, MANAGED_DEVICE};
+    use remediate_domain::Instant;
+
+    /// Every property set to a value of its kind (or left at its default), for each entity.
+    fn samples() -> Vec<Record> {
+        let mut out = Vec::new();
+        for entity in [&DEVICE_RUN_STATE, &DEVICE_HEALTH_SCRIPT, &MANAGED_DEVICE] {
+            out.push(Record::with_defaults(entity));
+            let mut full = Record::with_defaults(entity);
+            for (i, p) in entity.properties.iter().enumerate() {
+                full.values[i] = match p.kind {
+                    Kind::String => Value::Str(format!("{} \"quoted\" ü\n", p.name)),
+                    Kind::Binary => Value::Bin(vec![0, 1, 2, 250]),
+                    Kind::Boolean => Value::Bool(i % 2 == 0),
+                    Kind::Int32 | Kind::Int64 => Value::Int(-(i as i64) * 1_000_003),
+                    Kind::Enum(e) => Value::Enum(e.members.last().map_or(0, |m| m.1)),
+                    Kind::DateTimeOffset => {
+                        Value::Time(Instant::parse("2025-04-04T00:37:33.6892117Z").expect("time"))
+                    }
+                    Kind::StringCollection => Value::StrList(vec!["a".into(), "b\"c".into()]),
+                    Kind::Complex(_) => Value::Json(r#"{"@odata.type":"x","n":[1,2]}"#.into()),
+                };
+            }
+            out.push(full);
+        }
+        out
+    }
+
+    #[test]
+    fn streamed_records_are_byte_identical_to_built_objects() {
+        for record in samples() {
+            for shape in [Shape::Item, Shape::ListItem] {
+                let every: Vec<usize> = (0..record.entity.properties.len()).collect();
+                let some: Vec<usize> = every.iter().copied().filter(|i| i % 3 == 1).collect();
+                for select in [None, Some(&every[..]), Some(&some[..])] {
+                    let mut built = entity_object(&record, select, shape);
+                    built.insert("extra".into(), Json::from(7));
+                    let streamed = RecordJson {
+                        record: &record,
+                        select,
+                        shape,
+                        extra: vec![("extra".into(), Json::from(7))],
+                    };
+                    assert_eq!(
+                        serde_json::to_string(&streamed).expect("serialize"),
+                        serde_json::to_string(&Json::Object(built)).expect("serialize"),
+                        "{} {shape:?} {select:?}",
+                        record.entity.name
+                    );
+                }
+            }
+        }
     }
 }
