@@ -1,4 +1,5 @@
-//! The `remediate` binary: `serve` runs the server, `token` mints a token for the local key.
+//! The `remediate` binary: `serve` runs the server, `token` mints a token for the local key,
+//! `recount` rebuilds (or checks) the summary counters.
 
 mod config;
 
@@ -27,6 +28,18 @@ enum Command {
     Serve(Box<config::ServeArgs>),
     /// Print a JWT signed by the local key of a data directory.
     Token(TokenArgs),
+    /// Rebuild the summary counters from the rows (after editing the database by hand), or
+    /// with --check only compare them and exit 1 when they differ. Takes serve's options.
+    Recount(RecountArgs),
+}
+
+#[derive(clap::Args)]
+struct RecountArgs {
+    /// Compare only: print every difference and exit 1 if there is one; change nothing.
+    #[arg(long)]
+    check: bool,
+    #[command(flatten)]
+    serve: Box<config::ServeArgs>,
 }
 
 #[derive(clap::Args)]
@@ -73,6 +86,14 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             runtime.block_on(serve(config))
         }
+        Command::Recount(args) => {
+            let config = config::Config::resolve(*args.serve)?;
+            init_tracing(config.log_json);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(recount(config, args.check))
+        }
         Command::Token(args) => {
             if args.tenant.trim().is_empty() {
                 anyhow::bail!("--tenant must not be empty");
@@ -111,19 +132,49 @@ fn init_tracing(json: bool) {
     }
 }
 
-async fn serve(config: config::Config) -> anyhow::Result<()> {
+async fn open_store(config: &config::Config) -> anyhow::Result<SqlStore> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
-    let key = auth::LocalKey::load_or_create(&config.data_dir)
-        .context("loading the local signing key")?;
-    let store = SqlStore::connect(&StoreOptions {
+    SqlStore::connect(&StoreOptions {
         url: config.database.clone(),
         max_connections: config.db_connections,
         acquire_timeout: Duration::from_secs(5),
     })
     .await
-    .map_err(|e| anyhow::anyhow!("opening the database: {e}"))?;
-    let store = Arc::new(store);
+    .map_err(|e| anyhow::anyhow!("opening the database: {e}"))
+}
+
+async fn recount(config: config::Config, check: bool) -> anyhow::Result<()> {
+    use remediate_store::Store;
+    let store = open_store(&config).await?;
+    if check {
+        let differences = store
+            .check_counters()
+            .await
+            .map_err(|e| anyhow::anyhow!("checking the counters: {e}"))?;
+        for difference in &differences {
+            println!("{difference}");
+        }
+        store.close().await;
+        if !differences.is_empty() {
+            anyhow::bail!("{} counters differ from the rows", differences.len());
+        }
+        println!("the counters agree with the rows");
+    } else {
+        store
+            .recount()
+            .await
+            .map_err(|e| anyhow::anyhow!("rebuilding the counters: {e}"))?;
+        store.close().await;
+        println!("the counters were rebuilt from the rows");
+    }
+    Ok(())
+}
+
+async fn serve(config: config::Config) -> anyhow::Result<()> {
+    let store = Arc::new(open_store(&config).await?);
+    let key = auth::LocalKey::load_or_create(&config.data_dir)
+        .context("loading the local signing key")?;
     let oidc = match &config.oidc {
         Some(oidc) => Some(
             auth::Oidc::new(oidc.clone())

@@ -5,6 +5,7 @@
 //! parameterized SQL (client values only ever travel as bound parameters; names come from the
 //! model). A successful return means the transaction is committed and durable.
 
+mod counters;
 mod db;
 mod migrate;
 mod sql;
@@ -88,6 +89,10 @@ pub trait Store: Send + Sync + 'static {
     /// Every assignment of the tenant as (script id, target JSON), for device visibility.
     async fn assignment_targets(&self, tenant: &str) -> Result<Vec<(String, String)>, StoreError>;
     /// Is the database reachable?
+    /// Rebuild every counter from the rows (after rows were changed outside the server).
+    async fn recount(&self) -> Result<(), StoreError>;
+    /// Every difference between the counters and the rows, in words; empty when they agree.
+    async fn check_counters(&self) -> Result<Vec<String>, StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
     /// The secret that signs paging tokens, shared by every process on the same database.
     fn paging_secret(&self) -> &[u8];

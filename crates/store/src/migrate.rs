@@ -10,6 +10,8 @@ struct Migration {
     name: &'static str,
     sqlite: &'static str,
     postgres: &'static str,
+    /// Dialect-neutral statements run after the schema change, in its transaction.
+    then: Option<&'static str>,
 }
 
 const MIGRATIONS: &[Migration] = &[
@@ -18,12 +20,21 @@ const MIGRATIONS: &[Migration] = &[
         name: "initial",
         sqlite: include_str!("../migrations/sqlite/0001_initial.sql"),
         postgres: include_str!("../migrations/postgres/0001_initial.sql"),
+        then: None,
     },
     Migration {
         version: 2,
         name: "state_time_index",
         sqlite: include_str!("../migrations/sqlite/0002_state_time_index.sql"),
         postgres: include_str!("../migrations/postgres/0002_state_time_index.sql"),
+        then: None,
+    },
+    Migration {
+        version: 3,
+        name: "counters",
+        sqlite: include_str!("../migrations/sqlite/0003_counters.sql"),
+        postgres: include_str!("../migrations/postgres/0003_counters.sql"),
+        then: Some(crate::counters::FILL),
     },
 ];
 
@@ -67,6 +78,9 @@ async fn apply(c: &mut dyn Conn, dialect: Dialect) -> Result<(), DbError> {
         .await?;
         let applied = async {
             c.batch(script).await?;
+            if let Some(then) = migration.then {
+                c.batch(then).await?;
+            }
             c.execute(
                 "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
                 &[db::int(migration.version), db::text(migration.name)],

@@ -24,6 +24,7 @@ use remediate_domain::write::{Write, WriteOutcome};
 use remediate_domain::{Instant, Record, Value};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
+use crate::counters;
 use crate::db::{self, run_now, Conn, DbError, DbErrorKind, Row, SqliteConn};
 use crate::translate::{self, Arg, Sql};
 use crate::{EntityRef, Store, StoreError};
@@ -261,9 +262,10 @@ impl SqlStore {
         }
     }
 
-    /// Run maintenance `f` where writes run: on the SQLite writer thread (between groups) or in
-    /// a PostgreSQL transaction.
-    async fn maintain<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// Run maintenance `f` in a transaction where writes run: on the SQLite writer thread (between
+    /// groups) or on a PostgreSQL connection. `commit: false` rolls it back (read-only checks
+    /// that work on scratch copies).
+    async fn maintain<T, F>(&self, commit: bool, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut dyn Conn) -> BoxFuture<'c, Result<T, DbError>> + Send + 'static,
@@ -276,7 +278,8 @@ impl SqlStore {
                         conn.batch("BEGIN IMMEDIATE").await?;
                         match f(conn).await {
                             Ok(v) => {
-                                conn.batch("COMMIT").await?;
+                                conn.batch(if commit { "COMMIT" } else { "ROLLBACK" })
+                                    .await?;
                                 Ok(v)
                             }
                             Err(e) => {
@@ -299,8 +302,18 @@ impl SqlStore {
             Backend::Postgres { pool } => {
                 let pg = |e: sqlx::Error| store_error(db::pg_error(e));
                 let mut tx = pool.begin().await.map_err(pg)?;
+                if !commit {
+                    // One snapshot for the whole check.
+                    tx.batch("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                        .await
+                        .map_err(store_error)?;
+                }
                 let out = f(&mut *tx).await.map_err(store_error)?;
-                tx.commit().await.map_err(pg)?;
+                if commit {
+                    tx.commit().await.map_err(pg)?;
+                } else {
+                    tx.rollback().await.map_err(pg)?;
+                }
                 Ok(out)
             }
         }
@@ -434,6 +447,28 @@ fn entity_of(key: &EntityRef) -> &'static EntityType {
 #[derive(Debug, Clone, Copy)]
 struct Writer {
     dialect: Dialect,
+    /// The counter shard this transaction adds to (`counters::SHARDS`; always 0 on SQLite).
+    shard: i64,
+}
+
+/// What the counters know of a run state.
+fn counted(record: &Record) -> counters::Counted {
+    let state = |name: &str| match record.get(name) {
+        Value::Enum(v) | Value::Int(v) => *v,
+        _ => 0,
+    };
+    counters::Counted {
+        detection: state("detectionState"),
+        remediation: state("remediationState"),
+        device_key: match &record.device_id {
+            Some(device) => device.clone(),
+            None => format!(
+                "{}:{}",
+                record.parent.as_deref().unwrap_or_default(),
+                record.id()
+            ),
+        },
+    }
 }
 
 impl Writer {
@@ -547,6 +582,11 @@ impl Writer {
         record.state_id = Some(state.id().to_owned());
         let sql = insert_sql(tenant, &record);
         c.execute(&sql.text, &sql.args).await?;
+        if let (Value::Enum(2), Some(script_id)) = (record.get("remediationState"), &state.parent) {
+            let device = state.device_id.as_deref().unwrap_or(state.id());
+            counters::remediated_record(c, tenant, script_id, device, now.ticks(), self.shard)
+                .await?;
+        }
         Ok(())
     }
 
@@ -603,9 +643,15 @@ impl Writer {
         write: Write,
     ) -> Result<Result<WriteOutcome, StoreError>, DbError> {
         match write {
-            Write::CreateScript { record } | Write::CreateDevice { record } => {
+            Write::CreateScript { record } => {
                 let sql = insert_sql(tenant, &record);
                 c.execute(&sql.text, &sql.args).await?;
+                Ok(Ok(WriteOutcome::Created(record)))
+            }
+            Write::CreateDevice { record } => {
+                let sql = insert_sql(tenant, &record);
+                c.execute(&sql.text, &sql.args).await?;
+                counters::bump(c, tenant, counters::DEVICES, self.shard, 1).await?;
                 Ok(Ok(WriteOutcome::Created(record)))
             }
             Write::CreateRunState { record } => {
@@ -625,6 +671,15 @@ impl Writer {
                 }
                 let sql = insert_sql(tenant, &record);
                 c.execute(&sql.text, &sql.args).await?;
+                counters::state_changed(
+                    c,
+                    tenant,
+                    &script_id,
+                    self.shard,
+                    None,
+                    Some(&counted(&record)),
+                )
+                .await?;
                 self.append_history(c, tenant, &record).await?;
                 self.clear_on_demand(c, tenant, &record).await?;
                 Ok(Ok(WriteOutcome::Created(record)))
@@ -690,6 +745,7 @@ impl Writer {
                         "The deviceRunState '{id}' does not exist in deviceHealthScript '{script_id}'."
                     ))));
                 };
+                let counted_before = counted(&record);
                 let mut new_device = None;
                 if let Some(device) = bind_device {
                     match &record.device_id {
@@ -720,6 +776,15 @@ impl Writer {
                 }
                 self.update_columns(c, tenant, &key, &record, &changed, new_device.as_deref())
                     .await?;
+                counters::state_changed(
+                    c,
+                    tenant,
+                    &script_id,
+                    self.shard,
+                    Some(&counted_before),
+                    Some(&counted(&record)),
+                )
+                .await?;
                 let after: Vec<Value> = tracked.iter().map(|n| record.get(n).clone()).collect();
                 if before != after {
                     self.append_history(c, tenant, &record).await?;
@@ -728,6 +793,7 @@ impl Writer {
                 Ok(Ok(WriteOutcome::Updated))
             }
             Write::DeleteScript { id } => {
+                counters::script_deleted(c, tenant, &id, self.shard).await?;
                 for table in [
                     "run_history",
                     "device_run_states",
@@ -859,20 +925,42 @@ impl Writer {
                 Ok(Ok(WriteOutcome::Updated))
             }
             Write::DeleteDevice { id } => {
-                self.delete(
-                    c,
-                    tenant,
-                    &EntityRef::Device(id.clone()),
-                    format!("The managedDevice '{id}' does not exist."),
-                )
-                .await
+                let deleted = self
+                    .delete(
+                        c,
+                        tenant,
+                        &EntityRef::Device(id.clone()),
+                        format!("The managedDevice '{id}' does not exist."),
+                    )
+                    .await?;
+                if deleted.is_ok() {
+                    counters::bump(c, tenant, counters::DEVICES, self.shard, -1).await?;
+                }
+                Ok(deleted)
             }
             Write::DeleteRunState { script_id, id } => {
-                let message = format!(
-                    "The deviceRunState '{id}' does not exist in deviceHealthScript '{script_id}'."
-                );
-                self.delete(c, tenant, &EntityRef::RunState { script_id, id }, message)
-                    .await
+                let key = EntityRef::RunState {
+                    script_id: script_id.clone(),
+                    id: id.clone(),
+                };
+                let Some(record) = self.fetch(c, tenant, &key, true).await? else {
+                    return Ok(Err(StoreError::NotFound(format!(
+                        "The deviceRunState '{id}' does not exist in deviceHealthScript '{script_id}'."
+                    ))));
+                };
+                let deleted = self.delete(c, tenant, &key, String::new()).await?;
+                if deleted.is_ok() {
+                    counters::state_changed(
+                        c,
+                        tenant,
+                        &script_id,
+                        self.shard,
+                        Some(&counted(&record)),
+                        None,
+                    )
+                    .await?;
+                }
+                Ok(deleted)
             }
         }
     }
@@ -947,12 +1035,21 @@ async fn list_page(c: &mut dyn Conn, tenant: &str, query: &ListQuery) -> Result<
         from.push(" AND ");
         translate::filter(&mut from, filter);
     }
-    let count = if query.count {
-        let text = format!("SELECT COUNT(*){}", from.text);
-        let n = c.query_one(&text, &from.args).await?.count(0)?;
-        Some(n.max(0) as u64)
-    } else {
+    let count = if !query.count {
         None
+    } else {
+        // Unfiltered counts of run states and devices come from the counters (constant time).
+        let n = match (&query.scope, &query.filter) {
+            (Scope::RunStates { script_id }, None) => {
+                counters::run_states(c, tenant, script_id).await?
+            }
+            (Scope::Devices, None) => counters::total(c, tenant, counters::DEVICES).await?,
+            _ => {
+                let text = format!("SELECT COUNT(*){}", from.text);
+                c.query_one(&text, &from.args).await?.count(0)?
+            }
+        };
+        Some(n.max(0) as u64)
     };
     if query.top == 0 && query.count {
         return Ok(Page {
@@ -1047,8 +1144,14 @@ impl Store for SqlStore {
             }
             Backend::Postgres { pool } => {
                 let pg = |e: sqlx::Error| store_error(db::pg_error(e));
+                // Round-robin over the counter shards: concurrent transactions add to different rows.
+                static NEXT_SHARD: std::sync::atomic::AtomicU64 =
+                    std::sync::atomic::AtomicU64::new(0);
+                let shard = NEXT_SHARD.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    % counters::SHARDS;
                 let writer = Writer {
                     dialect: Dialect::Postgres,
+                    shard: shard as i64,
                 };
                 let mut tx = pool.begin().await.map_err(pg)?;
                 match writer.execute(&mut *tx, tenant, write).await {
@@ -1161,8 +1264,9 @@ impl Store for SqlStore {
     }
 
     async fn prune_history(&self, cutoff: Instant) -> Result<u64, StoreError> {
-        self.maintain(move |c| {
+        self.maintain(true, move |c| {
             Box::pin(async move {
+                counters::history_pruned(c, cutoff.ticks()).await?;
                 c.execute(
                     "DELETE FROM run_history WHERE \"recordedDateTime\" < $1",
                     &[db::int(cutoff.ticks())],
@@ -1195,6 +1299,15 @@ impl Store for SqlStore {
         .await
     }
 
+    async fn recount(&self) -> Result<(), StoreError> {
+        self.maintain(true, |c| Box::pin(counters::recount(c)))
+            .await
+    }
+
+    async fn check_counters(&self) -> Result<Vec<String>, StoreError> {
+        self.maintain(false, |c| Box::pin(counters::check(c))).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.read(|c| Box::pin(async move { c.query("SELECT 1", &[]).await.map(drop) }))
             .await
@@ -1221,6 +1334,7 @@ impl Store for SqlStore {
 fn writer_thread(mut conn: SqliteConn, mut jobs: tokio::sync::mpsc::Receiver<Job>) {
     let writer = Writer {
         dialect: Dialect::Sqlite,
+        shard: 0,
     };
     while let Some(first) = jobs.blocking_recv() {
         let mut group = Vec::new();

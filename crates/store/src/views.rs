@@ -6,6 +6,7 @@ use remediate_domain::model::{DEVICE_RUN_STATE, POLICY_STATE, RUN_SUMMARY};
 use remediate_domain::query::{HistoryDay, RemediationHistory};
 use remediate_domain::{Instant, Record, Value};
 
+use crate::counters;
 use crate::db::{self, Conn, DbError};
 use crate::sql::{decode_record, select_columns};
 
@@ -29,31 +30,35 @@ pub async fn run_summary(
     if !exists(c, "device_health_scripts", tenant, script_id).await? {
         return Ok(None);
     }
-    let row = c
+    // From the counters (constant time, docs/computed-views.md); the newest run time from the
+    // (tenant, scriptId, lastStateUpdateDateTime) index.
+    let cells = counters::state_counts(c, tenant, script_id).await?;
+    let sum = |f: &dyn Fn(i64, i64) -> bool| -> i64 {
+        cells
+            .iter()
+            .filter(|(d, r, _)| f(*d, *r))
+            .map(|(_, _, n)| n)
+            .sum()
+    };
+    let counts = [
+        sum(&|d, r| d == 1 && r != 2),
+        sum(&|d, _| d == 2),
+        sum(&|d, _| d == 3),
+        sum(&|d, _| d == 4),
+        sum(&|d, _| d == 5),
+        sum(&|_, r| r == 2),
+        sum(&|_, r| r == 1),
+        sum(&|_, r| r == 3),
+        sum(&|_, r| r == 4),
+    ];
+    let last = c
         .query_one(
-            "SELECT \
-           COUNT(CASE WHEN \"detectionState\" = 1 AND \"remediationState\" <> 2 THEN 1 END), \
-           COUNT(CASE WHEN \"detectionState\" = 2 THEN 1 END), \
-           COUNT(CASE WHEN \"detectionState\" = 3 THEN 1 END), \
-           COUNT(CASE WHEN \"detectionState\" = 4 THEN 1 END), \
-           COUNT(CASE WHEN \"detectionState\" = 5 THEN 1 END), \
-           COUNT(CASE WHEN \"remediationState\" = 2 THEN 1 END), \
-           COUNT(CASE WHEN \"remediationState\" = 1 THEN 1 END), \
-           COUNT(CASE WHEN \"remediationState\" = 3 THEN 1 END), \
-           COUNT(CASE WHEN \"remediationState\" = 4 THEN 1 END), \
-           MAX(\"lastStateUpdateDateTime\") \
-         FROM device_run_states WHERE \"tenant\" = $1 AND \"scriptId\" = $2",
-            &[db::text(tenant), db::text(script_id)],
-        )
-        .await?;
-    let cumulative: i64 = c
-        .query_one(
-            "SELECT COUNT(DISTINCT COALESCE(\"managedDeviceId\", \"stateId\")) FROM run_history \
-         WHERE \"tenant\" = $1 AND \"scriptId\" = $2 AND \"remediationState\" = 2",
+            "SELECT MAX(\"lastStateUpdateDateTime\") FROM device_run_states WHERE \"tenant\" = $1 AND \"scriptId\" = $2",
             &[db::text(tenant), db::text(script_id)],
         )
         .await?
-        .count(0)?;
+        .int(0)?;
+    let cumulative = counters::cumulative(c, tenant, script_id).await?;
     let mut record = Record::with_defaults(&RUN_SUMMARY);
     record.set("id", Value::Str(script_id.to_owned()));
     let names = [
@@ -67,10 +72,9 @@ pub async fn run_summary(
         "issueReoccurredDeviceCount",
         "remediationScriptErrorDeviceCount",
     ];
-    for (i, name) in names.iter().enumerate() {
-        record.set(name, Value::Int(row.count(i)?));
+    for (name, count) in names.iter().zip(counts) {
+        record.set(name, Value::Int(count));
     }
-    let last = row.int(names.len())?;
     record.set(
         "lastScriptRunDateTime",
         last.and_then(Instant::from_ticks)
@@ -134,9 +138,7 @@ pub async fn remediation_summary(c: &mut dyn Conn, tenant: &str) -> Result<(i64,
         )
         .await?
         .count(0)?;
-    let devices: i64 = c.query_one("SELECT COUNT(DISTINCT COALESCE(\"managedDeviceId\", \"scriptId\" || ':' || \"id\")) FROM device_run_states \
-         WHERE \"tenant\" = $1 AND \"remediationState\" = 2", &[db::text(tenant)]).await?
-    .count(0)?;
+    let devices = counters::total(c, tenant, counters::REMEDIATED).await?;
     Ok((scripts, devices))
 }
 

@@ -127,6 +127,27 @@ impl TestApp {
         }
     }
 
+    /// `remediate recount --check` on this server's database: (agrees, its output).
+    pub fn recount_check(&self) -> (bool, String) {
+        let mut command = Command::new(binary());
+        command
+            .args(["recount", "--check", "--data-dir"])
+            .arg(&self.data_dir)
+            .env("REMEDIATE_LOG", "warn");
+        if let Some(url) = self.database_url() {
+            command.args(["--database", &url]);
+        }
+        let output = command.output().expect("run remediate recount");
+        (
+            output.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        )
+    }
+
     pub fn mint(&self, tenant: &str, scopes: &[&str], roles: &[&str]) -> String {
         let mut command = Command::new(binary());
         command

@@ -501,10 +501,17 @@ both!(
     }
 );
 
-both!(run_summary_invariant_holds_after_random_writes, |app| {
-    let script = app.script("invariant").await;
+both!(counters_equal_the_rows_after_random_writes, |app| {
+    // runSummary, getRemediationSummary and unfiltered counts come from counters kept in the
+    // write transactions; random creates (bound and unbound), binds, updates, deletes, failed
+    // writes and a deleted script must leave them equal to what the rows say.
+    let scripts = [
+        app.script("invariant-a").await,
+        app.script("invariant-b").await,
+    ];
+    let doomed = app.script("invariant-doomed").await;
     let mut devices = Vec::new();
-    for i in 0..12 {
+    for i in 0..10 {
         devices.push(app.device(&format!("PC-{i}")).await);
     }
     let detection = [
@@ -529,75 +536,163 @@ both!(run_summary_invariant_holds_after_random_writes, |app| {
         seed ^= seed << 17;
         (seed % n as u64) as usize
     };
-    for _ in 0..80 {
+    let states =
+        |script: &str| format!("deviceManagement/deviceHealthScripts/{script}/deviceRunStates");
+    let mut unbound: Vec<(String, String)> = Vec::new();
+    for step in 0..160 {
+        let script = if step % 7 == 0 {
+            doomed.clone()
+        } else {
+            scripts[next(2)].clone()
+        };
         let device = &devices[next(devices.len())];
         let d = detection[next(detection.len())];
         let r = remediation[next(remediation.len())];
         let members = format!(r#""detectionState":"{d}","remediationState":"{r}""#);
-        let path = format!(
-            "deviceManagement/deviceHealthScripts/{script}/deviceRunStates/{script}:{device}"
-        );
-        match next(4) {
+        let path = format!("{}/{script}:{device}", states(&script));
+        match next(6) {
             0 => {
                 let _ = app.delete(&path).await;
             }
+            1 => {
+                let reply = app.post(&states(&script), &format!("{{{members}}}")).await;
+                assert_eq!(reply.status, 201, "{}", reply.text);
+                unbound.push((script, reply.json["id"].as_str().unwrap().to_owned()));
+            }
+            2 if !unbound.is_empty() => {
+                // Bind an unbound run state to a device (its device key changes), or fail to
+                // because the device already has one in that script (nothing may change then).
+                let (script, id) = unbound.swap_remove(next(unbound.len()));
+                let body = format!(
+                    r#"{{"managedDevice@odata.bind":"https://graph.microsoft.com/beta/deviceManagement/managedDevices('{device}')",{members}}}"#
+                );
+                let reply = app.patch(&format!("{}/{id}", states(&script)), &body).await;
+                assert!(
+                    [204, 409, 404].contains(&reply.status),
+                    "{} {}",
+                    reply.status,
+                    reply.text
+                );
+            }
+            3 => {
+                // A write that fails validation changes nothing.
+                let reply = app.patch(&path, r#"{"detectionState":"notAState"}"#).await;
+                assert!([400, 404].contains(&reply.status), "{}", reply.text);
+            }
             _ => {
                 if app.patch(&path, &format!("{{{members}}}")).await.status == 404 {
-                    assert_eq!(app.run_state(&script, device, &members).await.status, 201);
+                    // 409: a run state created unbound has since been bound to this device.
+                    let status = app.run_state(&script, device, &members).await.status;
+                    assert!([201, 409].contains(&status), "{status}");
                 }
             }
         }
     }
-    let rows = app
-        .get(&format!(
-            "deviceManagement/deviceHealthScripts/{script}/deviceRunStates?$top=1000"
-        ))
-        .await;
-    let rows = rows.json["value"].as_array().unwrap().clone();
-    let count =
-        |f: &dyn Fn(&serde_json::Value) -> bool| rows.iter().filter(|r| f(r)).count() as i64;
-    let summary = app
-        .get(&format!(
-            "deviceManagement/deviceHealthScripts/{script}/runSummary"
-        ))
+    assert_eq!(
+        app.delete(&format!("deviceManagement/deviceHealthScripts/{doomed}"))
+            .await
+            .status,
+        204
+    );
+
+    let mut remediated_keys = std::collections::BTreeSet::new();
+    for script in &scripts {
+        let reply = app
+            .get(&format!(
+                "{}?$top=1000&$count=true&$expand=managedDevice($select=id)",
+                states(script)
+            ))
+            .await;
+        let rows = reply.json["value"].as_array().unwrap().clone();
+        assert_eq!(reply.json["@odata.count"], rows.len(), "{}", reply.text);
+        let text_count = app.get(&format!("{}/$count", states(script))).await;
+        assert_eq!(text_count.text, rows.len().to_string());
+        for row in &rows {
+            if row["remediationState"] == "success" {
+                // A device counts once however many scripts remediated it; an unbound run
+                // state counts on its own.
+                let key = match row["managedDevice"]["id"].as_str() {
+                    Some(device) => device.to_owned(),
+                    None => format!("{script}:{}", row["id"].as_str().unwrap()),
+                };
+                remediated_keys.insert(key);
+            }
+        }
+        let count =
+            |f: &dyn Fn(&serde_json::Value) -> bool| rows.iter().filter(|r| f(r)).count() as i64;
+        let summary = app
+            .get(&format!(
+                "deviceManagement/deviceHealthScripts/{script}/runSummary"
+            ))
+            .await
+            .json;
+        let expected = [
+            (
+                "noIssueDetectedDeviceCount",
+                count(&|r| r["detectionState"] == "success" && r["remediationState"] != "success"),
+            ),
+            (
+                "issueDetectedDeviceCount",
+                count(&|r| r["detectionState"] == "fail"),
+            ),
+            (
+                "detectionScriptErrorDeviceCount",
+                count(&|r| r["detectionState"] == "scriptError"),
+            ),
+            (
+                "detectionScriptPendingDeviceCount",
+                count(&|r| r["detectionState"] == "pending"),
+            ),
+            (
+                "detectionScriptNotApplicableDeviceCount",
+                count(&|r| r["detectionState"] == "notApplicable"),
+            ),
+            (
+                "issueRemediatedDeviceCount",
+                count(&|r| r["remediationState"] == "success"),
+            ),
+            (
+                "remediationSkippedDeviceCount",
+                count(&|r| r["remediationState"] == "skipped"),
+            ),
+            (
+                "issueReoccurredDeviceCount",
+                count(&|r| r["remediationState"] == "remediationFailed"),
+            ),
+            (
+                "remediationScriptErrorDeviceCount",
+                count(&|r| r["remediationState"] == "scriptError"),
+            ),
+        ];
+        for (name, want) in expected {
+            assert_eq!(summary[name], want, "{name}: {summary}");
+        }
+        assert!(
+            summary["issueRemediatedCumulativeDeviceCount"]
+                .as_i64()
+                .unwrap()
+                >= summary["issueRemediatedDeviceCount"].as_i64().unwrap(),
+            "{summary}"
+        );
+    }
+    let totals = app
+        .get("deviceManagement/deviceHealthScripts/getRemediationSummary()")
         .await
         .json;
+    assert_eq!(totals["scriptCount"], 2, "{totals}");
     assert_eq!(
-        summary["noIssueDetectedDeviceCount"],
-        count(&|r| r["detectionState"] == "success" && r["remediationState"] != "success")
+        totals["remediatedDeviceCount"],
+        remediated_keys.len(),
+        "{totals}"
     );
-    assert_eq!(
-        summary["issueDetectedDeviceCount"],
-        count(&|r| r["detectionState"] == "fail")
-    );
-    assert_eq!(
-        summary["detectionScriptErrorDeviceCount"],
-        count(&|r| r["detectionState"] == "scriptError")
-    );
-    assert_eq!(
-        summary["detectionScriptPendingDeviceCount"],
-        count(&|r| r["detectionState"] == "pending")
-    );
-    assert_eq!(
-        summary["detectionScriptNotApplicableDeviceCount"],
-        count(&|r| r["detectionState"] == "notApplicable")
-    );
-    assert_eq!(
-        summary["issueRemediatedDeviceCount"],
-        count(&|r| r["remediationState"] == "success")
-    );
-    assert_eq!(
-        summary["remediationSkippedDeviceCount"],
-        count(&|r| r["remediationState"] == "skipped")
-    );
-    assert_eq!(
-        summary["issueReoccurredDeviceCount"],
-        count(&|r| r["remediationState"] == "remediationFailed")
-    );
-    assert_eq!(
-        summary["remediationScriptErrorDeviceCount"],
-        count(&|r| r["remediationState"] == "scriptError")
-    );
+    let gone = format!("deviceManagement/managedDevices/{}", devices[0]);
+    assert_eq!(app.delete(&gone).await.status, 204);
+    let devices_reply = app.get("deviceManagement/managedDevices?$count=true").await;
+    assert_eq!(devices_reply.json["@odata.count"], devices.len() - 1);
+    // Everything else (cumulative counts, the helper tables, every shard) against a recount
+    // from the rows, by the binary's own checker.
+    let (ok, output) = app.recount_check();
+    assert!(ok, "the counters differ from the rows:\n{output}");
 });
 
 both!(openapi_document_is_public_and_lists_every_route, |app| {
