@@ -79,7 +79,9 @@ both!(acknowledged_writes_survive_sigkill, |app| {
                             w.attempted += 1;
                             w.attempted
                         };
-                        let body = format!(r#"{{"preRemediationDetectionScriptOutput":"{next}","lastStateUpdateDateTime":"2025-01-01T00:00:{:02}Z"}}"#, next % 60);
+                        // The states change too, so the summary counters move with every write.
+                        let (detection, remediation) = [("fail", "success"), ("success", "skipped"), ("fail", "remediationFailed")][next as usize % 3];
+                        let body = format!(r#"{{"preRemediationDetectionScriptOutput":"{next}","lastStateUpdateDateTime":"2025-01-01T00:00:{:02}Z","detectionState":"{detection}","remediationState":"{remediation}"}}"#, next % 60);
                         match client.patch(&item).bearer_auth(&token).header("content-type", "application/json").body(body).send().await {
                             Ok(r) if r.status().as_u16() == 204 => state[i].lock().unwrap().acked = next,
                             Ok(_) | Err(_) => return,
@@ -139,6 +141,34 @@ both!(acknowledged_writes_survive_sigkill, |app| {
             state[i].lock().unwrap().attempted = value;
             verified += 1;
         }
+        // The counters were changed in the same transactions as the rows: a kill leaves them equal.
+        let (ok, output) = app.recount_check();
+        assert!(
+            ok,
+            "cycle {cycle}: counters differ from the rows after SIGKILL:\n{output}"
+        );
+        let summary = app
+            .get(&format!(
+                "deviceManagement/deviceHealthScripts/{script}/runSummary"
+            ))
+            .await;
+        let created = state.iter().filter(|w| w.lock().unwrap().created).count();
+        let total: i64 = [
+            "noIssueDetectedDeviceCount",
+            "issueDetectedDeviceCount",
+            "issueRemediatedDeviceCount",
+        ]
+        .iter()
+        .map(|name| summary.json[*name].as_i64().unwrap())
+        .sum();
+        // fail+success counts in two counters; every state is one of the three pairs above.
+        let remediated_failures = summary.json["issueRemediatedDeviceCount"].as_i64().unwrap();
+        assert_eq!(
+            total - remediated_failures,
+            created as i64,
+            "{}",
+            summary.text
+        );
     }
     eprintln!("durability: {cycles} SIGKILLs survived, {verified} acknowledged run states verified exactly");
 });

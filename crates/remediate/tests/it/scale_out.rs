@@ -70,4 +70,83 @@ async fn two_processes_share_one_postgres_database() {
     // A duplicate create through the other process is still a 409.
     let duplicate = first.run_state(&script, &devices[0], "").await;
     assert_eq!(duplicate.status, 409);
+
+    // Concurrent writes through both processes to the same script: the counters (sharded rows
+    // changed by each transaction) stay exact.
+    let mut fresh = Vec::new();
+    for i in 0..24 {
+        fresh.push(first.device(&format!("burst-{i}")).await);
+    }
+    let mut tasks = Vec::new();
+    for (i, device) in fresh.iter().enumerate() {
+        let (base, token) = if i % 2 == 0 {
+            (first.base.clone(), first.token.clone())
+        } else {
+            (second.base.clone(), second.token.clone())
+        };
+        let (script, device) = (script.clone(), device.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let collection =
+                format!("{base}/deviceManagement/deviceHealthScripts/{script}/deviceRunStates");
+            let body = format!(
+                r#"{{"managedDevice@odata.bind":"managedDevices('{device}')","detectionState":"fail","remediationState":"success"}}"#
+            );
+            let created = client
+                .post(&collection)
+                .bearer_auth(&token)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(created.status().as_u16(), 201);
+            // Then the device reports "no issue" (an update moving it between counters).
+            let patched = client
+                .patch(format!("{collection}/{script}:{device}"))
+                .bearer_auth(&token)
+                .header("content-type", "application/json")
+                .body(r#"{"detectionState":"success","remediationState":"skipped"}"#)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(patched.status().as_u16(), 204);
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    for app in [&first, &second] {
+        let summary = app
+            .get(&format!(
+                "deviceManagement/deviceHealthScripts/{script}/runSummary"
+            ))
+            .await;
+        assert_eq!(
+            summary.json["issueDetectedDeviceCount"], 9,
+            "{}",
+            summary.text
+        );
+        assert_eq!(
+            summary.json["noIssueDetectedDeviceCount"], 24,
+            "{}",
+            summary.text
+        );
+        assert_eq!(
+            summary.json["issueRemediatedDeviceCount"], 0,
+            "{}",
+            summary.text
+        );
+        assert_eq!(
+            summary.json["issueRemediatedCumulativeDeviceCount"], 24,
+            "{}",
+            summary.text
+        );
+        let totals = app
+            .get("deviceManagement/deviceHealthScripts/getRemediationSummary()")
+            .await;
+        assert_eq!(totals.json["remediatedDeviceCount"], 0, "{}", totals.text);
+    }
+    let (ok, output) = first.recount_check();
+    assert!(ok, "counters differ from the rows:\n{output}");
 }

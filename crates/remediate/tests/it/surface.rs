@@ -4,6 +4,7 @@
 use serde_json::json;
 
 use crate::both;
+use crate::harness::{Backend, TestApp};
 
 const ALL_DEVICES: &str = "adadadad-808e-44e2-905a-0b7873a8a531";
 
@@ -713,3 +714,62 @@ both!(openapi_document_is_public_and_lists_every_route, |app| {
         assert!(doc["paths"].get(path).is_some(), "{path}");
     }
 });
+
+/// History pruning takes devices whose newest remediated record it deletes out of the
+/// cumulative count, in the same transaction (PostgreSQL: records are aged with psql).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruned_history_leaves_the_cumulative_count() {
+    let Some(mut app) = TestApp::start(Backend::Postgres).await else {
+        return;
+    };
+    let script = app.script("pruned").await;
+    let old = app.device("PC-old").await;
+    let recent = app.device("PC-recent").await;
+    for device in [&old, &recent] {
+        let reply = app
+            .run_state(
+                &script,
+                device,
+                r#""detectionState":"fail","remediationState":"success""#,
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+    }
+    let summary_path = format!("deviceManagement/deviceHealthScripts/{script}/runSummary");
+    let summary = app.get(&summary_path).await.json;
+    assert_eq!(
+        summary["issueRemediatedCumulativeDeviceCount"], 2,
+        "{summary}"
+    );
+    // Age every record of one device by 100 days (both its history rows and the newest-record
+    // time kept beside them, so the database stays consistent).
+    let days_100: i64 = 100 * 864_000_000_000;
+    let sql = format!(
+        "UPDATE run_history SET \"recordedDateTime\" = \"recordedDateTime\" - {days_100} WHERE \"managedDeviceId\" = '{old}'; \
+         UPDATE remediated_history SET \"recorded\" = \"recorded\" - {days_100} WHERE \"device\" = '{old}';"
+    );
+    let url = app.database_url().unwrap();
+    let status = std::process::Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", &url, "-c", &sql])
+        .status()
+        .expect("psql");
+    assert!(status.success());
+    // A restart applies the retention (30 days) at once.
+    app.stop();
+    app.args = vec!["--history-retention-days".into(), "30".into()];
+    app.spawn();
+    let summary = app.get(&summary_path).await.json;
+    assert_eq!(
+        summary["issueRemediatedCumulativeDeviceCount"], 1,
+        "{summary}"
+    );
+    assert_eq!(summary["issueRemediatedDeviceCount"], 2, "{summary}");
+    let history = app
+        .get(&format!(
+            "deviceManagement/deviceHealthScripts/{script}/deviceRunStates/{script}:{old}/history?$count=true"
+        ))
+        .await;
+    assert_eq!(history.json["@odata.count"], 0, "{}", history.text);
+    let (ok, output) = app.recount_check();
+    assert!(ok, "counters differ from the rows after pruning:\n{output}");
+}
