@@ -8,7 +8,9 @@
 //!
 //!   floor http --listen ADDR --page FILE
 //!       Minimal HTTP server (axum/hyper/tokio, as remediate): any POST parses its JSON body and echoes it
-//!       re-serialized with 201; any GET answers the bytes of FILE (a page remediate served) with 200.
+//!       re-serialized with 201; `GET /serialized` serializes FILE's page (parsed once at start, held as a
+//!       JSON value) for every request, as any server producing that page must; any other GET answers the
+//!       stored bytes of FILE (a page remediate served) with 200.
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -121,11 +123,21 @@ fn sqlite(args: &[String]) {
 
 #[tokio::main]
 async fn http_main(listen: String, page: Bytes) {
+    let parsed: std::sync::Arc<serde_json::Value> =
+        std::sync::Arc::new(serde_json::from_slice(&page).expect("the page is JSON"));
     let listener = tokio::net::TcpListener::bind(&listen).await.unwrap();
     println!("listening on http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new().fallback(move |method: Method, body: Bytes| {
+    let app = axum::Router::new().fallback(move |method: Method, uri: axum::http::Uri, body: Bytes| {
         let page = page.clone();
+        let parsed = parsed.clone();
         async move {
+            if method == Method::GET && uri.path() == "/serialized" {
+                return (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    serde_json::to_vec(&*parsed).unwrap(),
+                )
+                    .into_response();
+            }
             if method == Method::POST {
                 match serde_json::from_slice::<serde_json::Value>(&body) {
                     Ok(v) => (

@@ -93,7 +93,6 @@ async fn dispatch_inner(state: &AppState, req: &ApiRequest) -> Result<ApiRespons
         }
         (Route::Assignments { script_id }, &Method::GET) => {
             principal.require(perm::SCRIPTS_READ)?;
-            ctx.require_script(&script_id).await?;
             let context = assignments_context(&script_id);
             ctx.list(Scope::Assignments { script_id }, context).await
         }
@@ -257,7 +256,6 @@ async fn dispatch_inner(state: &AppState, req: &ApiRequest) -> Result<ApiRespons
         }
         (Route::RunStates { script_id }, &Method::GET) => {
             principal.require(perm::SCRIPTS_READ)?;
-            ctx.require_script(&script_id).await?;
             let context = run_states_context(&script_id);
             ctx.list(Scope::RunStates { script_id }, context).await
         }
@@ -343,12 +341,10 @@ async fn dispatch_inner(state: &AppState, req: &ApiRequest) -> Result<ApiRespons
                 }
                 Route::RunStates { script_id } => {
                     principal.require(perm::SCRIPTS_READ)?;
-                    ctx.require_script(&script_id).await?;
                     Scope::RunStates { script_id }
                 }
                 Route::Assignments { script_id } => {
                     principal.require(perm::SCRIPTS_READ)?;
-                    ctx.require_script(&script_id).await?;
                     Scope::Assignments { script_id }
                 }
                 Route::History {
@@ -510,20 +506,6 @@ impl Ctx<'_> {
 
     pub(crate) fn context(&self, suffix: &str) -> Json {
         Json::String(format!("{}/$metadata#{suffix}", self.req.base_url))
-    }
-
-    pub(crate) async fn require_script(&self, id: &str) -> Result<(), ApiError> {
-        match self
-            .state
-            .store
-            .get(&self.principal.tenant, &EntityRef::Script(id.to_owned()))
-            .await?
-        {
-            Some(_) => Ok(()),
-            None => Err(ApiError::not_found(format!(
-                "The deviceHealthScript '{id}' does not exist."
-            ))),
-        }
     }
 
     pub(crate) async fn write(&self, write: Write) -> Result<ApiResponse, ApiError> {

@@ -451,6 +451,19 @@ struct Writer {
     shard: i64,
 }
 
+/// Does the entity exist?
+pub(crate) async fn exists(
+    c: &mut dyn Conn,
+    tenant: &str,
+    key: &EntityRef,
+) -> Result<bool, DbError> {
+    let entity = entity_of(key);
+    let mut sql = Sql::default();
+    sql.push(&format!("SELECT 1 FROM \"{}\" t", entity.table));
+    key_where(&mut sql, tenant, key);
+    Ok(c.query_opt(&sql.text, &sql.args).await?.is_some())
+}
+
 /// What the counters know of a run state.
 fn counted(record: &Record) -> counters::Counted {
     let state = |name: &str| match record.get(name) {
@@ -493,19 +506,6 @@ impl Writer {
         let row = c.query_opt(&sql.text, &sql.args).await?;
         row.map(|mut r| decode_record(entity, &mut r, 0))
             .transpose()
-    }
-
-    async fn exists(
-        &self,
-        c: &mut dyn Conn,
-        tenant: &str,
-        key: &EntityRef,
-    ) -> Result<bool, DbError> {
-        let entity = entity_of(key);
-        let mut sql = Sql::default();
-        sql.push(&format!("SELECT 1 FROM \"{}\" t", entity.table));
-        key_where(&mut sql, tenant, key);
-        Ok(c.query_opt(&sql.text, &sql.args).await?.is_some())
     }
 
     async fn update_columns(
@@ -611,10 +611,7 @@ impl Writer {
         script_id: &str,
         device: &str,
     ) -> Result<Result<(), StoreError>, DbError> {
-        if !self
-            .exists(c, tenant, &EntityRef::Device(device.to_owned()))
-            .await?
-        {
+        if !exists(c, tenant, &EntityRef::Device(device.to_owned())).await? {
             return Ok(Err(StoreError::InvalidReference(format!(
                 "The managedDevice '{device}' named by 'managedDevice@odata.bind' does not exist."
             ))));
@@ -656,10 +653,7 @@ impl Writer {
             }
             Write::CreateRunState { record } => {
                 let script_id = record.parent.clone().unwrap_or_default();
-                if !self
-                    .exists(c, tenant, &EntityRef::Script(script_id.clone()))
-                    .await?
-                {
+                if !exists(c, tenant, &EntityRef::Script(script_id.clone())).await? {
                     return Ok(Err(StoreError::NotFound(format!(
                         "The deviceHealthScript '{script_id}' does not exist."
                     ))));
@@ -816,10 +810,7 @@ impl Writer {
             }
             Write::CreateAssignment { record } => {
                 let script_id = record.parent.clone().unwrap_or_default();
-                if !self
-                    .exists(c, tenant, &EntityRef::Script(script_id.clone()))
-                    .await?
-                {
+                if !exists(c, tenant, &EntityRef::Script(script_id.clone())).await? {
                     return Ok(Err(StoreError::NotFound(format!(
                         "The deviceHealthScript '{script_id}' does not exist."
                     ))));
@@ -828,7 +819,7 @@ impl Writer {
                     script_id,
                     id: record.id().to_owned(),
                 };
-                if self.exists(c, tenant, &key).await? {
+                if exists(c, tenant, &key).await? {
                     return Ok(Err(StoreError::Conflict(format!(
                         "An assignment with the id '{}' (the same target group) already exists for this deviceHealthScript.",
                         record.id()
@@ -866,10 +857,7 @@ impl Writer {
                     .await
             }
             Write::Assign { script_id, records } => {
-                if !self
-                    .exists(c, tenant, &EntityRef::Script(script_id.clone()))
-                    .await?
-                {
+                if !exists(c, tenant, &EntityRef::Script(script_id.clone())).await? {
                     return Ok(Err(StoreError::NotFound(format!(
                         "The deviceHealthScript '{script_id}' does not exist."
                     ))));
@@ -885,18 +873,12 @@ impl Writer {
                 device_id,
                 script_id,
             } => {
-                if !self
-                    .exists(c, tenant, &EntityRef::Device(device_id.clone()))
-                    .await?
-                {
+                if !exists(c, tenant, &EntityRef::Device(device_id.clone())).await? {
                     return Ok(Err(StoreError::NotFound(format!(
                         "The managedDevice '{device_id}' does not exist."
                     ))));
                 }
-                if !self
-                    .exists(c, tenant, &EntityRef::Script(script_id.clone()))
-                    .await?
-                {
+                if !exists(c, tenant, &EntityRef::Script(script_id.clone())).await? {
                     return Ok(Err(StoreError::InvalidReference(format!(
                         "The scriptPolicyId '{script_id}' does not name a deviceHealthScript of this tenant."
                     ))));
@@ -1005,8 +987,29 @@ async fn get_entity(
         .transpose()
 }
 
-/// One page of a collection (and its count when asked for).
-async fn list_page(c: &mut dyn Conn, tenant: &str, query: &ListQuery) -> Result<Page, DbError> {
+/// One page of a collection (and its count when asked for); `Err` when the collection's script
+/// does not exist (checked only when the page is empty: rows cannot outlive their script).
+async fn list_page(
+    c: &mut dyn Conn,
+    tenant: &str,
+    query: &ListQuery,
+) -> Result<Result<Page, StoreError>, DbError> {
+    let page = page_of(c, tenant, query).await?;
+    if let (true, Scope::RunStates { script_id } | Scope::Assignments { script_id }) =
+        (page.records.is_empty(), &query.scope)
+    {
+        let script = EntityRef::Script(script_id.clone());
+        if exists(c, tenant, &script).await? {
+            return Ok(Ok(page));
+        }
+        return Ok(Err(StoreError::NotFound(format!(
+            "The deviceHealthScript '{script_id}' does not exist."
+        ))));
+    }
+    Ok(Ok(page))
+}
+
+async fn page_of(c: &mut dyn Conn, tenant: &str, query: &ListQuery) -> Result<Page, DbError> {
     let entity = query.scope.entity();
     let join_device = query.expand_device
         || query.order.iter().any(|k| k.column.via_device)
@@ -1183,7 +1186,7 @@ impl Store for SqlStore {
         let tenant = tenant.to_owned();
         let query = query.clone();
         self.read(move |c| Box::pin(async move { list_page(c, &tenant, &query).await }))
-            .await
+            .await?
     }
 
     async fn run_summary(

@@ -8,26 +8,17 @@ use remediate_domain::{Instant, Record, Value};
 
 use crate::counters;
 use crate::db::{self, Conn, DbError};
-use crate::sql::{decode_record, select_columns};
+use crate::sql::{decode_record, exists, select_columns};
+use crate::EntityRef;
 
 const TICKS_PER_DAY: i64 = 864_000_000_000;
-
-async fn exists(c: &mut dyn Conn, table: &str, tenant: &str, id: &str) -> Result<bool, DbError> {
-    let row = c
-        .query_opt(
-            &format!("SELECT 1 FROM {table} WHERE \"tenant\" = $1 AND \"id\" = $2"),
-            &[db::text(tenant), db::text(id)],
-        )
-        .await?;
-    Ok(row.is_some())
-}
 
 pub async fn run_summary(
     c: &mut dyn Conn,
     tenant: &str,
     script_id: &str,
 ) -> Result<Option<Record>, DbError> {
-    if !exists(c, "device_health_scripts", tenant, script_id).await? {
+    if !exists(c, tenant, &EntityRef::Script(script_id.to_owned())).await? {
         return Ok(None);
     }
     // From the counters (constant time, docs/computed-views.md); the newest run time from the
@@ -92,7 +83,7 @@ pub async fn remediation_history(
     tenant: &str,
     script_id: &str,
 ) -> Result<Option<RemediationHistory>, DbError> {
-    if !exists(c, "device_health_scripts", tenant, script_id).await? {
+    if !exists(c, tenant, &EntityRef::Script(script_id.to_owned())).await? {
         return Ok(None);
     }
     // Each device counts once per UTC day, classified by its last record of that day. The day is
@@ -192,7 +183,7 @@ pub async fn pending_on_demand(
     tenant: &str,
     device_id: &str,
 ) -> Result<Option<Vec<(String, Instant)>>, DbError> {
-    if !exists(c, "managed_devices", tenant, device_id).await? {
+    if !exists(c, tenant, &EntityRef::Device(device_id.to_owned())).await? {
         return Ok(None);
     }
     let rows = c.query("SELECT \"scriptId\", \"requestedDateTime\" FROM on_demand_requests WHERE \"tenant\" = $1 AND \"managedDeviceId\" = $2 \

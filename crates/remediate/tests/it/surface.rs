@@ -754,11 +754,20 @@ async fn pruned_history_leaves_the_cumulative_count() {
         .status()
         .expect("psql");
     assert!(status.success());
-    // A restart applies the retention (30 days) at once.
+    // A restart applies the retention (30 days) at start, in the background.
     app.stop();
     app.args = vec!["--history-retention-days".into(), "30".into()];
     app.spawn();
-    let summary = app.get(&summary_path).await.json;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let summary = loop {
+        let summary = app.get(&summary_path).await.json;
+        if summary["issueRemediatedCumulativeDeviceCount"] != 2
+            || std::time::Instant::now() > deadline
+        {
+            break summary;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     assert_eq!(
         summary["issueRemediatedCumulativeDeviceCount"], 1,
         "{summary}"
