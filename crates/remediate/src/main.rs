@@ -81,7 +81,11 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => {
             let config = config::Config::resolve(*args)?;
             init_tracing(config.log_json);
+            // Twice as many workers as cores (at least 4): SQLite reads run on the workers, and
+            // all but one of them may be reading at once (store::sql).
+            let cores = std::thread::available_parallelism().map_or(2, usize::from);
             let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads((2 * cores).max(4))
                 .enable_all()
                 .build()?;
             runtime.block_on(serve(config))

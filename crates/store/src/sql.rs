@@ -4,8 +4,8 @@
 //! schema files, how work reaches a connection).
 //!
 //! How work reaches the database:
-//! - SQLite: reads run on tokio's blocking pool, each on a pooled read connection (WAL readers
-//!   never wait for the writer); every write goes to one writer thread that gathers concurrent
+//! - SQLite: reads run on the calling tokio worker, each on a pooled read connection (WAL
+//!   readers never wait for the writer); every write goes to one writer thread that gathers concurrent
 //!   writes into one transaction (group commit, see [`writer_thread`]).
 //! - PostgreSQL: a sqlx pool; each write is one transaction on a pooled connection.
 
@@ -156,12 +156,17 @@ impl SqlStore {
             .name("sqlite-writer".into())
             .spawn(move || writer_thread(conn, receiver))
             .map_err(|e| StoreError::Internal(format!("cannot start the SQLite writer: {e}")))?;
+        // Reads run on the runtime's worker threads (they never wait on I/O, so there is nothing
+        // to gain from a hop to another thread); at most all workers but one read at a time, so
+        // a slow read never stalls the server.
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        let concurrent_reads = (options.max_connections.max(1) as usize)
+            .min(workers.saturating_sub(1))
+            .max(1);
         let readers = SqliteReaders {
             path,
             idle: Mutex::new(Vec::new()),
-            permits: Arc::new(tokio::sync::Semaphore::new(
-                options.max_connections.max(1) as usize
-            )),
+            permits: Arc::new(tokio::sync::Semaphore::new(concurrent_reads)),
             acquire_timeout: options.acquire_timeout,
         };
         Ok(SqlStore {
@@ -223,7 +228,8 @@ impl SqlStore {
         }
     }
 
-    /// Run `f` on a read connection: SQLite on the blocking pool, PostgreSQL on the async pool.
+    /// Run `f` on a read connection: SQLite on the calling worker thread, PostgreSQL on the
+    /// async pool.
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -240,17 +246,13 @@ impl SqlStore {
                     StoreError::Unavailable("no SQLite read connection became free in time".into())
                 })?
                 .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
-                let readers = readers.clone();
-                tokio::task::spawn_blocking(move || {
-                    let _permit = permit;
-                    let mut conn = readers.take()?;
-                    let out = run_now(f(&mut conn));
-                    readers.give(conn);
-                    out
-                })
-                .await
-                .map_err(|e| StoreError::Internal(format!("a SQLite read failed: {e}")))?
-                .map_err(store_error)
+                // Run on this worker thread: a hop to another thread costs more than most reads
+                // (docs/benchmarks.md). The permits keep at least one worker free of reads.
+                let _permit = permit;
+                let mut conn = readers.take().map_err(store_error)?;
+                let out = run_now(f(&mut conn));
+                readers.give(conn);
+                out.map_err(store_error)
             }
             Backend::Postgres { pool } => {
                 let mut conn = pool
