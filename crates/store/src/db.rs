@@ -204,15 +204,18 @@ fn sqlite_error(e: rusqlite::Error) -> DbError {
 
 impl SqliteConn {
     /// Open `path` with the server's settings: WAL, `synchronous=FULL` (a commit is on disk
-    /// before it returns), foreign keys, a busy timeout, and a cache of prepared statements.
-    pub fn open(path: &str) -> Result<SqliteConn, DbError> {
+    /// before it returns), foreign keys, a busy timeout, statement journals (savepoints) in
+    /// memory, a page cache of `cache_mib`, and a cache of prepared statements.
+    pub fn open(path: &str, cache_mib: u32) -> Result<SqliteConn, DbError> {
         let conn = rusqlite::Connection::open(path).map_err(sqlite_error)?;
         conn.set_prepared_statement_cache_capacity(256);
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(sqlite_error)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
-        )
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+             PRAGMA temp_store = MEMORY; PRAGMA cache_size = -{};",
+            cache_mib * 1024
+        ))
         .map_err(sqlite_error)?;
         Ok(SqliteConn { conn })
     }

@@ -83,7 +83,7 @@ impl SqliteReaders {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         match idle {
             Some(conn) => Ok(conn),
-            None => SqliteConn::open(&self.path),
+            None => SqliteConn::open(&self.path, READER_CACHE_MIB),
         }
     }
 
@@ -106,6 +106,10 @@ enum Job {
     /// Maintenance that must not run beside the writer (history pruning, `PRAGMA optimize`).
     Task(Box<dyn FnOnce(&mut SqliteConn) + Send>),
 }
+
+/// Page caches: the writer's holds the indexes every insert walks; readers share the OS cache.
+const WRITER_CACHE_MIB: u32 = 32;
+const READER_CACHE_MIB: u32 = 8;
 
 /// Most writes committed together (each in its own savepoint).
 const MAX_GROUP: usize = 256;
@@ -146,15 +150,30 @@ impl SqlStore {
 
     async fn connect_sqlite(options: &StoreOptions) -> Result<SqlStore, StoreError> {
         let path = sqlite_path(&options.url);
-        let mut conn = SqliteConn::open(&path).map_err(store_error)?;
+        let mut conn = SqliteConn::open(&path, WRITER_CACHE_MIB).map_err(store_error)?;
         run_now(crate::migrate::run(&mut conn, Dialect::Sqlite)).map_err(store_error)?;
+        // Checkpoints (copying the WAL into the database file) run on their own thread, so the
+        // writer never pays for them inside a commit.
+        run_now(conn.batch("PRAGMA wal_autocheckpoint = 0")).map_err(store_error)?;
+        let checkpointer = SqliteConn::open(&path, 1).map_err(store_error)?;
+        let writer_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = writer_done.clone();
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoint_thread(checkpointer, &done))
+            .map_err(|e| {
+                StoreError::Internal(format!("cannot start the SQLite checkpointer: {e}"))
+            })?;
         // Statistics for the planner, as SQLite recommends for long-lived connections.
         run_now(conn.batch("PRAGMA optimize = 0x10002")).map_err(store_error)?;
         let secret = run_now(load_secret(&mut conn)).map_err(store_error)?;
         let (sender, receiver) = tokio::sync::mpsc::channel(4 * MAX_GROUP);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_thread(conn, receiver))
+            .spawn(move || {
+                writer_thread(conn, receiver);
+                writer_done.store(true, std::sync::atomic::Ordering::Relaxed);
+            })
             .map_err(|e| StoreError::Internal(format!("cannot start the SQLite writer: {e}")))?;
         // Reads run on the runtime's worker threads (they never wait on I/O, so there is nothing
         // to gain from a hop to another thread); at most all workers but one read at a time, so
@@ -1364,6 +1383,20 @@ fn writer_thread(mut conn: SqliteConn, mut jobs: tokio::sync::mpsc::Receiver<Job
             }
         }
         flush_group(&mut conn, writer, group);
+    }
+}
+
+/// Copy the WAL into the database file every 100 ms (PASSIVE: never waits for readers or the
+/// writer), so the WAL stays small without checkpoints inside the writer's commits. Ends with
+/// the writer.
+fn checkpoint_thread(mut conn: SqliteConn, writer_done: &std::sync::atomic::AtomicBool) {
+    while !writer_done.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Err(e) = run_now(conn.batch("PRAGMA wal_checkpoint(PASSIVE)")) {
+            if e.kind != DbErrorKind::Unavailable {
+                tracing::warn!(error = %e, "SQLite checkpoint failed");
+            }
+        }
     }
 }
 
