@@ -39,10 +39,10 @@ SCOPES = ["DeviceManagementScripts.ReadWrite.All", "DeviceManagementManagedDevic
 
 MODES = {
     # clients: concurrent connections of every remediate scenario; sizes: run states in the read script.
-    "quick": dict(clients=[8, 64], sizes=[10_000, 100_000], seconds=3, devices=20_000,
+    "quick": dict(clients=[8, 64], sizes=[10_000, 100_000], seconds=3, devices=100_000,
                   pg_floor=[(1, 1), (1, 64), (100, 1)], peer_clients=[64], http_floor_clients=[8, 64],
                   jsonserver_slow_seconds=8),
-    "full": dict(clients=[1, 8, 64, 256], sizes=[10_000, 100_000, 1_000_000], seconds=10, devices=150_000,
+    "full": dict(clients=[1, 8, 64, 256], sizes=[10_000, 100_000, 1_000_000], seconds=10, devices=600_000,
                  pg_floor=[(1, 1), (1, 8), (1, 64), (100, 1), (100, 8)], peer_clients=[8, 64],
                  http_floor_clients=[1, 8, 64, 256], jsonserver_slow_seconds=20),
 }
@@ -290,6 +290,8 @@ def wrk(base, method, path, clients, seconds, token=None, body=None, ids=None, o
     return {
         "clients": clients, "seconds": round(secs, 2), "requests": j["requests"],
         "req_per_s": round(j["requests"] / secs, 1),
+        # successful answers only: a write answered 409 or 5xx stored nothing and does not count
+        "ok_per_s": round((j["requests"] - j["errors_status"]) / secs, 1),
         "p50_ms": round(j["lat_p50_us"] / 1000, 3), "p90_ms": round(j["lat_p90_us"] / 1000, 3),
         "p99_ms": round(j["lat_p99_us"] / 1000, 3), "max_ms": round(j["lat_max_us"] / 1000, 3),
         "non_2xx": j["errors_status"], "socket_errors": errors,
@@ -897,6 +899,7 @@ def ratios(res, mode_cfg):
     largest = str(mode_cfg["sizes"][-1])
     smallest = str(mode_cfg["sizes"][0])
     goals = []
+    good = lambda r: r.get("ok_per_s", r["req_per_s"])   # noqa: E731  (successful writes per second)
 
     def goal(name, value, op, target, detail):
         if value is None:
@@ -911,15 +914,15 @@ def ratios(res, mode_cfg):
     post_sq = at(sq.get("post"), 64)
     floor100 = F.get("sqlite", {}).get("100_per_tx", {}).get("rows_per_s")
     goal("POST SQLite 64 clients / SQLite floor (100 rows/tx)",
-         post_sq["req_per_s"] / floor100 if post_sq and floor100 else None, ">=", 0.5,
-         f"{post_sq and post_sq['req_per_s']} req/s vs {floor100 and round(floor100, 1)} rows/s")
+         good(post_sq) / floor100 if post_sq and floor100 else None, ">=", 0.5,
+         f"{post_sq and good(post_sq)} req/s vs {floor100 and round(floor100, 1)} rows/s")
     goal("POST SQLite 64 clients p99/p50", post_sq["p99_ms"] / post_sq["p50_ms"] if post_sq else None, "<=", 20,
          f"p99 {post_sq and post_sq['p99_ms']} ms, p50 {post_sq and post_sq['p50_ms']} ms")
     post_pg = at(pg.get("post"), 64)
     best = F.get("postgres", {}).get("best")
     goal("POST PostgreSQL 64 clients / best PostgreSQL insert floor",
-         post_pg["req_per_s"] / best["rows_per_s"] if post_pg and best else None, ">=", 0.5,
-         f"{post_pg and post_pg['req_per_s']} req/s vs {best and best['rows_per_s']} rows/s "
+         good(post_pg) / best["rows_per_s"] if post_pg and best else None, ">=", 0.5,
+         f"{post_pg and good(post_pg)} req/s vs {best and best['rows_per_s']} rows/s "
          f"({best and best['rows_per_tx']} row(s)/tx, {best and best['clients']} clients)")
     get_sq = at(sq.get("get_page"), 64)
     fl_get = at(F.get("http", {}).get("get_page"), 64)
@@ -943,11 +946,11 @@ def ratios(res, mode_cfg):
          ", ".join(f"{d}: {R[d].get('peak_rss_mb')} MB" for d in R))
     prism = at(P.get("prism", {}).get("runs"), 64)
     goal("POST SQLite / Prism mock (64 clients)",
-         post_sq["req_per_s"] / prism["req_per_s"] if post_sq and prism and prism["req_per_s"] else None, ">=", 5,
+         good(post_sq) / prism["req_per_s"] if post_sq and prism and prism["req_per_s"] else None, ">=", 5,
          f"Prism {prism['req_per_s'] if prism else P.get('prism', {}).get('error')} req/s")
     js = at(P.get("json_server_50k", {}).get("runs"), 64)
     goal("POST SQLite / json-server @50k records (64 clients)",
-         post_sq["req_per_s"] / js["req_per_s"] if post_sq and js and js["req_per_s"] else None, ">=", 1000,
+         good(post_sq) / js["req_per_s"] if post_sq and js and js["req_per_s"] else None, ">=", 1000,
          f"json-server {js['req_per_s'] if js else P.get('json_server_50k', {}).get('error')} req/s")
     return goals
 

@@ -472,6 +472,22 @@ struct Writer {
     shard: i64,
 }
 
+/// May a run state of a script be bound to `device`? Only if the device exists and no other run
+/// state of the script is bound to it (`existing`).
+fn bind_allowed(device: &str, found: bool, existing: Option<String>) -> Result<(), StoreError> {
+    if !found {
+        return Err(StoreError::InvalidReference(format!(
+            "The managedDevice '{device}' named by 'managedDevice@odata.bind' does not exist."
+        )));
+    }
+    if let Some(id) = existing {
+        return Err(StoreError::Conflict(format!(
+            "A deviceRunState for managedDevice '{device}' already exists for this deviceHealthScript: '{id}'. Update it with PATCH instead."
+        )));
+    }
+    Ok(())
+}
+
 /// Does the entity exist?
 pub(crate) async fn exists(
     c: &mut dyn Conn,
@@ -632,11 +648,7 @@ impl Writer {
         script_id: &str,
         device: &str,
     ) -> Result<Result<(), StoreError>, DbError> {
-        if !exists(c, tenant, &EntityRef::Device(device.to_owned())).await? {
-            return Ok(Err(StoreError::InvalidReference(format!(
-                "The managedDevice '{device}' named by 'managedDevice@odata.bind' does not exist."
-            ))));
-        }
+        let found = exists(c, tenant, &EntityRef::Device(device.to_owned())).await?;
         let existing = c
             .query_opt(
                 "SELECT \"id\" FROM device_run_states WHERE \"tenant\" = $1 AND \"scriptId\" = $2 AND \"managedDeviceId\" = $3",
@@ -646,12 +658,7 @@ impl Writer {
             .map(|row| row.text(0))
             .transpose()?
             .flatten();
-        if let Some(id) = existing {
-            return Ok(Err(StoreError::Conflict(format!(
-                "A deviceRunState for managedDevice '{device}' already exists for this deviceHealthScript: '{id}'. Update it with PATCH instead."
-            ))));
-        }
-        Ok(Ok(()))
+        Ok(bind_allowed(device, found, existing))
     }
 
     async fn execute(
@@ -674,16 +681,33 @@ impl Writer {
             }
             Write::CreateRunState { record } => {
                 let script_id = record.parent.clone().unwrap_or_default();
-                if !exists(c, tenant, &EntityRef::Script(script_id.clone())).await? {
+                // Every check in one round trip (this is the hot path of device reports).
+                let device = record.device_id.as_deref();
+                let row = c
+                    .query_one(
+                        "SELECT \
+                           (SELECT 1 FROM device_health_scripts WHERE \"tenant\" = $1 AND \"id\" = $2), \
+                           (SELECT 1 FROM managed_devices WHERE \"tenant\" = $1 AND \"id\" = $3), \
+                           (SELECT \"id\" FROM device_run_states WHERE \"tenant\" = $1 AND \"scriptId\" = $2 AND \"managedDeviceId\" = $3), \
+                           (SELECT 1 FROM on_demand_requests WHERE \"tenant\" = $1 AND \"managedDeviceId\" = $3 AND \"scriptId\" = $2)",
+                        &[
+                            db::text(tenant),
+                            db::text(&script_id),
+                            Arg::Text(device.map(str::to_owned)),
+                        ],
+                    )
+                    .await?;
+                if row.int(0)?.is_none() {
                     return Ok(Err(StoreError::NotFound(format!(
                         "The deviceHealthScript '{script_id}' does not exist."
                     ))));
                 }
-                if let Some(device) = &record.device_id {
-                    if let Err(e) = self.check_bind(c, tenant, &script_id, device).await? {
+                if let Some(device) = device {
+                    if let Err(e) = bind_allowed(device, row.int(1)?.is_some(), row.text(2)?) {
                         return Ok(Err(e));
                     }
                 }
+                let on_demand_pending = row.int(3)?.is_some();
                 let sql = insert_sql(tenant, &record);
                 c.execute(&sql.text, &sql.args).await?;
                 counters::state_changed(
@@ -696,7 +720,9 @@ impl Writer {
                 )
                 .await?;
                 self.append_history(c, tenant, &record).await?;
-                self.clear_on_demand(c, tenant, &record).await?;
+                if on_demand_pending {
+                    self.clear_on_demand(c, tenant, &record).await?;
+                }
                 Ok(Ok(WriteOutcome::Created(record)))
             }
             Write::UpdateScript { id, changes } => {
