@@ -168,7 +168,8 @@ def test_filter_managed_devices_strings(data):
 # --- $orderby -----------------------------------------------------------------------------------
 
 def _expected_order(rows, key, desc):
-    ordered = sorted(rows, key=lambda r: r.state_id)            # final tie-break: id ascending
+    # final tie-break: id, in the direction of the (last) $orderby key
+    ordered = sorted(rows, key=lambda r: r.state_id, reverse=desc)
     return sorted(ordered, key=key, reverse=desc)                # stable: ties keep id order
 
 
@@ -183,9 +184,9 @@ def test_orderby_with_id_tie_break(data):
         want = [r.state_id for r in _expected_order(data.rows, key, desc)]
         assert got == want, f"$orderby={clause}"
 
-    # two keys: detectionState asc, then lastStateUpdateDateTime desc, then id
+    # two keys: detectionState asc, then lastStateUpdateDateTime desc, then id desc (the last key's direction)
     got = [s.id for s in _states(data, orderby=["detectionState asc", "lastStateUpdateDateTime desc"]).value]
-    by_id = sorted(data.rows, key=lambda r: r.state_id)
+    by_id = sorted(data.rows, key=lambda r: r.state_id, reverse=True)
     by_time = sorted(by_id, key=lambda r: r.time, reverse=True)
     want = [r.state_id for r in sorted(by_time, key=lambda r: DETECTION.index(r.detection))]
     assert got == want
@@ -193,7 +194,7 @@ def test_orderby_with_id_tie_break(data):
 
 def test_orderby_managed_devices_ties(data):
     got = [d.id for d in _devices(data, orderby=["osVersion desc"]).value]
-    rows = sorted(data.rows, key=lambda r: r.device_id)
+    rows = sorted(data.rows, key=lambda r: r.device_id, reverse=True)   # ties: id, descending like the key
     want = [r.device_id for r in sorted(rows, key=lambda r: r.os_version, reverse=True)]
     assert got == want
     names = [d.device_name for d in _devices(data, orderby=["deviceName"]).value]

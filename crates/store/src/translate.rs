@@ -150,7 +150,9 @@ pub struct KeyExpr {
     pub nullable: bool,
 }
 
-/// Every key expression of an ordering, ending with the `id` tie-breaker.
+/// Every key expression of an ordering, ending with the `id` tie-breaker, which takes the
+/// direction of the last `$orderby` key (ascending without one): `time DESC, id DESC` is a
+/// backward walk of a `(…, time, id)` index on both databases (docs/query-plans.md, R2).
 pub fn key_exprs(order: &[SortKey]) -> Vec<KeyExpr> {
     let mut keys = Vec::new();
     for key in order {
@@ -167,7 +169,7 @@ pub fn key_exprs(order: &[SortKey]) -> Vec<KeyExpr> {
     keys.push(KeyExpr {
         sql: "t.\"id\"".into(),
         text: true,
-        descending: false,
+        descending: order.last().is_some_and(|k| k.descending),
         nullable: false,
     });
     keys
@@ -198,10 +200,20 @@ fn key_arg(key: &KeyExpr, value: &Value) -> Arg {
     }
 }
 
-/// `AND (rows strictly after the keyset position)`.
+/// `AND (rows strictly after the keyset position)`. For a first key that is never NULL, a
+/// redundant bound on it goes in front so both databases seek to the position instead of
+/// filtering from the start (docs/query-plans.md, R3).
 pub fn after_condition(sql: &mut Sql, keys: &[KeyExpr], after: &After) {
     let mut values: Vec<Value> = after.values.clone();
     values.push(Value::Str(after.id.clone()));
+    if let (Some(first), Some(value)) = (keys.first(), values.first()) {
+        if keys.len() >= 2 && !first.nullable && *value != Value::Null {
+            sql.push(" AND ")
+                .push(&first.sql)
+                .push(if first.descending { " <= " } else { " >= " })
+                .arg(key_arg(first, value));
+        }
+    }
     sql.push(" AND (");
     let mut first_term = true;
     for i in 0..keys.len().min(values.len()) {
@@ -233,6 +245,9 @@ pub fn after_condition(sql: &mut Sql, keys: &[KeyExpr], after: &After) {
             }
             (false, v) => {
                 sql.push(&key.sql).push(" > ").arg(key_arg(key, v));
+            }
+            (true, v) if !key.nullable => {
+                sql.push(&key.sql).push(" < ").arg(key_arg(key, v));
             }
             (true, v) => {
                 sql.push("(")

@@ -874,7 +874,11 @@ fn order_rows(a: &Row, b: &Row, keys: &[(usize, Dir)], props: &[Prop]) -> Orderi
             return o;
         }
     }
-    a.id.cmp(&b.id)
+    // Ties by id, in the direction of the last key.
+    match keys.last() {
+        Some((_, Dir::Desc)) => b.id.cmp(&a.id),
+        _ => a.id.cmp(&b.id),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1840,14 +1844,16 @@ both!(
             // Keyset order: names never change, so the rows must come strictly in sort order.
             for pair in items.windows(2) {
                 let (a, b) = (&pair[0], &pair[1]);
-                let names = order_values(Kind::Str, &json!(a.1), &json!(b.1));
-                let names = if walk == "desc" {
-                    names.reverse()
+                // Ties by id in the walk's direction.
+                let order =
+                    order_values(Kind::Str, &json!(a.1), &json!(b.1)).then_with(|| a.0.cmp(&b.0));
+                let order = if walk == "desc" {
+                    order.reverse()
                 } else {
-                    names
+                    order
                 };
                 assert_eq!(
-                    names.then_with(|| a.0.cmp(&b.0)),
+                    order,
                     Ordering::Less,
                     "{context}: {walk} walk out of order: {a:?} before {b:?}"
                 );
