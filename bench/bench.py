@@ -1005,9 +1005,11 @@ def markdown(res):
         elif "not measured:" in line:
             out.append(f"| {line.split('not measured:')[0].strip()} | | not measured: {line.split('not measured:')[1]} | | | |")
         else:
-            name, cols = line[:44].rstrip(), line[44:].split()
-            err = cols[4] if len(cols) > 4 and cols[4].isdigit() else ""
-            out.append(f"| {name} | {cols[0]} | {cols[1]} | {cols[2]} | {cols[3]} | {err} |")
+            # the name may run past its 44 columns: take the five figures from the right
+            figures = re.search(r"\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s*(\d*)(\s+\(.*\))?$", line)
+            name = line[:figures.start()].strip()
+            cols = figures.groups()
+            out.append(f"| {name} | {cols[0]} | {cols[1]} | {cols[2]} | {cols[3]} | {cols[4]} |")
     out += ["", "| goal | value | target | result |", "|---|---:|---:|---|"]
     for g in res["goals"]:
         v = "n/a" if g["value"] is None else f"{g['value']:.3f}"
