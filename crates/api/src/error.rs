@@ -74,6 +74,7 @@ impl From<StoreError> for ApiError {
                 )
                 .with_header("retry-after", "5".into())
             }
+            StoreError::Timeout(m) => ApiError::new(ErrorKind::Timeout, m),
             StoreError::Internal(m) => {
                 tracing::error!(error = %m, "storage failure");
                 ApiError::new(

@@ -27,6 +27,10 @@ pub struct ServeArgs {
     /// Database connections (default 8).
     #[arg(long, env = "REMEDIATE_DB_CONNECTIONS")]
     pub db_connections: Option<u32>,
+    /// Milliseconds a database statement may run before it is stopped with 504 (default: the
+    /// request timeout).
+    #[arg(long, env = "REMEDIATE_STATEMENT_TIMEOUT_MS")]
+    pub statement_timeout_ms: Option<u64>,
     /// Log format: text or json.
     #[arg(long, env = "REMEDIATE_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -113,6 +117,7 @@ struct FileConfig {
     public_url: Option<String>,
     max_body_bytes: Option<usize>,
     db_connections: Option<u32>,
+    statement_timeout_ms: Option<u64>,
     log_format: Option<String>,
     history_retention_days: Option<u32>,
     max_output_chars: Option<usize>,
@@ -152,6 +157,7 @@ pub struct Config {
     pub database: String,
     pub public_url: Option<String>,
     pub db_connections: u32,
+    pub statement_timeout: std::time::Duration,
     pub log_json: bool,
     pub history_retention_days: u32,
     pub max_output_chars: usize,
@@ -311,6 +317,11 @@ impl Config {
                 .or(file.db_connections)
                 .unwrap_or(8)
                 .max(1),
+            statement_timeout: match args.statement_timeout_ms.or(file.statement_timeout_ms) {
+                Some(0) => anyhow::bail!("statement_timeout_ms must be at least 1"),
+                Some(ms) => std::time::Duration::from_millis(ms),
+                None => limits.request_timeout,
+            },
             log_json: log_format == "json",
             oidc,
             limits,

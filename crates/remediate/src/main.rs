@@ -143,6 +143,7 @@ async fn open_store(config: &config::Config) -> anyhow::Result<SqlStore> {
         url: config.database.clone(),
         max_connections: config.db_connections,
         acquire_timeout: Duration::from_secs(5),
+        statement_timeout: config.statement_timeout,
     })
     .await
     .map_err(|e| anyhow::anyhow!("opening the database: {e}"))

@@ -96,6 +96,8 @@ pub enum DbErrorKind {
     Unavailable,
     /// Two transactions waited on each other (PostgreSQL deadlock or serialization failure).
     Retry,
+    /// The statement ran past its deadline and was stopped.
+    Timeout,
     Other,
 }
 
@@ -172,6 +174,18 @@ pub fn run_now<F: Future>(future: F) -> F::Output {
 /// A SQLite connection. Statements are prepared once per connection and cached.
 pub struct SqliteConn {
     conn: rusqlite::Connection,
+    /// When set (milliseconds since [`epoch`]), statements running past it are interrupted.
+    deadline: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The clock of SQLite deadlines.
+fn epoch() -> std::time::Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(std::time::Instant::now)
+}
+
+fn since_epoch_ms() -> u64 {
+    u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// `$1` … `$99`: SQLite treats `$n` as a named parameter; binding by name keeps repeated
@@ -190,6 +204,7 @@ fn sqlite_error(e: rusqlite::Error) -> DbError {
                 | rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE => DbErrorKind::Unique,
                 _ => DbErrorKind::Other,
             },
+            ErrorCode::OperationInterrupted => DbErrorKind::Timeout,
             ErrorCode::DatabaseBusy
             | ErrorCode::DatabaseLocked
             | ErrorCode::DiskFull
@@ -217,7 +232,26 @@ impl SqliteConn {
             cache_mib * 1024
         ))
         .map_err(sqlite_error)?;
-        Ok(SqliteConn { conn })
+        let deadline = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let watched = deadline.clone();
+        // Every 10,000 virtual-machine steps (well under a millisecond), check the deadline.
+        conn.progress_handler(
+            10_000,
+            Some(move || {
+                let at = watched.load(std::sync::atomic::Ordering::Relaxed);
+                at != 0 && since_epoch_ms() > at
+            }),
+        );
+        Ok(SqliteConn { conn, deadline })
+    }
+
+    /// Stop statements that run past `limit` from now (`None`: no limit).
+    pub fn set_deadline(&self, limit: Option<std::time::Duration>) {
+        let at = limit.map_or(0, |d| {
+            since_epoch_ms().saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        });
+        self.deadline
+            .store(at, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn prepare<'c>(
@@ -292,6 +326,8 @@ pub fn pg_error(e: sqlx::Error) -> DbError {
             Some("23505") => DbErrorKind::Unique,
             // deadlock_detected, serialization_failure
             Some("40P01") | Some("40001") => DbErrorKind::Retry,
+            // query_canceled (statement_timeout)
+            Some("57014") => DbErrorKind::Timeout,
             // admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections
             Some("57P01") | Some("57P02") | Some("57P03") | Some("53300") => {
                 DbErrorKind::Unavailable

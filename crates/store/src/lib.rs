@@ -34,6 +34,9 @@ pub enum StoreError {
     /// The database cannot be reached or is overloaded; the client should retry.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// A read ran longer than the statement timeout and was stopped.
+    #[error("{0}")]
+    Timeout(String),
     /// Anything else; a bug or corrupt data.
     #[error("storage failure: {0}")]
     Internal(String),

@@ -52,6 +52,9 @@ pub struct StoreOptions {
     pub max_connections: u32,
     /// How long a request waits for a connection before the database counts as unavailable.
     pub acquire_timeout: Duration,
+    /// Reads running longer are stopped (answered 504): SQLite by a progress handler,
+    /// PostgreSQL by `statement_timeout`.
+    pub statement_timeout: Duration,
 }
 
 pub struct SqlStore {
@@ -76,6 +79,7 @@ struct SqliteReaders {
     idle: Mutex<Vec<SqliteConn>>,
     permits: Arc<tokio::sync::Semaphore>,
     acquire_timeout: Duration,
+    statement_timeout: Duration,
 }
 
 impl SqliteReaders {
@@ -120,6 +124,9 @@ fn store_error(e: DbError) -> StoreError {
             StoreError::Conflict("An entity with the same key already exists.".into())
         }
         DbErrorKind::Unavailable | DbErrorKind::Retry => StoreError::Unavailable(e.message),
+        DbErrorKind::Timeout => StoreError::Timeout(
+            "The query ran longer than the server's statement timeout; narrow it with $filter or $top.".into(),
+        ),
         DbErrorKind::Other => StoreError::Internal(e.message),
     }
 }
@@ -187,6 +194,7 @@ impl SqlStore {
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(tokio::sync::Semaphore::new(concurrent_reads)),
             acquire_timeout: options.acquire_timeout,
+            statement_timeout: options.statement_timeout,
         };
         Ok(SqlStore {
             backend: Backend::Sqlite {
@@ -214,7 +222,15 @@ impl SqlStore {
                 }
             }
         }
+        let statement_timeout = statement_timeout_sql(options.statement_timeout);
         let pool = PgPoolOptions::new()
+            .after_connect(move |conn, _meta| {
+                let set = statement_timeout.clone();
+                Box::pin(async move {
+                    sqlx::Executor::execute(conn, set.as_str()).await?;
+                    Ok(())
+                })
+            })
             .max_connections(options.max_connections.max(1))
             .min_connections(0)
             .acquire_timeout(options.acquire_timeout)
@@ -223,10 +239,18 @@ impl SqlStore {
             .map_err(pg)?;
         let secret = {
             let mut conn = pool.acquire().await.map_err(pg)?;
+            // Migrations may take long on a large database: no statement timeout for them.
+            conn.batch("SET statement_timeout = 0")
+                .await
+                .map_err(store_error)?;
             crate::migrate::run(&mut *conn, Dialect::Postgres)
                 .await
                 .map_err(store_error)?;
-            load_secret(&mut *conn).await.map_err(store_error)?
+            let secret = load_secret(&mut *conn).await.map_err(store_error)?;
+            conn.batch(&statement_timeout_sql(options.statement_timeout))
+                .await
+                .map_err(store_error)?;
+            secret
         };
         Ok(SqlStore {
             backend: Backend::Postgres { pool },
@@ -269,6 +293,7 @@ impl SqlStore {
                 // (docs/benchmarks.md). The permits keep at least one worker free of reads.
                 let _permit = permit;
                 let mut conn = readers.take().map_err(store_error)?;
+                conn.set_deadline(Some(readers.statement_timeout));
                 let out = run_now(f(&mut conn));
                 readers.give(conn);
                 out.map_err(store_error)
@@ -323,6 +348,10 @@ impl SqlStore {
             Backend::Postgres { pool } => {
                 let pg = |e: sqlx::Error| store_error(db::pg_error(e));
                 let mut tx = pool.begin().await.map_err(pg)?;
+                // Maintenance (pruning, recounting) may take long: no statement timeout.
+                tx.batch("SET LOCAL statement_timeout = 0")
+                    .await
+                    .map_err(store_error)?;
                 if !commit {
                     // One snapshot for the whole check.
                     tx.batch("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -339,6 +368,11 @@ impl SqlStore {
             }
         }
     }
+}
+
+/// PostgreSQL's `statement_timeout` for the pool's connections.
+fn statement_timeout_sql(timeout: Duration) -> String {
+    format!("SET statement_timeout = {}", timeout.as_millis().max(1))
 }
 
 fn writer_stopped() -> StoreError {

@@ -251,3 +251,46 @@ async fn injected_failures_change_nothing() {
         200
     );
 }
+
+// A read that runs past `--statement-timeout-ms` is stopped by the database (SQLite's progress
+// handler, PostgreSQL's statement_timeout) and answered 504; the server keeps serving.
+crate::both!(slow_reads_are_stopped_at_the_statement_timeout, |app| {
+    let mut app = app;
+    let script = app.script("slow").await;
+    let collection = format!("/deviceManagement/deviceHealthScripts/{script}/deviceRunStates");
+    for chunk in 0..250 {
+        let requests: Vec<serde_json::Value> = (0..20)
+            .map(|i| {
+                serde_json::json!({
+                    "id": (i + 1).to_string(), "method": "POST", "url": collection,
+                    "headers": {"Content-Type": "application/json"},
+                    "body": {"detectionState": "fail", "preRemediationDetectionScriptOutput": format!("row {chunk}-{i}")}
+                })
+            })
+            .collect();
+        let reply = app
+            .post(
+                "$batch",
+                &serde_json::json!({ "requests": requests }).to_string(),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+    }
+    app.stop();
+    app.args = vec!["--statement-timeout-ms".into(), "1".into()];
+    app.spawn();
+    let slow = app
+        .get(&format!(
+            "deviceManagement/deviceHealthScripts/{script}/deviceRunStates?$count=true&$filter=contains(preRemediationDetectionScriptOutput,'zzz') or contains(preRemediationDetectionScriptError,'zzz')&$top=1000"
+        ))
+        .await;
+    slow.assert_error(504, "RequestTimeout", "statement timeout");
+    // The server is fine afterwards (and its database answers).
+    let ready = app
+        .client
+        .get(app.base.replace("/beta", "/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+});
