@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import queue
+import random
 import re
 import shutil
 import signal
@@ -451,6 +452,9 @@ class Bench:
             devices += replicate_devices(db, disk_dir, name, devices[0], len(devices), n_dev)
             recount(disk_dir, database)
             log(f"{db}: devices {20} -> {len(devices)} copied with SQL in {time.time() - t0:.1f}s")
+        # Devices are used in random order: each POST lands at a random place in every index, as reports from
+        # real devices (random GUIDs) do; the copied ids share a suffix, and in file order they would only append.
+        random.Random(7).shuffle(devices)
         ids_file = self.write_file(f"devices-{db}.txt", "\n".join(devices) + "\n")
         post_body = self.write_file("post-body.json", SEED_BODY)
         patch_body = self.write_file("patch-body.json", PATCH_BODY)

@@ -17,6 +17,15 @@ use axum::body::Bytes;
 use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+/// splitmix64: random device ids for the floor's rows.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 fn arg(args: &[String], name: &str) -> String {
     args.iter()
         .position(|a| a == name)
@@ -67,6 +76,9 @@ fn sqlite(args: &[String]) {
         (1..=columns.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
     );
     let id_at = columns.iter().position(|c| c.as_str() == "id").expect("id column");
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
     // a bound row: each copy binds a fresh device, and its id is "{scriptId}:{deviceId}" as the server forms it
     let device_at = columns
         .iter()
@@ -94,7 +106,16 @@ fn sqlite(args: &[String]) {
             for _ in 0..per_tx {
                 n += 1;
                 let mut v = values.clone();
-                let fresh = format!("{:08x}-0000-4000-8000-{:012x}", std::process::id(), n);
+                // a random device id, as real devices have (random positions in every index)
+                let r = splitmix(&mut seed);
+                let fresh = format!(
+                    "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+                    r >> 32,
+                    (r >> 16) & 0xffff,
+                    r & 0xfff,
+                    (n as u64 ^ r.rotate_left(17)) & 0xfff,
+                    splitmix(&mut seed) & 0xffff_ffff_ffff
+                );
                 v[id_at] = rusqlite::types::Value::Text(match device_at {
                     Some(d) => {
                         v[d] = rusqlite::types::Value::Text(fresh.clone());
