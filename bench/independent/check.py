@@ -10,7 +10,8 @@ Subcommands:
   summary ADDR TOKEN SID       print runSummary and $count as JSON
   sqlite-floor SCHEMA_DB OUT_DB SECONDS ROWS_PER_TX MODE
                                insert floor with python's sqlite3 (MODE: seed = the row remediate stored for a
-                               POST, kb = the same row padded to ~1 KB)
+                               POST, kb = the same row padded to ~1 KB, seq = seed row with sequential keys
+                               like bench/floor; seed and kb use random UUIDs like the server)
   http-floor PORT PAGEFILE MODE  asyncio HTTP/1.1 keep-alive server answering GET with the page
                                (MODE: json = json.dumps of the parsed page per request, static = the bytes)
   oha-summary FILE             extract rps / p50 / status counts from oha's JSON output
@@ -89,8 +90,8 @@ def replicate(db, factor):
 
 def replicate_sqlite(db, factor):
     c = sqlite3.connect(db)
-    c.execute("CREATE TABLE src_rs AS SELECT * FROM device_run_states")
-    c.execute("CREATE TABLE src_rh AS SELECT * FROM run_history")
+    c.execute('CREATE TABLE src_rs AS SELECT * FROM device_run_states WHERE "managedDeviceId" IS NULL')  # not the bound seed row
+    c.execute('CREATE TABLE src_rh AS SELECT * FROM run_history WHERE "managedDeviceId" IS NULL')
     c.commit(); c.close()
     replicate(db, factor)
 
@@ -108,8 +109,8 @@ def pgreplicate(url, factor):
     gs = "lpad(to_hex(k), 8, '0')"
     t0 = time.time()
     psql("SET synchronous_commit=off; "
-         "INSERT INTO device_run_states (%s) SELECT %s FROM device_run_states, generate_series(1, %d) k; "
-         "INSERT INTO run_history (%s) SELECT %s FROM run_history, generate_series(1, %d) k; ANALYZE;" % (
+         "INSERT INTO device_run_states (%s) SELECT %s FROM device_run_states, generate_series(1, %d) k WHERE \"managedDeviceId\" IS NULL; "
+         "INSERT INTO run_history (%s) SELECT %s FROM run_history, generate_series(1, %d) k WHERE \"managedDeviceId\" IS NULL; ANALYZE;" % (
              ", ".join('"%s"' % x for x in rs),
              sel(rs, {"id": "%s || substr(id, 9)" % gs,
                       "lastStateUpdateDateTime": '"lastStateUpdateDateTime" + k'}), factor - 1,
@@ -154,7 +155,11 @@ def sqlite_floor(schema_db, out_db, seconds, per_tx, mode):
         ts = time.perf_counter()
         c.execute("BEGIN")
         for _ in range(per_tx):
-            row[iid] = str(uuid.uuid4()); row[idev] = str(uuid.uuid4()); row[iupd] += 1
+            if mode == "seq":  # sequential keys, as bench/floor (Rust) forms them: append-only index inserts
+                k = "%08x-0000-4000-8000-%012x" % (os.getpid(), n + _); row[idev] = k; row[iid] = row[1] + ":" + k
+            else:  # random v4 UUIDs, as remediate's devices and run states have
+                d = str(uuid.uuid4()); row[idev] = d; row[iid] = row[1] + ":" + d  # id = scriptId:deviceId
+            row[iupd] += 1
             c.execute(sql, row)
         c.execute("COMMIT")
         lat.append(time.perf_counter() - ts); n += per_tx
