@@ -37,13 +37,23 @@ impl Row {
             .ok_or_else(|| DbError::other(format!("no column {i} in a row of {}", self.0.len())))
     }
 
+    /// Move a cell out of the row (no copy), leaving `Null`.
+    fn take(&mut self, i: usize) -> Result<Cell, DbError> {
+        self.0
+            .get_mut(i)
+            .map(std::mem::take)
+            .ok_or_else(|| DbError::other(format!("no column {i}")))
+    }
+
+    fn mismatch(i: usize, expected: &str, found: &Cell) -> DbError {
+        DbError::other(format!("column {i}: expected {expected}, found {found:?}"))
+    }
+
     pub fn int(&self, i: usize) -> Result<Option<i64>, DbError> {
         match self.cell(i)? {
             Cell::Null => Ok(None),
             Cell::Int(v) => Ok(Some(*v)),
-            other => Err(DbError::other(format!(
-                "column {i}: expected an integer, found {other:?}"
-            ))),
+            other => Err(Self::mismatch(i, "an integer", other)),
         }
     }
 
@@ -56,33 +66,25 @@ impl Row {
         match self.cell(i)? {
             Cell::Null => Ok(None),
             Cell::Text(v) => Ok(Some(v.clone())),
-            other => Err(DbError::other(format!(
-                "column {i}: expected text, found {other:?}"
-            ))),
+            other => Err(Self::mismatch(i, "text", other)),
         }
     }
 
-    /// Move a text cell out of the row (no copy), leaving `Null`.
+    /// Move a text cell out of the row (no copy).
     pub fn take_text(&mut self, i: usize) -> Result<Option<String>, DbError> {
-        match self.0.get_mut(i).map(std::mem::take) {
-            None => Err(DbError::other(format!("no column {i}"))),
-            Some(Cell::Null) => Ok(None),
-            Some(Cell::Text(v)) => Ok(Some(v)),
-            Some(other) => Err(DbError::other(format!(
-                "column {i}: expected text, found {other:?}"
-            ))),
+        match self.take(i)? {
+            Cell::Null => Ok(None),
+            Cell::Text(v) => Ok(Some(v)),
+            other => Err(Self::mismatch(i, "text", &other)),
         }
     }
 
-    /// Move a bytes cell out of the row (no copy), leaving `Null`.
+    /// Move a bytes cell out of the row (no copy).
     pub fn take_blob(&mut self, i: usize) -> Result<Option<Vec<u8>>, DbError> {
-        match self.0.get_mut(i).map(std::mem::take) {
-            None => Err(DbError::other(format!("no column {i}"))),
-            Some(Cell::Null) => Ok(None),
-            Some(Cell::Blob(v)) => Ok(Some(v)),
-            Some(other) => Err(DbError::other(format!(
-                "column {i}: expected bytes, found {other:?}"
-            ))),
+        match self.take(i)? {
+            Cell::Null => Ok(None),
+            Cell::Blob(v) => Ok(Some(v)),
+            other => Err(Self::mismatch(i, "bytes", &other)),
         }
     }
 }
@@ -292,8 +294,12 @@ impl Conn for SqliteConn {
                 cells.push(match row.get_ref(i).map_err(sqlite_error)? {
                     V::Null => Cell::Null,
                     V::Integer(v) => Cell::Int(v),
-                    // Only integers are stored; a real would come from an aggregate over them.
-                    V::Real(v) => Cell::Int(v as i64),
+                    // Only integers are stored and every aggregate is cast to BIGINT.
+                    V::Real(v) => {
+                        return Err(DbError::other(format!(
+                            "column {i} is the real {v}: cast it to BIGINT"
+                        )))
+                    }
                     V::Text(bytes) => Cell::Text(
                         String::from_utf8(bytes.to_vec())
                             .map_err(|e| DbError::other(format!("column {i}: {e}")))?,

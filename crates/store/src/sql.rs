@@ -556,6 +556,8 @@ fn counted(record: &Record) -> counters::Counted {
 }
 
 impl Writer {
+    /// The entity, its row locked until the transaction ends (PostgreSQL; SQLite's single
+    /// writer needs no lock) when `lock`.
     async fn fetch(
         &self,
         c: &mut dyn Conn,
@@ -563,20 +565,7 @@ impl Writer {
         key: &EntityRef,
         lock: bool,
     ) -> Result<Option<Record>, DbError> {
-        let entity = entity_of(key);
-        let mut sql = Sql::default();
-        sql.push(&format!(
-            "SELECT {} FROM \"{}\" t",
-            select_columns(entity, "t", false),
-            entity.table
-        ));
-        key_where(&mut sql, tenant, key);
-        if lock && self.dialect == Dialect::Postgres {
-            sql.push(" FOR UPDATE");
-        }
-        let row = c.query_opt(&sql.text, &sql.args).await?;
-        row.map(|mut r| decode_record(entity, &mut r, 0))
-            .transpose()
+        fetch_entity(c, tenant, key, lock && self.dialect == Dialect::Postgres).await
     }
 
     async fn update_columns(
@@ -1048,11 +1037,12 @@ impl Writer {
     }
 }
 
-/// One entity by key.
-async fn get_entity(
+/// One entity by key, `FOR UPDATE` when `for_update`.
+async fn fetch_entity(
     c: &mut dyn Conn,
     tenant: &str,
     key: &EntityRef,
+    for_update: bool,
 ) -> Result<Option<Record>, DbError> {
     let entity = entity_of(key);
     let mut sql = Sql::default();
@@ -1062,6 +1052,9 @@ async fn get_entity(
         entity.table
     ));
     key_where(&mut sql, tenant, key);
+    if for_update {
+        sql.push(" FOR UPDATE");
+    }
     c.query_opt(&sql.text, &sql.args)
         .await?
         .map(|mut r| decode_record(entity, &mut r, 0))
@@ -1259,7 +1252,7 @@ impl Store for SqlStore {
     async fn get(&self, tenant: &str, key: &EntityRef) -> Result<Option<Record>, StoreError> {
         let tenant = tenant.to_owned();
         let key = key.clone();
-        self.read(move |c| Box::pin(async move { get_entity(c, &tenant, &key).await }))
+        self.read(move |c| Box::pin(async move { fetch_entity(c, &tenant, &key, false).await }))
             .await
     }
 

@@ -200,18 +200,8 @@ both!(response_headers_follow_graph, |app| {
         error.json["error"]["innerError"]["client-request-id"],
         error.json["error"]["innerError"]["request-id"]
     );
-    let health = app
-        .client
-        .get(app.base.replace("/beta", "/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let health = app.service("/healthz").await;
     assert_eq!(health.status().as_u16(), 200);
-    let ready = app
-        .client
-        .get(app.base.replace("/beta", "/readyz"))
-        .send()
-        .await
-        .unwrap();
+    let ready = app.service("/readyz").await;
     assert_eq!(ready.status().as_u16(), 200);
 });

@@ -168,6 +168,15 @@ impl TestApp {
         String::from_utf8(output.stdout).unwrap().trim().to_owned()
     }
 
+    /// GET one of the server's own routes outside `/beta` (`/healthz`, `/readyz`, `/openapi.json`).
+    pub async fn service(&self, route: &str) -> reqwest::Response {
+        self.client
+            .get(self.base.replace("/beta", route))
+            .send()
+            .await
+            .expect("the server answers")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}/{}", self.base, path.trim_start_matches('/'))
     }

@@ -123,16 +123,7 @@ async fn slow_requests_time_out_with_504_and_overload_sheds_with_503() {
         }
     }
     assert!(shed > 0, "some requests must be shed");
-    assert_eq!(
-        app.client
-            .get(app.base.replace("/beta", "/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16(),
-        200
-    );
+    assert_eq!(app.service("/healthz").await.status().as_u16(), 200);
 }
 
 #[tokio::test]
@@ -240,16 +231,7 @@ async fn injected_failures_change_nothing() {
         .await;
     reply.assert_error(503, "ServiceUnavailable", "Injected");
     assert_eq!(reply.header("retry-after"), "1");
-    assert_eq!(
-        app.client
-            .get(app.base.replace("/beta", "/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16(),
-        200
-    );
+    assert_eq!(app.service("/readyz").await.status().as_u16(), 200);
 }
 
 // A read that runs past `--statement-timeout-ms` is stopped by the database (SQLite's progress
@@ -286,11 +268,6 @@ crate::both!(slow_reads_are_stopped_at_the_statement_timeout, |app| {
         .await;
     slow.assert_error(504, "RequestTimeout", "statement timeout");
     // The server is fine afterwards (and its database answers).
-    let ready = app
-        .client
-        .get(app.base.replace("/beta", "/readyz"))
-        .send()
-        .await
-        .unwrap();
+    let ready = app.service("/readyz").await;
     assert_eq!(ready.status().as_u16(), 200);
 });

@@ -164,12 +164,7 @@ async fn postgres_outage_is_503_with_retry_after_and_recovers_without_restart() 
             .await;
         assert_eq!(read.status, 503, "{}", read.text);
     }
-    let ready = app
-        .client
-        .get(app.base.replace("/beta", "/readyz"))
-        .send()
-        .await
-        .unwrap();
+    let ready = app.service("/readyz").await;
     assert_eq!(ready.status().as_u16(), 503);
     proxy.down.store(false, Ordering::SeqCst);
     let started = Instant::now();

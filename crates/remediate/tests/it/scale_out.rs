@@ -122,26 +122,14 @@ async fn two_processes_share_one_postgres_database() {
                 "deviceManagement/deviceHealthScripts/{script}/runSummary"
             ))
             .await;
-        assert_eq!(
-            summary.json["issueDetectedDeviceCount"], 9,
-            "{}",
-            summary.text
-        );
-        assert_eq!(
-            summary.json["noIssueDetectedDeviceCount"], 24,
-            "{}",
-            summary.text
-        );
-        assert_eq!(
-            summary.json["issueRemediatedDeviceCount"], 0,
-            "{}",
-            summary.text
-        );
-        assert_eq!(
-            summary.json["issueRemediatedCumulativeDeviceCount"], 24,
-            "{}",
-            summary.text
-        );
+        for (counter, want) in [
+            ("issueDetectedDeviceCount", 9),
+            ("noIssueDetectedDeviceCount", 24),
+            ("issueRemediatedDeviceCount", 0),
+            ("issueRemediatedCumulativeDeviceCount", 24),
+        ] {
+            assert_eq!(summary.json[counter], want, "{counter}: {}", summary.text);
+        }
         let totals = app
             .get("deviceManagement/deviceHealthScripts/getRemediationSummary()")
             .await;
