@@ -1,6 +1,7 @@
 //! `$metadata`: the CSDL document of exactly what remediate serves, generated from the same model
 //! the server uses. A committed copy (`docs/metadata.xml`) is checked against a fresh generation
-//! by the tests, and every Graph type in it against Microsoft's CSDL (`shared/spec/csdl-subset.xml`).
+//! by the tests, and every Graph type in it against Microsoft's CSDL (`crates/api/fixtures/csdl-subset.xml`, a copy of the
+//! project's `shared/spec/csdl-subset.xml`, so a clone anywhere tests it).
 
 use std::fmt::Write;
 use std::sync::OnceLock;
@@ -264,12 +265,8 @@ mod tests {
     /// Every property of a Graph type we serve has the type and nullability Microsoft's CSDL gives it.
     #[test]
     fn served_types_match_microsofts_csdl() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/spec/csdl-subset.xml"
-        );
-        let csdl =
-            std::fs::read_to_string(path).expect("shared/spec/csdl-subset.xml beside the checkout");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/csdl-subset.xml");
+        let csdl = std::fs::read_to_string(path).expect("crates/api/fixtures/csdl-subset.xml");
         let ours = generate();
         for entity in ALL_ENTITIES
             .iter()
