@@ -22,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
         max_option_length: 64,
         max_depth: 3,
         max_in_items: 3,
+        max_orderby_keys: 3,
     };
     match std::str::from_utf8(data) {
         Ok(text) => {

@@ -206,7 +206,9 @@ pub async fn run(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiE
     let items = parse(req, state.guard.limits.max_batch_requests)?;
     let sequence = order(&items)?;
     let mut statuses: HashMap<String, u16> = HashMap::new();
-    let mut responses: Vec<(usize, Json)> = Vec::with_capacity(items.len());
+    // Each answer is written out as it comes (its body copied as the bytes the inner request
+    // produced, never parsed back into a tree), so a batch holds at most its answers once.
+    let mut responses: Vec<(usize, Vec<u8>)> = Vec::with_capacity(items.len());
     for i in sequence {
         let item = &items[i];
         let failed = item
@@ -223,12 +225,8 @@ pub async fn run(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiE
             );
             render_error(&error)
         } else {
-            let inner = inner_request(req, item);
-            let result = match inner {
+            let result = match inner_request(req, item) {
                 Err(e) => Err(e),
-                Ok(inner) if inner.path.trim_matches('/') == "$batch" => Err(
-                    ApiError::bad_request("A batch cannot contain another $batch request."),
-                ),
                 Ok(inner) => dispatch(state, &inner).await,
             };
             match result {
@@ -237,28 +235,53 @@ pub async fn run(state: &AppState, req: &ApiRequest) -> Result<ApiResponse, ApiE
             }
         };
         statuses.insert(item.id.clone(), status);
-        let mut entry = Map::new();
-        entry.insert("id".into(), Json::String(item.id.clone()));
-        entry.insert("status".into(), Json::from(status));
-        entry.insert("headers".into(), Json::Object(headers));
+        let mut entry = Vec::with_capacity(128 + body.as_ref().map_or(0, Vec::len));
+        entry.extend_from_slice(b"{\"id\":");
+        entry.extend_from_slice(&json_text(&item.id));
+        entry.extend_from_slice(format!(",\"status\":{status},\"headers\":").as_bytes());
+        entry.extend_from_slice(&serde_json::to_vec(&Json::Object(headers)).unwrap_or_default());
         if let Some(body) = body {
-            entry.insert("body".into(), body);
+            entry.extend_from_slice(b",\"body\":");
+            entry.extend_from_slice(&body);
         }
-        responses.push((i, Json::Object(entry)));
+        entry.push(b'}');
+        responses.push((i, entry));
     }
     responses.sort_by_key(|(i, _)| *i);
-    let mut object = Map::new();
-    object.insert(
-        "responses".into(),
-        Json::Array(responses.into_iter().map(|(_, r)| r).collect()),
-    );
-    Ok(ApiResponse::json(StatusCode::OK, object))
+    let total: usize = responses.iter().map(|(_, r)| r.len() + 1).sum();
+    let mut bytes = Vec::with_capacity(total + 16);
+    bytes.extend_from_slice(b"{\"responses\":[");
+    for (n, (_, entry)) in responses.into_iter().enumerate() {
+        if n > 0 {
+            bytes.push(b',');
+        }
+        bytes.extend_from_slice(&entry);
+    }
+    bytes.extend_from_slice(b"]}");
+    Ok(ApiResponse {
+        status: StatusCode::OK,
+        headers: Vec::new(),
+        body: Body::Json(bytes),
+    })
+}
+
+/// A string as JSON text.
+fn json_text(text: &str) -> Vec<u8> {
+    serde_json::to_vec(text).unwrap_or_default()
 }
 
 fn inner_request(outer: &ApiRequest, item: &Item) -> Result<ApiRequest, ApiError> {
     let url = item.url.trim_start_matches('/');
     let url = url.strip_prefix("beta/").unwrap_or(url);
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    // The inner URL is routed by the same parser as an outer one (percent-decoding included),
+    // before anything else: a batch inside a batch is refused however it is spelled.
+    if crate::route::parse(path).is_ok_and(|route| route == crate::route::Route::Batch) {
+        return Err(ApiError::bad_request(format!(
+            "Request '{}' is a $batch request (url '{}'); a batch cannot contain another batch.",
+            item.id, item.url
+        )));
+    }
     let mut headers = HeaderMap::new();
     for (name, value) in &item.headers {
         let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
@@ -288,7 +311,7 @@ fn inner_request(outer: &ApiRequest, item: &Item) -> Result<ApiRequest, ApiError
     })
 }
 
-fn render(response: ApiResponse) -> (u16, Map<String, Json>, Option<Json>) {
+fn render(response: ApiResponse) -> (u16, Map<String, Json>, Option<Vec<u8>>) {
     let mut headers = Map::new();
     for (name, value) in &response.headers {
         headers.insert((*name).to_owned(), Json::String(value.clone()));
@@ -300,27 +323,27 @@ fn render(response: ApiResponse) -> (u16, Map<String, Json>, Option<Json>) {
                 "content-type".into(),
                 Json::String(remediate_wire::JSON_CONTENT_TYPE.to_owned()),
             );
-            Some(serde_json::from_slice(&bytes).unwrap_or(Json::Null))
+            Some(bytes)
         }
         Body::Text(text) => {
             headers.insert(
                 "content-type".into(),
                 Json::String("text/plain; charset=utf-8".into()),
             );
-            Some(Json::String(text))
+            Some(json_text(&text))
         }
         Body::Xml(text) => {
             headers.insert(
                 "content-type".into(),
                 Json::String("application/xml".into()),
             );
-            Some(Json::String(text))
+            Some(json_text(&text))
         }
     };
     (response.status.as_u16(), headers, body)
 }
 
-fn render_error(error: &ApiError) -> (u16, Map<String, Json>, Option<Json>) {
+fn render_error(error: &ApiError) -> (u16, Map<String, Json>, Option<Vec<u8>>) {
     let request_id = uuid::Uuid::new_v4().to_string();
     let date = remediate_domain::Instant::now().to_seconds_string();
     let mut headers = Map::new();
@@ -333,5 +356,9 @@ fn render_error(error: &ApiError) -> (u16, Map<String, Json>, Option<Json>) {
     }
     let body = json!({"error": {"code": error.kind.code(), "message": error.message,
         "innerError": {"date": date, "request-id": request_id, "client-request-id": request_id}}});
-    (error.kind.status().as_u16(), headers, Some(body))
+    (
+        error.kind.status().as_u16(),
+        headers,
+        Some(serde_json::to_vec(&body).unwrap_or_default()),
+    )
 }

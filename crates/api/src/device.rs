@@ -139,11 +139,13 @@ pub(crate) async fn dispatch(
                 .await
         }
         (Route::RunState { script_id, id }, &Method::GET) => {
+            require_visible(script_id.clone()).await?;
             own_state(script_id.clone(), id.clone()).await?;
             let context = format!("{}/$entity", run_states_context(&script_id));
             ctx.item(&DEVICE_RUN_STATE, EntityRef::RunState { script_id, id }, context).await
         }
         (Route::RunState { script_id, id }, &Method::PATCH) => {
+            require_visible(script_id.clone()).await?;
             own_state(script_id.clone(), id.clone()).await?;
             ctx.no_options("an update")?;
             let body = ctx.body(&DEVICE_RUN_STATE, &["managedDevice"])?;
@@ -154,6 +156,7 @@ pub(crate) async fn dispatch(
             ctx.write(Write::UpdateRunState { script_id, id, changes: body.fields, bind_device }).await
         }
         (Route::History { script_id, state_id }, &Method::GET) => {
+            require_visible(script_id.clone()).await?;
             own_state(script_id.clone(), state_id.clone()).await?;
             let context = format!(
                 "deviceManagement/deviceHealthScripts('{}')/deviceRunStates('{}')/history",

@@ -60,6 +60,23 @@ impl From<remediate_odata::ParseError> for ApiError {
     }
 }
 
+/// A database message as a log line may carry it: at most [`LOGGED_CHARS`] characters, the cut
+/// said, so a statement with a huge text (the driver may quote it whole) never floods the log.
+fn loggable(message: &str) -> std::borrow::Cow<'_, str> {
+    match message.char_indices().nth(LOGGED_CHARS) {
+        None => message.into(),
+        Some((end, _)) => format!(
+            "{}… ({} more bytes not logged)",
+            &message[..end],
+            message.len() - end
+        )
+        .into(),
+    }
+}
+
+/// Longest database message written to the log.
+const LOGGED_CHARS: usize = 512;
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
@@ -67,7 +84,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(m) => ApiError::new(ErrorKind::Conflict, m),
             StoreError::InvalidReference(m) => ApiError::bad_request(m),
             StoreError::Unavailable(m) => {
-                tracing::warn!(error = %m, "database unavailable");
+                tracing::warn!(error = %loggable(&m), "database unavailable");
                 ApiError::new(
                     ErrorKind::ServiceUnavailable,
                     "The database is temporarily unavailable; retry later.",
@@ -76,12 +93,31 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Timeout(m) => ApiError::new(ErrorKind::Timeout, m),
             StoreError::Internal(m) => {
-                tracing::error!(error = %m, "storage failure");
+                tracing::error!(error = %loggable(&m), "storage failure");
                 ApiError::new(
                     ErrorKind::Internal,
                     "An internal error occurred; it has been logged.",
                 )
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{loggable, LOGGED_CHARS};
+
+    #[test]
+    fn long_database_messages_are_cut_in_logs_and_the_cut_is_said() {
+        assert_eq!(loggable("short"), "short");
+        let statement = format!("near \"ORDER\": {}", "x".repeat(10_000_000));
+        let logged = loggable(&statement);
+        assert!(
+            logged.chars().count() < LOGGED_CHARS + 64,
+            "{}",
+            logged.len()
+        );
+        assert!(logged.ends_with("more bytes not logged)"), "{logged}");
+        assert!(logged.contains(&format!("({} more bytes", statement.len() - LOGGED_CHARS)));
     }
 }

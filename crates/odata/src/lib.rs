@@ -32,7 +32,8 @@
 //! path       = ident *( "/" ident )              ; ident = [A-Za-z_][A-Za-z0-9_]*
 //! ```
 //!
-//! Whitespace around commas is allowed.
+//! Whitespace around commas is allowed. An `$orderby` path may appear once (a repeat is
+//! InvalidValue); more than `Limits::max_orderby_keys` items is TooLong.
 //! `$expand=*`, `$levels`, `$ref`/`$count` segments and type casts are NotSupported.
 //! Nested option values may contain parentheses and quoted strings with `;` or `)`.
 //!
@@ -96,6 +97,8 @@ pub struct Limits {
     pub max_depth: usize,
     /// Maximum number of items in an `in (…)` list (default 1000).
     pub max_in_items: usize,
+    /// Maximum number of keys in one `$orderby`, top-level or nested (default 8).
+    pub max_orderby_keys: usize,
 }
 
 impl Default for Limits {
@@ -104,6 +107,7 @@ impl Default for Limits {
             max_option_length: 8192,
             max_depth: 32,
             max_in_items: 1000,
+            max_orderby_keys: 8,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Member paths, `$orderby` and `$select`.
 
 use crate::ast::{OrderItem, SelectItem, Span};
-use crate::error::{shorten, Ctx, ParseError};
+use crate::error::{shorten, Ctx, ErrorKind, ParseError};
 use crate::filter::call_not_supported;
 use crate::lexer::{Lexer, Tok, Token, KEYWORDS};
 
@@ -103,6 +103,26 @@ pub(crate) fn parse_orderby_range(
                 let d = lx.next_token()?;
                 span.end = d.span.end;
             }
+        }
+        if items.iter().any(|i: &OrderItem| i.path == path) {
+            return Err(ctx.invalid(
+                span.start,
+                format!(
+                    "The property '{}' appears more than once in {}; each sort key may be given once.",
+                    shorten(&path.join("/")),
+                    ctx.label
+                ),
+            ));
+        }
+        if items.len() >= ctx.limits.max_orderby_keys {
+            return Err(ctx.err(
+                ErrorKind::TooLong,
+                span.start,
+                format!(
+                    "{} has more than {} sort keys (the maximum).",
+                    ctx.label, ctx.limits.max_orderby_keys
+                ),
+            ));
         }
         items.push(OrderItem {
             path,

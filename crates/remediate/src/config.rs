@@ -76,6 +76,9 @@ pub struct ServeArgs {
     /// Deepest accepted $filter / $expand nesting (default 32; 400 above).
     #[arg(long, env = "REMEDIATE_MAX_FILTER_DEPTH")]
     pub max_filter_depth: Option<usize>,
+    /// Most keys in one $orderby (default 8; 400 above; a repeated key is always a 400).
+    #[arg(long, env = "REMEDIATE_MAX_ORDERBY_KEYS")]
+    pub max_orderby_keys: Option<usize>,
     /// Largest page; larger $top values are capped (default 1000).
     #[arg(long, env = "REMEDIATE_MAX_PAGE_SIZE")]
     pub max_page_size: Option<usize>,
@@ -126,6 +129,7 @@ struct FileConfig {
     max_uri_bytes: Option<usize>,
     max_query_option_bytes: Option<usize>,
     max_filter_depth: Option<usize>,
+    max_orderby_keys: Option<usize>,
     max_page_size: Option<usize>,
     max_batch_requests: Option<usize>,
     request_timeout_secs: Option<u64>,
@@ -266,6 +270,10 @@ impl Config {
                 max_depth: positive(
                     "max_filter_depth",
                     pick!(max_filter_depth, defaults.odata.max_depth),
+                )?,
+                max_orderby_keys: positive(
+                    "max_orderby_keys",
+                    pick!(max_orderby_keys, defaults.odata.max_orderby_keys),
                 )?,
                 ..defaults.odata
             },

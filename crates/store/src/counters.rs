@@ -74,25 +74,17 @@ pub(crate) async fn state_changed(
     }
     let cell = |s: &Counted| (s.detection, s.remediation);
     if before.map(cell) != after.map(cell) {
-        if let Some(b) = before {
-            bump(
-                c,
-                tenant,
-                &state_name(script_id, b.detection, b.remediation),
-                shard,
-                -1,
-            )
-            .await?;
-        }
-        if let Some(a) = after {
-            bump(
-                c,
-                tenant,
-                &state_name(script_id, a.detection, a.remediation),
-                shard,
-                1,
-            )
-            .await?;
+        // Counter rows are locked in one global order by every transaction (state counters by
+        // name, then the remediated device, then the tenant's count, then history), so
+        // concurrent writes on PostgreSQL wait for each other but never deadlock.
+        let mut changes: Vec<(String, i64)> = before
+            .map(|b| (state_name(script_id, b.detection, b.remediation), -1))
+            .into_iter()
+            .chain(after.map(|a| (state_name(script_id, a.detection, a.remediation), 1)))
+            .collect();
+        changes.sort();
+        for (name, delta) in changes {
+            bump(c, tenant, &name, shard, delta).await?;
         }
     }
     let remediated = |s: Option<&Counted>| {
@@ -101,25 +93,32 @@ pub(crate) async fn state_changed(
     };
     let (was, is) = (remediated(before), remediated(after));
     if was != is {
-        if let Some(key) = was {
-            remediated_device(c, tenant, &key, shard, -1).await?;
+        let mut keys: Vec<(String, i64)> = was
+            .map(|k| (k, -1))
+            .into_iter()
+            .chain(is.map(|k| (k, 1)))
+            .collect();
+        keys.sort();
+        let mut devices = 0;
+        for (key, delta) in keys {
+            devices += remediated_device(c, tenant, &key, delta).await?;
         }
-        if let Some(key) = is {
-            remediated_device(c, tenant, &key, shard, 1).await?;
-        }
+        bump(c, tenant, REMEDIATED, shard, devices).await?;
     }
     Ok(())
 }
 
-/// One more (or one fewer) remediated run state of a device; the tenant's count of remediated
-/// devices changes when the device's first one appears or its last one goes.
+/// One more (`delta` 1) or one fewer (-1) remediated run state of a device. Returns the change
+/// of the tenant's count of remediated devices: 1 when the device's first one appears, -1 when
+/// its last one goes. Each statement reads and changes the row atomically (the row stays
+/// locked to the end of the transaction), so concurrent changes of one device's count — its
+/// run states in several scripts — are applied one after the other and none is lost.
 async fn remediated_device(
     c: &mut dyn Conn,
     tenant: &str,
     key: &str,
-    shard: i64,
     delta: i64,
-) -> Result<(), DbError> {
+) -> Result<i64, DbError> {
     let args = [db::text(tenant), db::text(key)];
     if delta > 0 {
         let n = c
@@ -131,27 +130,38 @@ async fn remediated_device(
             )
             .await?
             .count(0)?;
-        if n == 1 {
-            bump(c, tenant, REMEDIATED, shard, 1).await?;
-        }
-    } else {
-        let gone = c
-            .execute(
-                "DELETE FROM remediated_devices WHERE \"tenant\" = $1 AND \"device\" = $2 AND \"n\" <= 1",
-                &args,
-            )
-            .await?;
-        if gone > 0 {
-            bump(c, tenant, REMEDIATED, shard, -1).await?;
-        } else {
+        return Ok(i64::from(n == 1));
+    }
+    let left = c
+        .query_opt(
+            "UPDATE remediated_devices SET \"n\" = \"n\" - 1 \
+             WHERE \"tenant\" = $1 AND \"device\" = $2 RETURNING \"n\"",
+            &args,
+        )
+        .await?
+        .map(|row| row.count(0))
+        .transpose()?;
+    match left {
+        Some(n) if n <= 0 => {
             c.execute(
-                "UPDATE remediated_devices SET \"n\" = \"n\" - 1 WHERE \"tenant\" = $1 AND \"device\" = $2",
+                "DELETE FROM remediated_devices WHERE \"tenant\" = $1 AND \"device\" = $2",
                 &args,
             )
             .await?;
+            Ok(-1)
+        }
+        Some(_) => Ok(0),
+        None => {
+            // Only after the counters were changed by hand; the write itself is right, and
+            // `remediate recount` rebuilds the counters.
+            tracing::warn!(
+                tenant,
+                device = key,
+                "a remediated-device counter was missing; run `remediate recount`"
+            );
+            Ok(0)
         }
     }
-    Ok(())
 }
 
 /// A history record with `remediationState` = `success` was appended at `recorded`.
@@ -204,11 +214,17 @@ pub(crate) async fn script_deleted(
             &[db::text(tenant), db::text(script_id)],
         )
         .await?;
-    for row in keys {
-        if let Some(key) = row.text(0)? {
-            remediated_device(c, tenant, &key, shard, -1).await?;
-        }
+    // In key order, then the tenant's count once: the lock order of `state_changed`.
+    let mut keys: Vec<String> = keys
+        .into_iter()
+        .filter_map(|row| row.text(0).transpose())
+        .collect::<Result<_, _>>()?;
+    keys.sort();
+    let mut devices = 0;
+    for key in keys {
+        devices += remediated_device(c, tenant, &key, -1).await?;
     }
+    bump(c, tenant, REMEDIATED, shard, devices).await?;
     let (low, high) = state_range(script_id);
     c.execute(
         "DELETE FROM counters WHERE \"tenant\" = $1 AND ((\"name\" >= $2 AND \"name\" < $3) OR \"name\" = $4)",

@@ -16,6 +16,51 @@ use sqlx::{Column, Row as _, TypeInfo, ValueRef};
 
 use crate::translate::Arg;
 
+/// The escape character of stored text: U+FDD0, a Unicode noncharacter (reserved for a
+/// program's internal use, so it does not occur in real text).
+const ESCAPE: char = '\u{FDD0}';
+
+/// The stored form of a text value. PostgreSQL text cannot hold U+0000 and SQLite's string
+/// functions (`length`, `LIKE`, `instr`) stop at it, yet a device's script output may contain it
+/// (UTF-16 output read as UTF-8): NUL is stored as `ESCAPE '0'` and `ESCAPE` as `ESCAPE ESCAPE`,
+/// in both databases, so comparisons, `LIKE` patterns and keys behave the same on both. Escaping
+/// is a per-character substitution, so `a = b`, prefixes and `LIKE` patterns (whose `%`, `_` and
+/// `\` are untouched) hold between escaped values exactly as between the originals.
+pub(crate) fn text_in(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains(['\0', ESCAPE]) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\0' => out.extend([ESCAPE, '0']),
+            ESCAPE => out.extend([ESCAPE, ESCAPE]),
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
+/// The value of stored text ([`text_in`] undone).
+pub(crate) fn text_out(stored: String) -> String {
+    if !stored.contains(ESCAPE) {
+        return stored;
+    }
+    let mut out = String::with_capacity(stored.len());
+    let mut chars = stored.chars();
+    while let Some(c) = chars.next() {
+        match (c, c == ESCAPE) {
+            (_, true) => match chars.next() {
+                Some('0') => out.push('\0'),
+                Some(other) => out.push(other),
+                None => out.push(ESCAPE),
+            },
+            (c, false) => out.push(c),
+        }
+    }
+    out
+}
+
 /// One column value of a result row.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Cell {
@@ -271,7 +316,7 @@ impl SqliteConn {
             };
             let bound = match arg {
                 Arg::Int(v) => statement.raw_bind_parameter(index, v),
-                Arg::Text(v) => statement.raw_bind_parameter(index, v),
+                Arg::Text(v) => statement.raw_bind_parameter(index, v.as_deref().map(text_in)),
                 Arg::Bytes(v) => statement.raw_bind_parameter(index, v),
             };
             bound.map_err(sqlite_error)?;
@@ -300,10 +345,10 @@ impl Conn for SqliteConn {
                             "column {i} is the real {v}: cast it to BIGINT"
                         )))
                     }
-                    V::Text(bytes) => Cell::Text(
+                    V::Text(bytes) => Cell::Text(text_out(
                         String::from_utf8(bytes.to_vec())
                             .map_err(|e| DbError::other(format!("column {i}: {e}")))?,
-                    ),
+                    )),
                     V::Blob(bytes) => Cell::Blob(bytes.to_vec()),
                 });
             }
@@ -357,7 +402,10 @@ fn pg_bind<'q>(
     for arg in args {
         query = match arg {
             Arg::Int(v) => query.bind(*v),
-            Arg::Text(v) => query.bind(v.as_deref()),
+            Arg::Text(v) => match v.as_deref().map(text_in) {
+                Some(std::borrow::Cow::Owned(escaped)) => query.bind(Some(escaped)),
+                _ => query.bind(v.as_deref()),
+            },
             Arg::Bytes(v) => query.bind(v.as_deref()),
         };
     }
@@ -377,7 +425,7 @@ fn pg_row(row: &sqlx::postgres::PgRow) -> Result<Row, DbError> {
             "INT2" => Cell::Int(row.try_get::<i16, _>(i).map_err(pg_error)?.into()),
             "BOOL" => Cell::Int(row.try_get::<bool, _>(i).map_err(pg_error)?.into()),
             "TEXT" | "VARCHAR" | "NAME" | "BPCHAR" => {
-                Cell::Text(row.try_get::<String, _>(i).map_err(pg_error)?)
+                Cell::Text(text_out(row.try_get::<String, _>(i).map_err(pg_error)?))
             }
             "BYTEA" => Cell::Blob(row.try_get::<Vec<u8>, _>(i).map_err(pg_error)?),
             other => {
@@ -416,5 +464,39 @@ impl Conn for sqlx::PgConnection {
             .await
             .map_err(pg_error)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{text_in, text_out, ESCAPE};
+
+    #[test]
+    fn stored_text_round_trips_nul_and_the_escape() {
+        for text in [
+            "",
+            "plain",
+            "a\0b",
+            "\0",
+            "\0\0",
+            "x\u{FDD0}y",
+            "\u{FDD0}0",
+            "\u{FDD0}\0\u{FDD0}",
+            "\u{FDD0}",
+        ] {
+            let stored = text_in(text);
+            assert!(!stored.contains('\0'), "{stored:?}");
+            assert_eq!(text_out(stored.into_owned()), text, "{text:?}");
+        }
+        // Text without NUL or the escape is stored as it is (no copy).
+        assert!(matches!(text_in("plain"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(text_in("a\0b"), format!("a{ESCAPE}0b"));
+    }
+
+    #[test]
+    fn escaping_keeps_prefixes_and_equality() {
+        let (a, b) = ("out\0put\u{FDD0}", "out\0put\u{FDD0}!");
+        assert!(text_in(b).starts_with(&*text_in(a)));
+        assert_ne!(text_in(a), text_in("out0put"));
     }
 }

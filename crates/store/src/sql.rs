@@ -498,6 +498,9 @@ fn entity_of(key: &EntityRef) -> &'static EntityType {
     }
 }
 
+/// How often a PostgreSQL write rolled back by a deadlock or serialization failure is run.
+const WRITE_ATTEMPTS: u32 = 3;
+
 /// Executes write commands inside a transaction; holds only what that needs.
 #[derive(Debug, Clone, Copy)]
 struct Writer {
@@ -566,6 +569,32 @@ impl Writer {
         lock: bool,
     ) -> Result<Option<Record>, DbError> {
         fetch_entity(c, tenant, key, lock && self.dialect == Dialect::Postgres).await
+    }
+
+    /// Does the script exist? On PostgreSQL its row is also locked until the transaction ends:
+    /// `FOR KEY SHARE` by every write to the script's run states, assignments and on-demand runs
+    /// (they do not block each other), `FOR UPDATE` by its deletion — so a deletion waits for
+    /// the writes under way and the writes after it find the script gone: nothing is left behind
+    /// for a deleted script. The script row is always the first lock a write takes, which keeps
+    /// the order of locks the same in every transaction (no deadlock).
+    async fn lock_script(
+        &self,
+        c: &mut dyn Conn,
+        tenant: &str,
+        script_id: &str,
+        exclusive: bool,
+    ) -> Result<bool, DbError> {
+        let lock = match (self.dialect, exclusive) {
+            (Dialect::Sqlite, _) => "",
+            (Dialect::Postgres, false) => " FOR KEY SHARE",
+            (Dialect::Postgres, true) => " FOR UPDATE",
+        };
+        let sql = format!(
+            "SELECT 1 FROM device_health_scripts WHERE \"tenant\" = $1 AND \"id\" = $2{lock}"
+        );
+        Ok(c.query_opt(&sql, &[db::text(tenant), db::text(script_id)])
+            .await?
+            .is_some())
     }
 
     async fn update_columns(
@@ -706,13 +735,18 @@ impl Writer {
                 let script_id = record.parent.clone().unwrap_or_default();
                 // Every check in one round trip (this is the hot path of device reports).
                 let device = record.device_id.as_deref();
+                // The script's row is locked first (see `lock_script`), then the device's.
+                let lock = match self.dialect {
+                    Dialect::Sqlite => "",
+                    Dialect::Postgres => " FOR KEY SHARE",
+                };
                 let row = c
                     .query_one(
-                        "SELECT \
-                           (SELECT 1 FROM device_health_scripts WHERE \"tenant\" = $1 AND \"id\" = $2), \
-                           (SELECT 1 FROM managed_devices WHERE \"tenant\" = $1 AND \"id\" = $3), \
+                        &format!("SELECT \
+                           (SELECT 1 FROM device_health_scripts WHERE \"tenant\" = $1 AND \"id\" = $2{lock}), \
+                           (SELECT 1 FROM managed_devices WHERE \"tenant\" = $1 AND \"id\" = $3{lock}), \
                            (SELECT \"id\" FROM device_run_states WHERE \"tenant\" = $1 AND \"scriptId\" = $2 AND \"managedDeviceId\" = $3), \
-                           (SELECT 1 FROM on_demand_requests WHERE \"tenant\" = $1 AND \"managedDeviceId\" = $3 AND \"scriptId\" = $2)",
+                           (SELECT 1 FROM on_demand_requests WHERE \"tenant\" = $1 AND \"managedDeviceId\" = $3 AND \"scriptId\" = $2)"),
                         &[
                             db::text(tenant),
                             db::text(&script_id),
@@ -804,7 +838,12 @@ impl Writer {
                     script_id: script_id.clone(),
                     id: id.clone(),
                 };
-                let Some(mut record) = self.fetch(c, tenant, &key, true).await? else {
+                let found = self.lock_script(c, tenant, &script_id, false).await?;
+                let record = match found {
+                    true => self.fetch(c, tenant, &key, true).await?,
+                    false => None,
+                };
+                let Some(mut record) = record else {
                     return Ok(Err(StoreError::NotFound(format!(
                         "The deviceRunState '{id}' does not exist in deviceHealthScript '{script_id}'."
                     ))));
@@ -857,6 +896,11 @@ impl Writer {
                 Ok(Ok(WriteOutcome::Updated))
             }
             Write::DeleteScript { id } => {
+                if !self.lock_script(c, tenant, &id, true).await? {
+                    return Ok(Err(StoreError::NotFound(format!(
+                        "The deviceHealthScript '{id}' does not exist."
+                    ))));
+                }
                 counters::script_deleted(c, tenant, &id, self.shard).await?;
                 for table in [
                     "run_history",
@@ -880,7 +924,7 @@ impl Writer {
             }
             Write::CreateAssignment { record } => {
                 let script_id = record.parent.clone().unwrap_or_default();
-                if !exists(c, tenant, &EntityRef::Script(script_id.clone())).await? {
+                if !self.lock_script(c, tenant, &script_id, false).await? {
                     return Ok(Err(StoreError::NotFound(format!(
                         "The deviceHealthScript '{script_id}' does not exist."
                     ))));
@@ -908,7 +952,12 @@ impl Writer {
                     script_id: script_id.clone(),
                     id: id.clone(),
                 };
-                let Some(mut record) = self.fetch(c, tenant, &key, true).await? else {
+                let found = self.lock_script(c, tenant, &script_id, false).await?;
+                let record = match found {
+                    true => self.fetch(c, tenant, &key, true).await?,
+                    false => None,
+                };
+                let Some(mut record) = record else {
                     return Ok(Err(StoreError::NotFound(format!(
                         "The deviceHealthScriptAssignment '{id}' does not exist in deviceHealthScript '{script_id}'."
                     ))));
@@ -923,11 +972,14 @@ impl Writer {
             }
             Write::DeleteAssignment { script_id, id } => {
                 let message = format!("The deviceHealthScriptAssignment '{id}' does not exist in deviceHealthScript '{script_id}'.");
+                if !self.lock_script(c, tenant, &script_id, false).await? {
+                    return Ok(Err(StoreError::NotFound(message)));
+                }
                 self.delete(c, tenant, &EntityRef::Assignment { script_id, id }, message)
                     .await
             }
             Write::Assign { script_id, records } => {
-                if !exists(c, tenant, &EntityRef::Script(script_id.clone())).await? {
+                if !self.lock_script(c, tenant, &script_id, false).await? {
                     return Ok(Err(StoreError::NotFound(format!(
                         "The deviceHealthScript '{script_id}' does not exist."
                     ))));
@@ -948,7 +1000,7 @@ impl Writer {
                         "The managedDevice '{device_id}' does not exist."
                     ))));
                 }
-                if !exists(c, tenant, &EntityRef::Script(script_id.clone())).await? {
+                if !self.lock_script(c, tenant, &script_id, false).await? {
                     return Ok(Err(StoreError::InvalidReference(format!(
                         "The scriptPolicyId '{script_id}' does not name a deviceHealthScript of this tenant."
                     ))));
@@ -995,7 +1047,12 @@ impl Writer {
                     script_id: script_id.clone(),
                     id: id.clone(),
                 };
-                let Some(record) = self.fetch(c, tenant, &key, true).await? else {
+                let found = self.lock_script(c, tenant, &script_id, false).await?;
+                let record = match found {
+                    true => self.fetch(c, tenant, &key, true).await?,
+                    false => None,
+                };
+                let Some(record) = record else {
                     return Ok(Err(StoreError::NotFound(format!(
                         "The deviceRunState '{id}' does not exist in deviceHealthScript '{script_id}'."
                     ))));
@@ -1230,20 +1287,32 @@ impl Store for SqlStore {
                     dialect: Dialect::Postgres,
                     shard: shard as i64,
                 };
-                let mut tx = pool.begin().await.map_err(pg)?;
-                match writer.execute(&mut *tx, tenant, write).await {
-                    Ok(Ok(outcome)) => {
-                        tx.commit().await.map_err(pg)?;
-                        Ok(outcome)
+                // A deadlock or serialization failure rolled the whole transaction back: run it
+                // again (the lock order of `lock_script` and the counters makes this rare).
+                let mut attempt = 1;
+                loop {
+                    let mut tx = pool.begin().await.map_err(pg)?;
+                    match writer.execute(&mut *tx, tenant, write.clone()).await {
+                        Ok(Ok(outcome)) => match tx.commit().await.map_err(db::pg_error) {
+                            Ok(()) => return Ok(outcome),
+                            Err(e)
+                                if e.kind == db::DbErrorKind::Retry && attempt < WRITE_ATTEMPTS => {
+                            }
+                            Err(e) => return Err(store_error(e)),
+                        },
+                        Ok(Err(e)) => {
+                            tx.rollback().await.map_err(pg)?;
+                            return Err(e);
+                        }
+                        Err(e) => {
+                            let _ = tx.rollback().await;
+                            if e.kind != db::DbErrorKind::Retry || attempt >= WRITE_ATTEMPTS {
+                                return Err(store_error(e));
+                            }
+                        }
                     }
-                    Ok(Err(e)) => {
-                        tx.rollback().await.map_err(pg)?;
-                        Err(e)
-                    }
-                    Err(e) => {
-                        let _ = tx.rollback().await;
-                        Err(store_error(e))
-                    }
+                    tracing::warn!(attempt, "a write was rolled back by a deadlock or serialization failure; running it again");
+                    attempt += 1;
                 }
             }
         }

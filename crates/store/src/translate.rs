@@ -340,7 +340,35 @@ pub fn filter(sql: &mut Sql, f: &Filter) {
                 .push(" IS NOT NULL AND ")
                 .push(&expr)
                 .push(" LIKE ");
-            sql.arg(Arg::Text(Some(pattern))).push(" ESCAPE '\\')");
+            sql.arg(Arg::Text(Some(pattern))).push(" ESCAPE '\\'");
+            if !has_shadow(p) && !text.is_empty() {
+                // Without a folded shadow (`id`) the comparison is exact, but SQLite's LIKE
+                // ignores ASCII case: the same test again with functions that compare exactly
+                // on both databases (substr and length count characters on both).
+                let arg = || Arg::Text(Some(text.clone()));
+                match function {
+                    StringFunction::StartsWith => {
+                        sql.push(" AND substr(").push(&expr).push(", 1, length(");
+                        sql.arg(arg()).push(")) = ").arg(arg());
+                    }
+                    StringFunction::EndsWith => {
+                        // LIKE already made sure the value is at least as long as the text.
+                        sql.push(" AND substr(")
+                            .push(&expr)
+                            .push(", length(")
+                            .push(&expr);
+                        sql.push(") - length(")
+                            .arg(arg())
+                            .push(") + 1) = ")
+                            .arg(arg());
+                    }
+                    StringFunction::Contains => {
+                        sql.push(" AND replace(").push(&expr).push(", ");
+                        sql.arg(arg()).push(", '') <> ").push(&expr);
+                    }
+                }
+            }
+            sql.push(")");
         }
     }
 }

@@ -194,6 +194,7 @@ fn random_inputs_never_panic() {
         max_option_length: 64,
         max_depth: 3,
         max_in_items: 2,
+        max_orderby_keys: 2,
     };
     for i in 0..10_000 {
         let input = if i % 2 == 0 {

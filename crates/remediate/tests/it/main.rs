@@ -7,6 +7,7 @@ mod durability;
 mod errors;
 mod limits;
 mod paging;
+mod probe;
 mod resilience;
 mod run_states;
 mod scale_out;
