@@ -2,6 +2,7 @@
 //! `recount` rebuilds (or checks) the summary counters.
 
 mod config;
+mod memory;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -211,6 +212,7 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
     );
     use std::io::Write;
     std::io::stdout().flush().ok();
+    memory::start_returning_freed_memory().context("starting the memory-return thread")?;
     let retention = tokio::spawn(prune_history(store.clone(), config.history_retention_days));
     remediate_api::run(listener, state, shutdown_signal()).await?;
     retention.abort();
