@@ -8,7 +8,7 @@ use remediate_domain::Instant;
 use remediate_wire::decode_entity;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = std::hint::black_box(decode_entity(&DEVICE_RUN_STATE, data, &["managedDevice"]));
+    let _ = std::hint::black_box(decode_entity(&DEVICE_RUN_STATE, data));
     let _ = std::hint::black_box(decode_entity(&DEVICE_HEALTH_SCRIPT, data, &[]));
     let _ = std::hint::black_box(decode_entity(&MANAGED_DEVICE, data, &[]));
 

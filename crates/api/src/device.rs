@@ -124,7 +124,7 @@ pub(crate) async fn dispatch(
         (Route::RunStates { script_id }, &Method::POST) => {
             require_visible(script_id.clone()).await?;
             ctx.no_options("a create")?;
-            let body = ctx.body(&DEVICE_RUN_STATE, &["managedDevice"])?;
+            let body = ctx.body(&DEVICE_RUN_STATE)?;
             match bound_device(&body)? {
                 Some(bound) if bound == device => {}
                 Some(_) => return Err(forbidden("A device token may only report run states of its own device.")),
@@ -148,7 +148,7 @@ pub(crate) async fn dispatch(
             require_visible(script_id.clone()).await?;
             own_state(script_id.clone(), id.clone()).await?;
             ctx.no_options("an update")?;
-            let body = ctx.body(&DEVICE_RUN_STATE, &["managedDevice"])?;
+            let body = ctx.body(&DEVICE_RUN_STATE)?;
             let bind_device = bound_device(&body)?;
             if bind_device.as_deref().is_some_and(|d| d != device) {
                 return Err(forbidden("A device token may only bind run states to its own device."));
@@ -172,7 +172,7 @@ pub(crate) async fn dispatch(
         (Route::Devices, &Method::POST) => {
             // Registration: the record is created with the id the token names.
             ctx.no_options("a create")?;
-            let body = ctx.body(&MANAGED_DEVICE, &[])?;
+            let body = ctx.body(&MANAGED_DEVICE)?;
             let Write::CreateDevice { mut record } = ops::create_device(body.fields) else {
                 return Err(ApiError::bad_request("unexpected device create"));
             };
@@ -192,7 +192,7 @@ pub(crate) async fn dispatch(
         (Route::Device(id), &Method::PATCH) => {
             own_device(&id)?;
             ctx.no_options("an update")?;
-            let body = ctx.body(&MANAGED_DEVICE, &[])?;
+            let body = ctx.body(&MANAGED_DEVICE)?;
             ctx.write(Write::UpdateDevice { id, changes: body.fields }).await
         }
         (Route::PendingOnDemand { device_id }, &Method::GET) => {

@@ -99,7 +99,7 @@ async fn dispatch_inner(state: &AppState, req: &ApiRequest) -> Result<ApiRespons
         (Route::Assignments { script_id }, _) => {
             principal.require(perm::SCRIPTS_WRITE)?;
             ctx.no_options("a create")?;
-            let body = ctx.body(&DEVICE_HEALTH_SCRIPT_ASSIGNMENT, &[])?;
+            let body = ctx.body(&DEVICE_HEALTH_SCRIPT_ASSIGNMENT)?;
             let write = ops::create_assignment(&script_id, body.fields)?;
             ctx.created(write, assignments_context(&script_id), |r| {
                 format!(
@@ -123,7 +123,7 @@ async fn dispatch_inner(state: &AppState, req: &ApiRequest) -> Result<ApiRespons
         (Route::Assignment { script_id, id }, &Method::PATCH) => {
             principal.require(perm::SCRIPTS_WRITE)?;
             ctx.no_options("an update")?;
-            let body = ctx.body(&DEVICE_HEALTH_SCRIPT_ASSIGNMENT, &[])?;
+            let body = ctx.body(&DEVICE_HEALTH_SCRIPT_ASSIGNMENT)?;
             ctx.write(ops::update_assignment(script_id, id, body.fields)?)
                 .await
         }
@@ -227,7 +227,7 @@ async fn dispatch_inner(state: &AppState, req: &ApiRequest) -> Result<ApiRespons
         (Route::Scripts, _) => {
             principal.require(perm::SCRIPTS_WRITE)?;
             ctx.no_options("a create")?;
-            let body = ctx.body(&DEVICE_HEALTH_SCRIPT, &[])?;
+            let body = ctx.body(&DEVICE_HEALTH_SCRIPT)?;
             let write = ops::create_script(body.fields)?;
             ctx.created(write, "deviceManagement/deviceHealthScripts".into(), |r| {
                 format!("deviceManagement/deviceHealthScripts/{}", enc(r.id()))
@@ -246,7 +246,7 @@ async fn dispatch_inner(state: &AppState, req: &ApiRequest) -> Result<ApiRespons
         (Route::Script(id), &Method::PATCH) => {
             principal.require(perm::SCRIPTS_WRITE)?;
             ctx.no_options("an update")?;
-            let body = ctx.body(&DEVICE_HEALTH_SCRIPT, &[])?;
+            let body = ctx.body(&DEVICE_HEALTH_SCRIPT)?;
             ctx.write(ops::update_script(id, body.fields)?).await
         }
         (Route::Script(id), _) => {
@@ -262,7 +262,7 @@ async fn dispatch_inner(state: &AppState, req: &ApiRequest) -> Result<ApiRespons
         (Route::RunStates { script_id }, _) => {
             principal.require(perm::SCRIPTS_WRITE)?;
             ctx.no_options("a create")?;
-            let body = ctx.body(&DEVICE_RUN_STATE, &["managedDevice"])?;
+            let body = ctx.body(&DEVICE_RUN_STATE)?;
             let device = bound_device(&body)?;
             let write = ops::create_run_state(script_id.clone(), body.fields, device);
             ctx.created(write, run_states_context(&script_id), |r| {
@@ -287,7 +287,7 @@ async fn dispatch_inner(state: &AppState, req: &ApiRequest) -> Result<ApiRespons
         (Route::RunState { script_id, id }, &Method::PATCH) => {
             principal.require(perm::SCRIPTS_WRITE)?;
             ctx.no_options("an update")?;
-            let body = ctx.body(&DEVICE_RUN_STATE, &["managedDevice"])?;
+            let body = ctx.body(&DEVICE_RUN_STATE)?;
             let bind_device = bound_device(&body)?;
             ctx.write(Write::UpdateRunState {
                 script_id,
@@ -381,7 +381,7 @@ async fn dispatch_inner(state: &AppState, req: &ApiRequest) -> Result<ApiRespons
         (Route::Devices, _) => {
             principal.require(perm::DEVICES_WRITE)?;
             ctx.no_options("a create")?;
-            let body = ctx.body(&MANAGED_DEVICE, &[])?;
+            let body = ctx.body(&MANAGED_DEVICE)?;
             ctx.created(
                 ops::create_device(body.fields),
                 "deviceManagement/managedDevices".into(),
@@ -401,7 +401,7 @@ async fn dispatch_inner(state: &AppState, req: &ApiRequest) -> Result<ApiRespons
         (Route::Device(id), &Method::PATCH) => {
             principal.require(perm::DEVICES_WRITE)?;
             ctx.no_options("an update")?;
-            let body = ctx.body(&MANAGED_DEVICE, &[])?;
+            let body = ctx.body(&MANAGED_DEVICE)?;
             ctx.write(Write::UpdateDevice {
                 id,
                 changes: body.fields,
@@ -493,13 +493,11 @@ impl Ctx<'_> {
     pub(crate) fn body(
         &self,
         entity: &'static EntityType,
-        navigations: &[&str],
     ) -> Result<remediate_wire::EntityBody, ApiError> {
         check_json_content_type(&self.req.headers)?;
         Ok(decode_entity_with(
             entity,
             &self.req.body,
-            navigations,
             &self.state.config.limits,
         )?)
     }

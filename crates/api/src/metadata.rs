@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::sync::OnceLock;
 
 use remediate_domain::model::{
-    ComplexKind, EntityType, Kind, ALL_ENTITIES, ALL_ENUMS, POLICY_STATE, RUN_RECORD,
+    ComplexKind, Kind, ALL_ENTITIES, ALL_ENUMS, POLICY_STATE, RUN_RECORD,
 };
 
 use crate::respond::{ApiResponse, Body};
@@ -100,39 +100,6 @@ const OPERATIONS: &str = r#"      <Action Name="assign" IsBound="true">
       </Function>
 "#;
 
-/// Navigation properties per entity type: (name, type, contained).
-fn navigations(entity: &EntityType) -> &'static [(&'static str, &'static str, bool)] {
-    match entity.name {
-        "deviceHealthScript" => &[
-            (
-                "assignments",
-                "Collection(graph.deviceHealthScriptAssignment)",
-                true,
-            ),
-            (
-                "deviceRunStates",
-                "Collection(graph.deviceHealthScriptDeviceState)",
-                true,
-            ),
-            ("runSummary", "graph.deviceHealthScriptRunSummary", true),
-        ],
-        "deviceHealthScriptDeviceState" => &[
-            ("managedDevice", "graph.managedDevice", false),
-            (
-                "history",
-                "Collection(graph.deviceHealthScriptRunRecord)",
-                true,
-            ),
-        ],
-        "managedDevice" => &[(
-            "deviceHealthScriptStates",
-            "Collection(graph.deviceHealthScriptPolicyState)",
-            false,
-        )],
-        _ => &[],
-    }
-}
-
 pub fn edm_type(kind: Kind) -> String {
     match kind {
         Kind::String => "Edm.String".into(),
@@ -203,15 +170,22 @@ pub fn generate() -> String {
                 edm_type(p.kind)
             );
         }
-        for (name, ty, contained) in navigations(entity) {
-            let contains = if *contained {
+        for nav in entity.navigations {
+            let target = format!("graph.{}", nav.target.name);
+            let ty = if nav.many {
+                format!("Collection({target})")
+            } else {
+                target
+            };
+            let contains = if nav.contained {
                 " ContainsTarget=\"true\""
             } else {
                 ""
             };
             let _ = writeln!(
                 x,
-                "        <NavigationProperty Name=\"{name}\" Type=\"{ty}\"{contains} />"
+                "        <NavigationProperty Name=\"{}\" Type=\"{ty}\"{contains} />",
+                nav.name
             );
         }
         x.push_str("      </EntityType>\n");

@@ -79,7 +79,6 @@ pub(crate) async fn run(ctx: &Ctx<'_>, operation: Operation) -> Result<ApiRespon
                 let body = remediate_wire::decode_entity_with(
                     &DEVICE_HEALTH_SCRIPT_ASSIGNMENT,
                     &bytes,
-                    &[],
                     &ctx.state.config.limits,
                 )
                 .map_err(|e| {

@@ -2,10 +2,7 @@
 //! names, types, enum members and navigation paths are checked here, producing the typed
 //! [`ListQuery`] storage executes. Errors name the offending property or option.
 
-use remediate_domain::model::{
-    EntityType, Kind, DEVICE_HEALTH_SCRIPT, DEVICE_HEALTH_SCRIPT_ASSIGNMENT, DEVICE_RUN_STATE,
-    MANAGED_DEVICE, RUN_SUMMARY,
-};
+use remediate_domain::model::{EntityType, Kind, NavId};
 use remediate_domain::query::{Column, CompareOp, Filter, Scope, SortKey, StringFunction};
 use remediate_domain::{Instant, Value};
 use remediate_odata::{self as odata, Expr, Literal, QueryOptions};
@@ -105,77 +102,54 @@ fn bind_projection(
     if let Some(items) = &options.select {
         bound.select = select_indexes(entity, items)?;
     }
-    if let Some(items) = &options.expand {
-        for item in items {
-            let name = item.path.join("/");
-            if std::ptr::eq(entity, &DEVICE_HEALTH_SCRIPT)
-                && (name == "assignments" || name == "runSummary")
-            {
-                let nested = &item.options;
-                let unsupported = QueryOptions {
-                    select: None,
-                    ..nested.clone()
-                };
-                expect_none(
-                    &unsupported,
-                    &format!("$expand={name} (only a nested $select is)"),
-                )?;
-                let target = if name == "assignments" {
-                    &DEVICE_HEALTH_SCRIPT_ASSIGNMENT
+    for item in options.expand.iter().flatten() {
+        let name = item.path.join("/");
+        let Some(nav) = entity.navigation(&name).filter(|n| n.expand) else {
+            let expandable: Vec<&str> = entity
+                .navigations
+                .iter()
+                .filter(|n| n.expand)
+                .map(|n| n.name)
+                .collect();
+            return Err(ApiError::bad_request(format!(
+                "The navigation property '{name}' cannot be expanded on '{}'.{}",
+                entity.qualified_name(),
+                if expandable.is_empty() {
+                    String::new()
                 } else {
-                    &RUN_SUMMARY
-                };
-                let select = match &nested.select {
-                    Some(items) => select_indexes(target, items)?,
-                    None => None,
-                };
-                let slot = if name == "assignments" {
-                    &mut bound.expand_assignments
-                } else {
-                    &mut bound.expand_run_summary
-                };
-                if slot.is_some() {
-                    return Err(ApiError::bad_request(format!(
-                        "'{name}' is expanded more than once."
-                    )));
+                    format!(" Expandable: {}.", expandable.join(", "))
                 }
-                *slot = Some(select);
-                continue;
-            }
-            if std::ptr::eq(entity, &DEVICE_RUN_STATE) && name == "managedDevice" {
-                let nested = &item.options;
-                let unsupported = QueryOptions {
-                    select: None,
-                    ..nested.clone()
-                };
-                expect_none(
-                    &unsupported,
-                    "$expand=managedDevice (only a nested $select is)",
-                )?;
-                let select = match &nested.select {
-                    Some(items) => select_indexes(&MANAGED_DEVICE, items)?,
-                    None => None,
-                };
-                if bound.expand_device.is_some() {
-                    return Err(ApiError::bad_request(
-                        "'managedDevice' is expanded more than once.",
-                    ));
-                }
-                bound.expand_device = Some(select);
-            } else {
+            )));
+        };
+        let nested = &item.options;
+        let unsupported = QueryOptions {
+            select: None,
+            ..nested.clone()
+        };
+        expect_none(
+            &unsupported,
+            &format!("$expand={name} (only a nested $select is)"),
+        )?;
+        let select = match &nested.select {
+            Some(items) => select_indexes(nav.target, items)?,
+            None => None,
+        };
+        let slot = match nav.id {
+            NavId::ManagedDevice => &mut bound.expand_device,
+            NavId::Assignments => &mut bound.expand_assignments,
+            NavId::RunSummary => &mut bound.expand_run_summary,
+            NavId::DeviceRunStates | NavId::History | NavId::DeviceScriptStates => {
                 return Err(ApiError::bad_request(format!(
-                    "The navigation property '{name}' cannot be expanded on '{}'.{}",
-                    entity.qualified_name(),
-                    if std::ptr::eq(entity, &DEVICE_RUN_STATE) {
-                        " Expandable: managedDevice."
-                    } else if std::ptr::eq(entity, &DEVICE_HEALTH_SCRIPT) {
-                        " Expandable: assignments, runSummary."
-                    } else {
-                        ""
-                    }
-                )));
+                    "The navigation property '{name}' is declared expandable but has no expansion."
+                )))
             }
+        };
+        if slot.is_some() {
+            return Err(ApiError::bad_request(format!(
+                "'{name}' is expanded more than once."
+            )));
         }
+        *slot = Some(select);
     }
     Ok(())
 }
@@ -192,17 +166,19 @@ fn select_indexes(
         let name = item.path.join("/");
         match (item.path.len(), entity.property(&name)) {
             (1, Some((index, _))) => indexes.push(index),
-            _ if std::ptr::eq(entity, &DEVICE_RUN_STATE) && name == "managedDevice" => {
-                return Err(ApiError::bad_request(
-                    "'managedDevice' is a navigation property: use $expand=managedDevice.",
-                ))
-            }
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "Could not find a property named '{name}' on type '{}' in $select.",
-                    entity.qualified_name()
-                )))
-            }
+            _ => match entity.navigation(&name) {
+                Some(nav) if nav.expand => {
+                    return Err(ApiError::bad_request(format!(
+                        "'{name}' is a navigation property: use $expand={name}."
+                    )))
+                }
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "Could not find a property named '{name}' on type '{}' in $select.",
+                        entity.qualified_name()
+                    )))
+                }
+            },
         }
     }
     Ok(Some(indexes))
@@ -211,11 +187,19 @@ fn select_indexes(
 /// Resolve a member path to a filterable, sortable column.
 fn resolve(entity: &'static EntityType, path: &[String], option: &str) -> Result<Column, ApiError> {
     let joined = path.join("/");
+    // A path through a single-valued navigation that storage joins (`managedDevice/deviceName`).
+    let through = |nav: &str| entity.navigation(nav).filter(|n| n.paths && !n.many);
     let (target, name, via_device) = match path {
         [name] => (entity, name.as_str(), false),
-        [nav, name] if nav == "managedDevice" && std::ptr::eq(entity, &DEVICE_RUN_STATE) => {
-            (&MANAGED_DEVICE, name.as_str(), true)
-        }
+        [nav, name] => match through(nav) {
+            Some(n) => (n.target, name.as_str(), true),
+            None => {
+                return Err(ApiError::bad_request(format!(
+                    "The path '{joined}' in {option} is not a property of '{}'.",
+                    entity.qualified_name()
+                )))
+            }
+        },
         _ => {
             return Err(ApiError::bad_request(format!(
                 "The path '{joined}' in {option} is not a property of '{}'.",

@@ -306,6 +306,74 @@ pub const DESCRIPTION_MAX: usize = 64 * 1024 - 1;
 /// Maximum length of ordinary short strings (names, versions, ids).
 pub const SHORT_STRING_MAX: usize = 4 * 1024;
 
+/// Which navigation property (for exhaustive matches where each is served differently).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NavId {
+    /// `deviceHealthScript/deviceRunStates`.
+    DeviceRunStates,
+    /// `deviceHealthScript/assignments`.
+    Assignments,
+    /// `deviceHealthScript/runSummary` (computed).
+    RunSummary,
+    /// `deviceHealthScriptDeviceState/managedDevice` (joined from the device table).
+    ManagedDevice,
+    /// `deviceHealthScriptDeviceState/history` (remediate's extension).
+    History,
+    /// `managedDevice/deviceHealthScriptStates` (computed).
+    DeviceScriptStates,
+}
+
+/// A navigation property: from an entity to one or many others.
+pub struct Navigation {
+    pub id: NavId,
+    pub name: &'static str,
+    pub target: &'static EntityType,
+    /// Collection-valued.
+    pub many: bool,
+    /// The targets live under this entity in the URL tree (`ContainsTarget` in `$metadata`).
+    pub contained: bool,
+    /// `$expand` may name it (with a nested `$select` only).
+    pub expand: bool,
+    /// `$filter` and `$orderby` paths may go through it (`managedDevice/deviceName`): storage
+    /// joins the target's row.
+    pub paths: bool,
+    /// A write may set it with `<name>@odata.bind`.
+    pub bind: bool,
+}
+
+/// Shown by name: navigation graphs may have cycles (groups and their members).
+impl std::fmt::Debug for Navigation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}->{}", self.name, self.target.name)
+    }
+}
+
+impl PartialEq for Navigation {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for Navigation {}
+
+const fn nav(id: NavId, name: &'static str, target: &'static EntityType, many: bool) -> Navigation {
+    Navigation {
+        id,
+        name,
+        target,
+        many,
+        contained: true,
+        expand: false,
+        paths: false,
+        bind: false,
+    }
+}
+
+const fn expandable(mut n: Navigation) -> Navigation {
+    n.expand = true;
+    n
+}
+
 /// An entity type and where it lives.
 #[derive(Debug, PartialEq, Eq)]
 pub struct EntityType {
@@ -319,6 +387,8 @@ pub struct EntityType {
     pub accepted_types: &'static [&'static str],
     /// Key columns besides `id` (storage order).
     pub links: &'static [Link],
+    /// Navigation properties (`$expand`, paths, binds, `$metadata`).
+    pub navigations: &'static [Navigation],
 }
 
 impl EntityType {
@@ -335,6 +405,10 @@ impl EntityType {
             Some((i, _)) => i,
             None => panic!("entity {} has no property {name}", self.name),
         }
+    }
+
+    pub fn navigation(&self, name: &str) -> Option<&'static Navigation> {
+        self.navigations.iter().find(|n| n.name == name)
     }
 
     pub fn qualified_name(&self) -> String {
@@ -360,6 +434,21 @@ pub static DEVICE_HEALTH_SCRIPT: EntityType = EntityType {
     table: "device_health_scripts",
     accepted_types: &["microsoft.management.services.api.deviceHealthScript"],
     links: &[],
+    navigations: &[
+        expandable(nav(
+            NavId::Assignments,
+            "assignments",
+            &DEVICE_HEALTH_SCRIPT_ASSIGNMENT,
+            true,
+        )),
+        nav(
+            NavId::DeviceRunStates,
+            "deviceRunStates",
+            &DEVICE_RUN_STATE,
+            true,
+        ),
+        expandable(nav(NavId::RunSummary, "runSummary", &RUN_SUMMARY, false)),
+    ],
     properties: &[
         read_only(prop("id", K::String, false, D::Server)),
         limited(
@@ -431,6 +520,21 @@ pub static DEVICE_RUN_STATE: EntityType = EntityType {
     table: "device_run_states",
     accepted_types: &["microsoft.management.services.api.deviceHealthScriptDeviceState"],
     links: &[Link::Script, Link::Device],
+    navigations: &[
+        Navigation {
+            contained: false,
+            expand: true,
+            paths: true,
+            bind: true,
+            ..nav(
+                NavId::ManagedDevice,
+                "managedDevice",
+                &MANAGED_DEVICE,
+                false,
+            )
+        },
+        nav(NavId::History, "history", &RUN_RECORD, true),
+    ],
     properties: &[
         read_only(prop("id", K::String, false, D::Server)),
         prop(
@@ -512,6 +616,15 @@ pub static MANAGED_DEVICE: EntityType = EntityType {
     table: "managed_devices",
     accepted_types: &[],
     links: &[],
+    navigations: &[Navigation {
+        contained: false,
+        ..nav(
+            NavId::DeviceScriptStates,
+            "deviceHealthScriptStates",
+            &POLICY_STATE,
+            true,
+        )
+    }],
     properties: &[
         read_only(prop("id", K::String, false, D::Server)),
         limited(
@@ -606,6 +719,7 @@ pub static DEVICE_HEALTH_SCRIPT_ASSIGNMENT: EntityType = EntityType {
     table: "device_health_script_assignments",
     accepted_types: &[],
     links: &[Link::Script],
+    navigations: &[],
     properties: &[
         read_only(prop("id", K::String, false, D::Server)),
         not_filterable(prop(
@@ -631,6 +745,7 @@ pub static RUN_RECORD: EntityType = EntityType {
     table: "run_history",
     accepted_types: &[],
     links: &[Link::Script, Link::State],
+    navigations: &[],
     properties: &[
         read_only(prop("id", K::String, false, D::Server)),
         read_only(prop(
@@ -707,6 +822,7 @@ pub static RUN_SUMMARY: EntityType = EntityType {
     table: "",
     accepted_types: &[],
     links: &[],
+    navigations: &[],
     properties: &[
         read_only(prop("id", K::String, false, D::Server)),
         read_only(prop(
@@ -779,6 +895,7 @@ pub static POLICY_STATE: EntityType = EntityType {
     table: "",
     accepted_types: &[],
     links: &[],
+    navigations: &[],
     properties: &[
         read_only(prop("id", K::String, false, D::Server)),
         read_only(prop("deviceId", K::String, false, D::Server)),

@@ -87,6 +87,7 @@ fn main() -> anyhow::Result<()> {
             let cores = std::thread::available_parallelism().map_or(2, usize::from);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads((2 * cores).max(4))
+                .on_thread_park(memory::on_worker_idle)
                 .enable_all()
                 .build()?;
             runtime.block_on(serve(config))

@@ -101,20 +101,15 @@ impl Default for Limits {
 }
 
 /// Decode an entity body with the default limits.
-pub fn decode_entity(
-    entity: &'static EntityType,
-    bytes: &[u8],
-    navigations: &[&str],
-) -> Result<EntityBody, DecodeError> {
-    decode_entity_with(entity, bytes, navigations, &Limits::default())
+pub fn decode_entity(entity: &'static EntityType, bytes: &[u8]) -> Result<EntityBody, DecodeError> {
+    decode_entity_with(entity, bytes, &Limits::default())
 }
 
-/// Decode an entity body for create or update. `navigations` lists the navigation properties
-/// that may be bound with `name@odata.bind`.
+/// Decode an entity body for create or update. The entity's navigation properties declared
+/// bindable in the model may be set with `name@odata.bind`.
 pub fn decode_entity_with(
     entity: &'static EntityType,
     bytes: &[u8],
-    navigations: &[&str],
     limits: &Limits,
 ) -> Result<EntityBody, DecodeError> {
     let members = parse_object(bytes)?;
@@ -148,7 +143,7 @@ pub fn decode_entity_with(
         if let Some((name, annotation)) = key.split_once('@') {
             match annotation {
                 "odata.bind" => {
-                    if !navigations.contains(&name) {
+                    if !entity.navigation(name).is_some_and(|n| n.bind) {
                         return fail(format!(
                             "'{name}' is not a navigation property of '{}' that can be bound.",
                             entity.qualified_name()
@@ -357,7 +352,7 @@ mod tests {
     use remediate_domain::model::{DEVICE_HEALTH_SCRIPT, DEVICE_RUN_STATE};
 
     fn run_state(json: &str) -> Result<EntityBody, String> {
-        decode_entity(&DEVICE_RUN_STATE, json.as_bytes(), &["managedDevice"]).map_err(|e| e.0)
+        decode_entity(&DEVICE_RUN_STATE, json.as_bytes()).map_err(|e| e.0)
     }
 
     #[test]
@@ -461,14 +456,12 @@ mod tests {
         let err = decode_entity(
             &DEVICE_HEALTH_SCRIPT,
             br#"{"detectionScriptContent": "not base64!"}"#,
-            &[],
         )
         .unwrap_err();
         assert!(err.0.contains("base64"), "{err}");
         let ok = decode_entity(
             &DEVICE_HEALTH_SCRIPT,
             br#"{"detectionScriptContent": "ZWNobyAx"}"#,
-            &[],
         )
         .unwrap();
         assert_eq!(ok.fields[0].1, Value::Bin(b"echo 1".to_vec()));
