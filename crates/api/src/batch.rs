@@ -7,8 +7,9 @@ use std::collections::{HashMap, HashSet};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use serde_json::{json, Map, Value as Json};
 
+use crate::ctx::check_json_content_type;
+use crate::dispatch::{dispatch, ApiRequest};
 use crate::error::ApiError;
-use crate::handlers::{check_json_content_type, dispatch, ApiRequest};
 use crate::respond::{ApiResponse, Body};
 use crate::AppState;
 

@@ -1,6 +1,7 @@
 //! Protection and realism at the edge: request limits (header and URI size, in-flight requests,
-//! per-request timeout, connections) and the optional Graph realism of SPEC §10 — Intune's
-//! throttling limits answered with 429 and `Retry-After`, and seeded latency and 5xx injection.
+//! per-request timeout, connections, slow and idle clients) and the optional Graph realism of
+//! SPEC §10 — Intune's throttling limits answered with 429 and `Retry-After`, and seeded latency
+//! and 5xx injection.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +34,19 @@ pub struct ServerLimits {
     pub max_in_flight: usize,
     /// Open connections; beyond it new connections wait in the listen backlog.
     pub max_connections: usize,
+    /// Time for a request's head (request line and headers) to arrive: from the accept on a new
+    /// connection, from the first byte of the next request on a kept-alive one. The connection is
+    /// closed after it.
+    pub header_read_timeout: Duration,
+    /// Time for a whole request body to arrive (408, connection closed).
+    pub body_read_timeout: Duration,
+    /// Least average rate of a request body once `body_rate_grace` has passed (408, connection
+    /// closed); 0 turns the rate check off.
+    pub min_body_bytes_per_sec: u64,
+    /// Time a body may take before the minimum rate applies.
+    pub body_rate_grace: Duration,
+    /// Time a kept-alive connection may wait for its next request before it is closed.
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServerLimits {
@@ -47,6 +61,11 @@ impl Default for ServerLimits {
             request_timeout: Duration::from_secs(30),
             max_in_flight: 512,
             max_connections: 4096,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            min_body_bytes_per_sec: 1024,
+            body_rate_grace: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -97,7 +116,8 @@ impl Guard {
         }
     }
 
-    /// A slot for one request, or 503 when the server is at its in-flight limit.
+    /// A slot for one request, or 503 when the server is at its in-flight limit. Taken only for a
+    /// complete request (head and body read), so slow or stalled clients never hold one.
     pub fn admit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
         self.in_flight.clone().try_acquire_owned().map_err(|_| {
             ApiError::new(
@@ -258,6 +278,20 @@ impl tokio::io::AsyncWrite for LimitedStream {
         std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
+    // Vectored writes let hyper queue a response body instead of copying it into its own write
+    // buffer, which keeps the capacity of the largest answer for the life of the connection.
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
     fn poll_flush(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -305,5 +339,214 @@ impl axum::serve::Listener for LimitedListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         self.inner.local_addr()
+    }
+}
+
+/// The deadlines of one connection outside its requests: the request head must arrive within
+/// `header_read_timeout` (counted from the accept on a new connection, from the first byte on a
+/// kept-alive one), and a kept-alive connection waiting for its next request is closed after
+/// `idle_timeout`. While a request is being served (from its head until its response is written)
+/// no deadline applies here: the body has its own (`server::read_body`) and the work has the
+/// request timeout.
+///
+/// Shared by the connection's stream ([`TimedStream`], which enforces the deadline on reads) and
+/// its service (which marks where requests start and end). hyper's own `header_read_timeout`
+/// is not used because it also runs while a kept-alive connection waits for its next request, so
+/// the idle time could not be longer than the header time.
+#[derive(Debug)]
+pub struct ConnectionTimer {
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+    state: Mutex<TimerState>,
+}
+
+#[derive(Debug)]
+struct TimerState {
+    phase: Phase,
+    /// The connection's task, when it last waited for bytes while a request was served: woken
+    /// when the response is written, so that the idle deadline is armed even when hyper does not
+    /// read again by itself.
+    reader: Option<std::task::Waker>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// Reading a request head since this instant (`idle`: no byte of it yet, after a response).
+    Head {
+        since: tokio::time::Instant,
+        idle: bool,
+    },
+    /// A request is being served.
+    Busy,
+}
+
+impl ConnectionTimer {
+    /// The timer of a connection accepted now.
+    pub fn new(header_read_timeout: Duration, idle_timeout: Duration) -> ConnectionTimer {
+        ConnectionTimer {
+            header_read_timeout,
+            idle_timeout,
+            state: Mutex::new(TimerState {
+                phase: Phase::Head {
+                    since: tokio::time::Instant::now(),
+                    idle: false,
+                },
+                reader: None,
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, TimerState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A request head has been read: no deadline until its response is written.
+    pub fn request_started(&self) {
+        self.state().phase = Phase::Busy;
+    }
+
+    /// The response has been written: the connection is idle until the next request's first byte.
+    pub fn response_finished(&self) {
+        let reader = {
+            let mut state = self.state();
+            state.phase = Phase::Head {
+                since: tokio::time::Instant::now(),
+                idle: true,
+            };
+            state.reader.take()
+        };
+        if let Some(reader) = reader {
+            reader.wake();
+        }
+    }
+
+    /// Bytes arrived: on an idle connection the next head has begun.
+    fn bytes_arrived(&self) {
+        let mut state = self.state();
+        if let Phase::Head { idle: true, .. } = state.phase {
+            state.phase = Phase::Head {
+                since: tokio::time::Instant::now(),
+                idle: false,
+            };
+        }
+    }
+
+    /// When a read still waiting must give up, if at all; without a deadline (a request is being
+    /// served) the reader is kept to be woken when the response is written.
+    fn deadline(&self, reader: &std::task::Waker) -> Option<(tokio::time::Instant, &'static str)> {
+        let mut state = self.state();
+        match state.phase {
+            Phase::Head { since, idle: true } => Some((
+                since + self.idle_timeout,
+                "the connection was idle past the idle timeout",
+            )),
+            Phase::Head { since, idle: false } => Some((
+                since + self.header_read_timeout,
+                "the request head did not arrive within the header read timeout",
+            )),
+            Phase::Busy => {
+                if !state.reader.as_ref().is_some_and(|w| w.will_wake(reader)) {
+                    state.reader = Some(reader.clone());
+                }
+                None
+            }
+        }
+    }
+}
+
+/// A connection's stream whose reads fail with `TimedOut` past the [`ConnectionTimer`]'s
+/// deadline, which makes hyper close the connection.
+pub struct TimedStream<S> {
+    inner: S,
+    timer: Arc<ConnectionTimer>,
+    sleep: Option<(tokio::time::Instant, std::pin::Pin<Box<tokio::time::Sleep>>)>,
+}
+
+impl<S> TimedStream<S> {
+    pub fn new(inner: S, timer: Arc<ConnectionTimer>) -> TimedStream<S> {
+        TimedStream {
+            inner,
+            timer,
+            sleep: None,
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for TimedStream<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = &mut *self;
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.timer.bytes_arrived();
+                }
+                return Poll::Ready(Ok(()));
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {}
+        }
+        let Some((deadline, why)) = this.timer.deadline(cx.waker()) else {
+            return Poll::Pending;
+        };
+        match &mut this.sleep {
+            Some((armed, sleep)) if *armed != deadline => {
+                sleep.as_mut().reset(deadline);
+                *armed = deadline;
+            }
+            Some(_) => {}
+            None => this.sleep = Some((deadline, Box::pin(tokio::time::sleep_until(deadline)))),
+        }
+        let Some((_, sleep)) = this.sleep.as_mut() else {
+            return Poll::Pending;
+        };
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, why)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for TimedStream<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

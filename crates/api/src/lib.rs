@@ -3,10 +3,11 @@
 
 pub mod auth;
 pub mod batch;
+mod ctx;
 mod device;
+pub mod dispatch;
 pub mod error;
 pub mod guard;
-pub mod handlers;
 pub mod metadata;
 pub mod openapi;
 mod operations;
@@ -15,6 +16,7 @@ pub mod query;
 pub mod respond;
 pub mod route;
 pub mod server;
+mod urls;
 
 use std::sync::Arc;
 

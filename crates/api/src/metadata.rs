@@ -6,6 +6,7 @@
 use std::fmt::Write;
 use std::sync::OnceLock;
 
+use remediate_domain::collections::{Parent, ALL_COLLECTIONS};
 use remediate_domain::model::{
     ComplexKind, Kind, ALL_ENTITIES, ALL_ENUMS, POLICY_STATE, RUN_RECORD,
 };
@@ -191,8 +192,15 @@ pub fn generate() -> String {
         x.push_str("      </EntityType>\n");
     }
     x.push_str("      <EntityType Name=\"deviceManagement\" BaseType=\"graph.entity\">\n");
-    x.push_str("        <NavigationProperty Name=\"deviceHealthScripts\" Type=\"Collection(graph.deviceHealthScript)\" ContainsTarget=\"true\" />\n");
-    x.push_str("        <NavigationProperty Name=\"managedDevices\" Type=\"Collection(graph.managedDevice)\" ContainsTarget=\"true\" />\n");
+    for collection in ALL_COLLECTIONS {
+        if matches!(collection.parent, Parent::Root("deviceManagement")) {
+            let _ = writeln!(
+                x,
+                "        <NavigationProperty Name=\"{}\" Type=\"Collection(graph.{})\" ContainsTarget=\"true\" />",
+                collection.segment, collection.entity.name
+            );
+        }
+    }
     x.push_str("      </EntityType>\n");
     x.push_str(OPERATIONS);
     x.push_str("      <EntityContainer Name=\"GraphService\">\n        <Singleton Name=\"deviceManagement\" Type=\"graph.deviceManagement\" />\n      </EntityContainer>\n");

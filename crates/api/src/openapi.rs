@@ -1,13 +1,13 @@
 //! `/openapi.json`: an OpenAPI 3.0 description of the served API, generated from the same model as
-//! `$metadata` (entity types, properties, enums) and the same route table. Used by schemathesis in
+//! `$metadata` (entity types, properties, enums) and the same collection declarations as routing
+//! (every collection's list, create, count and item operations). Used by schemathesis in
 //! CI; every operation documents every status the server can answer.
 
 use std::sync::OnceLock;
 
+use remediate_domain::collections::{Collection, Parent, ALL_COLLECTIONS};
 use remediate_domain::model::{
-    ComplexKind, EntityType, Kind, Property, ALL_ENUMS, DEVICE_HEALTH_SCRIPT,
-    DEVICE_HEALTH_SCRIPT_ASSIGNMENT, DEVICE_RUN_STATE, MANAGED_DEVICE, POLICY_STATE, RUN_RECORD,
-    RUN_SUMMARY,
+    ComplexKind, EntityType, Kind, Property, ALL_ENUMS, POLICY_STATE, RUN_SUMMARY,
 };
 use serde_json::{json, Map, Value as Json};
 
@@ -66,7 +66,7 @@ fn entity_schema(entity: &EntityType) -> Json {
 }
 
 /// The body a create or update accepts: writable properties, no others.
-fn write_schema(entity: &EntityType, navigation: Option<&str>) -> Json {
+fn write_schema(entity: &EntityType) -> Json {
     let mut properties = Map::new();
     let mut accepted = vec![entity.type_annotation(), entity.qualified_name()];
     for other in entity.accepted_types {
@@ -84,8 +84,11 @@ fn write_schema(entity: &EntityType, navigation: Option<&str>) -> Json {
     {
         properties.insert(p.name.into(), property_schema(p, true));
     }
-    if let Some(nav) = navigation {
-        properties.insert(format!("{nav}@odata.bind"), json!({"type": "string"}));
+    for nav in entity.navigations.iter().filter(|n| n.bind) {
+        properties.insert(
+            format!("{}@odata.bind", nav.name),
+            json!({"type": "string"}),
+        );
     }
     json!({"type": "object", "properties": properties, "additionalProperties": false})
 }
@@ -103,8 +106,8 @@ fn collection_schema(item: &str) -> Json {
     })
 }
 
-const ERROR_STATUSES: [&str; 12] = [
-    "400", "401", "403", "404", "405", "409", "413", "414", "415", "429", "503", "504",
+const ERROR_STATUSES: [&str; 13] = [
+    "400", "401", "403", "404", "405", "408", "409", "413", "414", "415", "429", "503", "504",
 ];
 
 fn responses(success: &str, schema: Option<Json>, content_type: &str) -> Json {
@@ -173,9 +176,22 @@ fn operation(id: &str, params: Vec<Json>, body: Option<Json>, responses: Json) -
     op
 }
 
+/// The URL template of a collection and its path parameters (its ancestors' keys).
+fn collection_path(c: &Collection) -> (String, Vec<Json>) {
+    match c.parent {
+        Parent::Root(root) => (format!("/{root}/{}", c.segment), Vec::new()),
+        Parent::Item(parent) => {
+            let (path, mut params) = collection_path(parent);
+            params.push(path_parameter(parent.key_param));
+            (
+                format!("{path}/{{{}}}/{}", parent.key_param, c.segment),
+                params,
+            )
+        }
+    }
+}
+
 fn generate() -> Json {
-    let script = "microsoft.graph.deviceHealthScript";
-    let state = "microsoft.graph.deviceHealthScriptDeviceState";
     let device = "microsoft.graph.managedDevice";
     let assignment = "microsoft.graph.deviceHealthScriptAssignment";
     let entity = |name: &str| Some(schema_ref(name));
@@ -184,7 +200,6 @@ fn generate() -> Json {
     let sid = || path_parameter("scriptId");
     let stid = || path_parameter("stateId");
     let did = || path_parameter("deviceId");
-    let aid = || path_parameter("assignmentId");
     let with = |mut base: Vec<Json>, extra: Vec<Json>| {
         base.extend(extra);
         base
@@ -202,132 +217,89 @@ fn generate() -> Json {
         entry[method] = op;
     };
     let scripts = "/deviceManagement/deviceHealthScripts";
-    add(
-        scripts,
-        "get",
-        operation(
-            "listScripts",
-            query_parameters(true),
-            None,
-            responses("200", list(script), "application/json"),
-        ),
-    );
-    add(
-        scripts,
-        "post",
-        operation(
-            "createScript",
-            vec![],
-            write(script),
-            responses("201", entity(script), "application/json"),
-        ),
-    );
-    add(
-        &format!("{scripts}/$count"),
-        "get",
-        operation(
-            "countScripts",
-            vec![json!({"name": "$filter", "in": "query", "schema": {"type": "string"}})],
-            None,
-            count(),
-        ),
-    );
+    // Every collection's list, create, count, get, update and delete, from its declaration.
+    for c in ALL_COLLECTIONS {
+        let (path, params) = collection_path(c);
+        let (one, many) = c.names;
+        let name = c.entity.qualified_name();
+        let item = format!("{path}/{{{}}}", c.key_param);
+        let mut item_params = params.clone();
+        item_params.push(path_parameter(c.key_param));
+        if c.list {
+            add(
+                &path,
+                "get",
+                operation(
+                    &format!("list{many}"),
+                    with(params.clone(), query_parameters(true)),
+                    None,
+                    responses("200", list(&name), "application/json"),
+                ),
+            );
+            let filter = json!({"name": "$filter", "in": "query", "schema": {"type": "string"}});
+            add(
+                &format!("{path}/$count"),
+                "get",
+                operation(
+                    &format!("count{many}"),
+                    with(params.clone(), vec![filter]),
+                    None,
+                    count(),
+                ),
+            );
+        }
+        if c.create {
+            add(
+                &path,
+                "post",
+                operation(
+                    &format!("create{one}"),
+                    params.clone(),
+                    write(&name),
+                    responses("201", entity(&name), "application/json"),
+                ),
+            );
+        }
+        if c.read {
+            add(
+                &item,
+                "get",
+                operation(
+                    &format!("get{one}"),
+                    with(item_params.clone(), query_parameters(false)),
+                    None,
+                    responses("200", entity(&name), "application/json"),
+                ),
+            );
+        }
+        if c.update {
+            add(
+                &item,
+                "patch",
+                operation(
+                    &format!("update{one}"),
+                    item_params.clone(),
+                    write(&name),
+                    responses("204", None, ""),
+                ),
+            );
+        }
+        if c.delete {
+            add(
+                &item,
+                "delete",
+                operation(
+                    &format!("delete{one}"),
+                    item_params,
+                    None,
+                    responses("204", None, ""),
+                ),
+            );
+        }
+    }
     let item = format!("{scripts}/{{scriptId}}");
-    add(
-        &item,
-        "get",
-        operation(
-            "getScript",
-            with(vec![sid()], query_parameters(false)),
-            None,
-            responses("200", entity(script), "application/json"),
-        ),
-    );
-    add(
-        &item,
-        "patch",
-        operation(
-            "updateScript",
-            vec![sid()],
-            write(script),
-            responses("204", None, ""),
-        ),
-    );
-    add(
-        &item,
-        "delete",
-        operation(
-            "deleteScript",
-            vec![sid()],
-            None,
-            responses("204", None, ""),
-        ),
-    );
     let states = format!("{item}/deviceRunStates");
-    add(
-        &states,
-        "get",
-        operation(
-            "listRunStates",
-            with(vec![sid()], query_parameters(true)),
-            None,
-            responses("200", list(state), "application/json"),
-        ),
-    );
-    add(
-        &states,
-        "post",
-        operation(
-            "createRunState",
-            vec![sid()],
-            write(state),
-            responses("201", entity(state), "application/json"),
-        ),
-    );
-    add(
-        &format!("{states}/$count"),
-        "get",
-        operation(
-            "countRunStates",
-            vec![
-                sid(),
-                json!({"name": "$filter", "in": "query", "schema": {"type": "string"}}),
-            ],
-            None,
-            count(),
-        ),
-    );
     let state_item = format!("{states}/{{stateId}}");
-    add(
-        &state_item,
-        "get",
-        operation(
-            "getRunState",
-            with(vec![sid(), stid()], query_parameters(false)),
-            None,
-            responses("200", entity(state), "application/json"),
-        ),
-    );
-    add(
-        &state_item,
-        "patch",
-        operation(
-            "updateRunState",
-            vec![sid(), stid()],
-            write(state),
-            responses("204", None, ""),
-        ),
-    );
-    add(
-        &state_item,
-        "delete",
-        operation(
-            "deleteRunState",
-            vec![sid(), stid()],
-            None,
-            responses("204", None, ""),
-        ),
-    );
     add(
         &format!("{state_item}/managedDevice"),
         "get",
@@ -336,72 +308,6 @@ fn generate() -> Json {
             with(vec![sid(), stid()], query_parameters(false)),
             None,
             responses("200", entity(device), "application/json"),
-        ),
-    );
-    add(
-        &format!("{state_item}/history"),
-        "get",
-        operation(
-            "listRunStateHistory",
-            with(vec![sid(), stid()], query_parameters(true)),
-            None,
-            responses(
-                "200",
-                list("microsoft.graph.deviceHealthScriptRunRecord"),
-                "application/json",
-            ),
-        ),
-    );
-    let assignments = format!("{item}/assignments");
-    add(
-        &assignments,
-        "get",
-        operation(
-            "listAssignments",
-            with(vec![sid()], query_parameters(true)),
-            None,
-            responses("200", list(assignment), "application/json"),
-        ),
-    );
-    add(
-        &assignments,
-        "post",
-        operation(
-            "createAssignment",
-            vec![sid()],
-            write(assignment),
-            responses("201", entity(assignment), "application/json"),
-        ),
-    );
-    let assignment_item = format!("{assignments}/{{assignmentId}}");
-    add(
-        &assignment_item,
-        "get",
-        operation(
-            "getAssignment",
-            with(vec![sid(), aid()], query_parameters(false)),
-            None,
-            responses("200", entity(assignment), "application/json"),
-        ),
-    );
-    add(
-        &assignment_item,
-        "patch",
-        operation(
-            "updateAssignment",
-            vec![sid(), aid()],
-            write(assignment),
-            responses("204", None, ""),
-        ),
-    );
-    add(
-        &assignment_item,
-        "delete",
-        operation(
-            "deleteAssignment",
-            vec![sid(), aid()],
-            None,
-            responses("204", None, ""),
         ),
     );
     add(
@@ -508,67 +414,7 @@ fn generate() -> Json {
         ),
     );
     let devices = "/deviceManagement/managedDevices";
-    add(
-        devices,
-        "get",
-        operation(
-            "listDevices",
-            query_parameters(true),
-            None,
-            responses("200", list(device), "application/json"),
-        ),
-    );
-    add(
-        devices,
-        "post",
-        operation(
-            "createDevice",
-            vec![],
-            write(device),
-            responses("201", entity(device), "application/json"),
-        ),
-    );
-    add(
-        &format!("{devices}/$count"),
-        "get",
-        operation(
-            "countDevices",
-            vec![json!({"name": "$filter", "in": "query", "schema": {"type": "string"}})],
-            None,
-            count(),
-        ),
-    );
     let device_item = format!("{devices}/{{deviceId}}");
-    add(
-        &device_item,
-        "get",
-        operation(
-            "getDevice",
-            with(vec![did()], query_parameters(false)),
-            None,
-            responses("200", entity(device), "application/json"),
-        ),
-    );
-    add(
-        &device_item,
-        "patch",
-        operation(
-            "updateDevice",
-            vec![did()],
-            write(device),
-            responses("204", None, ""),
-        ),
-    );
-    add(
-        &device_item,
-        "delete",
-        operation(
-            "deleteDevice",
-            vec![did()],
-            None,
-            responses("204", None, ""),
-        ),
-    );
     add(
         &format!("{device_item}/deviceHealthScriptStates"),
         "get",
@@ -636,19 +482,16 @@ fn generate() -> Json {
             json!({"type": "string", "enum": members}),
         );
     }
-    for (entity, nav) in [
-        (&DEVICE_HEALTH_SCRIPT, None),
-        (&DEVICE_RUN_STATE, Some("managedDevice")),
-        (&MANAGED_DEVICE, None),
-        (&DEVICE_HEALTH_SCRIPT_ASSIGNMENT, None),
-    ] {
-        schemas.insert(entity.qualified_name(), entity_schema(entity));
-        schemas.insert(
-            format!("{}.write", entity.qualified_name()),
-            write_schema(entity, nav),
-        );
+    for c in ALL_COLLECTIONS {
+        schemas.insert(c.entity.qualified_name(), entity_schema(c.entity));
+        if c.create || c.update {
+            schemas.insert(
+                format!("{}.write", c.entity.qualified_name()),
+                write_schema(c.entity),
+            );
+        }
     }
-    for entity in [&RUN_SUMMARY, &POLICY_STATE, &RUN_RECORD] {
+    for entity in [&RUN_SUMMARY, &POLICY_STATE] {
         schemas.insert(entity.qualified_name(), entity_schema(entity));
     }
     schemas.insert("microsoft.graph.deviceAndAppManagementAssignmentTarget".into(), json!({

@@ -8,11 +8,11 @@ use remediate_domain::Value;
 use remediate_store::EntityRef;
 use serde_json::{json, Map, Value as Json};
 
-use crate::auth::permissions as perm;
+use crate::ctx::{check_json_content_type, Ctx};
 use crate::error::ApiError;
-use crate::handlers::{check_json_content_type, Ctx};
 use crate::respond::ApiResponse;
 use crate::route::Operation;
+use remediate_domain::collections::permissions as perm;
 
 /// The parameters of an action: a JSON object whose members are exactly `allowed` (an empty body
 /// is an empty object).

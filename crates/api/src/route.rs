@@ -2,47 +2,39 @@
 //! (`x('{id}')`), percent-encoded either way. A path that names no resource is Graph's
 //! `Resource not found for the segment '…'.` (400).
 
+use remediate_domain::collections::{Collection, CollectionId, Parent, ALL_COLLECTIONS};
+use remediate_domain::model::Navigation;
+
 use crate::error::ApiError;
 
-/// Every resource remediate serves under `/beta`.
+/// Every resource remediate serves under `/beta`. Collections and their items are generic over
+/// the declarations of `remediate_domain::collections`; keys are listed outermost first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    Scripts,
-    Script(String),
-    RunStates {
-        script_id: String,
+    /// A collection (GET lists, POST creates) inside the items named by `parents`.
+    Collection {
+        of: &'static Collection,
+        parents: Vec<String>,
     },
-    RunState {
-        script_id: String,
-        id: String,
+    /// One item: its ancestors' keys, then its own.
+    Item {
+        of: &'static Collection,
+        keys: Vec<String>,
     },
-    RunStateDevice {
-        script_id: String,
-        id: String,
+    /// `/$count` of a collection.
+    Count {
+        of: &'static Collection,
+        parents: Vec<String>,
     },
-    Devices,
-    Device(String),
-    /// `/$count` of a collection route.
-    Count(Box<Route>),
-    Assignments {
-        script_id: String,
-    },
-    Assignment {
-        script_id: String,
-        id: String,
-    },
-    RunSummary {
-        script_id: String,
-    },
-    History {
-        script_id: String,
-        state_id: String,
+    /// A navigation of an item that is not a collection of its own (`runSummary`,
+    /// `managedDevice`, `deviceHealthScriptStates`).
+    Navigation {
+        of: &'static Collection,
+        keys: Vec<String>,
+        nav: &'static Navigation,
     },
     /// A bound action or function (see [`Operation`]).
     Operation(Operation),
-    DeviceScriptStates {
-        device_id: String,
-    },
     /// Extension for device agents: on-demand runs queued for the device.
     PendingOnDemand {
         device_id: String,
@@ -83,32 +75,72 @@ const FUNCTIONS: &[&str] = &[
     "areGlobalScriptsAvailable",
 ];
 
-impl Route {
-    /// Methods this route answers (for 405 and `Allow`).
-    pub fn methods(&self) -> &'static [&'static str] {
-        match self {
-            Route::Scripts | Route::RunStates { .. } | Route::Devices => &["GET", "POST"],
-            Route::Script(_) | Route::RunState { .. } | Route::Device(_) => {
-                &["GET", "PATCH", "DELETE"]
-            }
-            Route::RunStateDevice { .. }
-            | Route::Count(_)
-            | Route::RunSummary { .. }
-            | Route::History { .. }
-            | Route::DeviceScriptStates { .. }
-            | Route::PendingOnDemand { .. }
-            | Route::Metadata => &["GET"],
-            Route::Assignments { .. } => &["GET", "POST"],
-            Route::Assignment { .. } => &["GET", "PATCH", "DELETE"],
-            Route::Batch => &["POST"],
-            Route::Operation(op) => {
-                if op.method() == "GET" {
-                    &["GET"]
-                } else {
-                    &["POST"]
-                }
-            }
+/// The methods a request may use, after routing (405 for the others, `Allow` lists them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Get,
+    Post,
+    Patch,
+    Delete,
+}
+
+impl Verb {
+    pub fn of(method: &http::Method) -> Option<Verb> {
+        match method.as_str() {
+            "GET" => Some(Verb::Get),
+            "POST" => Some(Verb::Post),
+            "PATCH" => Some(Verb::Patch),
+            "DELETE" => Some(Verb::Delete),
+            _ => None,
         }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Verb::Get => "GET",
+            Verb::Post => "POST",
+            Verb::Patch => "PATCH",
+            Verb::Delete => "DELETE",
+        }
+    }
+}
+
+impl Route {
+    /// Methods this route answers (for 405 and `Allow`), from the collection declarations.
+    pub fn verbs(&self) -> Vec<Verb> {
+        let pick = |pairs: &[(bool, Verb)]| -> Vec<Verb> {
+            pairs
+                .iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, v)| *v)
+                .collect()
+        };
+        match self {
+            Route::Collection { of, .. } => pick(&[(of.list, Verb::Get), (of.create, Verb::Post)]),
+            Route::Item { of, .. } => pick(&[
+                (of.read, Verb::Get),
+                (of.update, Verb::Patch),
+                (of.delete, Verb::Delete),
+            ]),
+            Route::Count { .. }
+            | Route::Navigation { .. }
+            | Route::PendingOnDemand { .. }
+            | Route::Metadata => vec![Verb::Get],
+            Route::Batch => vec![Verb::Post],
+            Route::Operation(op) => match op.method() {
+                "GET" => vec![Verb::Get],
+                _ => vec![Verb::Post],
+            },
+        }
+    }
+
+    /// `GET, POST` for the `Allow` header and messages.
+    pub fn allow(&self) -> String {
+        self.verbs()
+            .iter()
+            .map(|v| v.name())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -218,13 +250,8 @@ pub fn parse(path: &str) -> Result<Route, ApiError> {
         .is_some_and(|(name, raw)| name == "$count" && raw == "$count")
     {
         parts.pop();
-        let inner = parse_parts(&parts)?;
-        return match inner {
-            Route::Scripts
-            | Route::RunStates { .. }
-            | Route::Devices
-            | Route::Assignments { .. }
-            | Route::History { .. } => Ok(Route::Count(Box::new(inner))),
+        return match parse_parts(&parts)? {
+            Route::Collection { of, parents } => Ok(Route::Count { of, parents }),
             _ => Err(ApiError::bad_request(
                 "'$count' is supported only after a collection.",
             )),
@@ -233,102 +260,99 @@ pub fn parse(path: &str) -> Result<Route, ApiError> {
     parse_parts(&parts)
 }
 
-fn parse_parts(parts: &[(String, String)]) -> Result<Route, ApiError> {
-    let names: Vec<&str> = parts.iter().map(|(n, _)| n.as_str()).collect();
-    let raw_of = |i: usize| parts.get(i).map(|(_, r)| r.as_str()).unwrap_or("");
-    let Some(&first) = names.first() else {
-        return Err(not_found(""));
-    };
-    if first != "deviceManagement" {
-        return Err(not_found(raw_of(0)));
-    }
-    match names.get(1).copied() {
-        Some("deviceHealthScripts") => {}
-        Some("managedDevices") => {
-            let Some(id) = names.get(2) else {
-                return Ok(Route::Devices);
-            };
-            let device_id = check_key(id, raw_of(2))?;
-            return match (names.get(3).copied(), names.len()) {
-                (None, _) => Ok(Route::Device(device_id)),
-                (Some("deviceHealthScriptStates"), 4) => {
-                    Ok(Route::DeviceScriptStates { device_id })
-                }
-                (Some("initiateOnDemandProactiveRemediation"), 4) => Ok(Route::Operation(
-                    Operation::InitiateOnDemandProactiveRemediation { device_id },
-                )),
-                (Some("pendingOnDemandRemediations"), 4) => {
-                    Ok(Route::PendingOnDemand { device_id })
-                }
-                _ => Err(not_found(raw_of(3))),
-            };
+/// Operations bound to a collection (`deviceHealthScripts/getRemediationSummary()`).
+fn collection_operation(of: &Collection, name: &str) -> Option<Operation> {
+    match (of.id, name) {
+        (CollectionId::Scripts, "getRemediationSummary") => Some(Operation::GetRemediationSummary),
+        (CollectionId::Scripts, "areGlobalScriptsAvailable") => {
+            Some(Operation::AreGlobalScriptsAvailable)
         }
-        _ => return Err(not_found(raw_of(1))),
-    }
-    let collection_operation = match names.get(2).copied() {
-        Some("getRemediationSummary") => Some(Operation::GetRemediationSummary),
-        Some("areGlobalScriptsAvailable") => Some(Operation::AreGlobalScriptsAvailable),
-        Some("enableGlobalScripts") => Some(Operation::EnableGlobalScripts),
+        (CollectionId::Scripts, "enableGlobalScripts") => Some(Operation::EnableGlobalScripts),
         _ => None,
-    };
-    if let Some(operation) = collection_operation {
-        if names.len() > 3 {
-            return Err(not_found(raw_of(3)));
-        }
-        return Ok(Route::Operation(operation));
     }
-    let script_id = match names.get(2) {
-        None => return Ok(Route::Scripts),
-        Some(id) => check_key(id, raw_of(2))?,
-    };
-    let single = |route: Route| {
-        if names.len() == 4 {
-            Ok(route)
-        } else {
-            Err(not_found(raw_of(4)))
+}
+
+/// Routes bound to one item that are neither collections nor navigations.
+fn item_route(of: &Collection, id: &str, name: &str) -> Option<Route> {
+    let script_id = id.to_owned();
+    let operation = match (of.id, name) {
+        (CollectionId::Scripts, "assign") => Operation::Assign { script_id },
+        (CollectionId::Scripts, "getRemediationHistory") => {
+            Operation::GetRemediationHistory { script_id }
         }
-    };
-    match names.get(3).copied() {
-        None => Ok(Route::Script(script_id)),
-        Some("deviceRunStates") => {
-            let Some(id) = names.get(4) else {
-                return Ok(Route::RunStates { script_id });
-            };
-            let id = check_key(id, raw_of(4))?;
-            match names.get(5).copied() {
-                None => Ok(Route::RunState { script_id, id }),
-                Some("managedDevice") if names.len() == 6 => {
-                    Ok(Route::RunStateDevice { script_id, id })
-                }
-                Some("history") if names.len() == 6 => Ok(Route::History {
-                    script_id,
-                    state_id: id,
-                }),
-                _ => Err(not_found(raw_of(5))),
+        (CollectionId::Scripts, "getGlobalScriptHighestAvailableVersion") => {
+            Operation::GetGlobalScriptHighestAvailableVersion { script_id }
+        }
+        (CollectionId::Scripts, "updateGlobalScript") => {
+            Operation::UpdateGlobalScript { script_id }
+        }
+        (CollectionId::Devices, "initiateOnDemandProactiveRemediation") => {
+            Operation::InitiateOnDemandProactiveRemediation {
+                device_id: id.to_owned(),
             }
         }
-        Some("assignments") => match (names.get(4), names.len()) {
-            (None, _) => Ok(Route::Assignments { script_id }),
-            (Some(id), 5) => Ok(Route::Assignment {
-                script_id,
-                id: check_key(id, raw_of(4))?,
-            }),
-            _ => Err(not_found(raw_of(5))),
-        },
-        Some("runSummary") => single(Route::RunSummary { script_id }),
-        Some("assign") => single(Route::Operation(Operation::Assign { script_id })),
-        Some("getRemediationHistory") => {
-            single(Route::Operation(Operation::GetRemediationHistory {
-                script_id,
-            }))
+        (CollectionId::Devices, "pendingOnDemandRemediations") => {
+            return Some(Route::PendingOnDemand {
+                device_id: id.to_owned(),
+            })
         }
-        Some("getGlobalScriptHighestAvailableVersion") => single(Route::Operation(
-            Operation::GetGlobalScriptHighestAvailableVersion { script_id },
-        )),
-        Some("updateGlobalScript") => single(Route::Operation(Operation::UpdateGlobalScript {
-            script_id,
-        })),
-        Some(_) => Err(not_found(raw_of(3))),
+        _ => return None,
+    };
+    Some(Route::Operation(operation))
+}
+
+/// Walk the collection tree of the declarations: a root, then (key, child)* pairs.
+fn parse_parts(parts: &[(String, String)]) -> Result<Route, ApiError> {
+    let raw_of = |i: usize| parts.get(i).map(|(_, r)| r.as_str()).unwrap_or("");
+    let name_of = |i: usize| parts.get(i).map(|(n, _)| n.as_str());
+    let Some(root) = name_of(0) else {
+        return Err(not_found(""));
+    };
+    let roots: Vec<&'static Collection> = ALL_COLLECTIONS
+        .into_iter()
+        .filter(|c| matches!(c.parent, Parent::Root(r) if r == root))
+        .collect();
+    if roots.is_empty() {
+        return Err(not_found(raw_of(0)));
+    }
+    let Some(mut of) = name_of(1).and_then(|n| roots.iter().find(|c| c.segment == n).copied())
+    else {
+        return Err(not_found(raw_of(1)));
+    };
+    let mut keys: Vec<String> = Vec::new();
+    let mut i = 2;
+    // After a route that must end the path, anything more is an unknown segment.
+    let last = |route: Route, i: usize| {
+        if parts.len() > i + 1 {
+            Err(not_found(raw_of(i + 1)))
+        } else {
+            Ok(route)
+        }
+    };
+    loop {
+        let Some(key) = name_of(i) else {
+            return Ok(Route::Collection { of, parents: keys });
+        };
+        if let Some(operation) = collection_operation(of, key) {
+            return last(Route::Operation(operation), i);
+        }
+        keys.push(check_key(key, raw_of(i))?);
+        let Some(name) = name_of(i + 1) else {
+            return Ok(Route::Item { of, keys });
+        };
+        if let Some(child) = of.children().find(|c| c.segment == name) {
+            of = child;
+            i += 2;
+            continue;
+        }
+        if let Some(nav) = of.entity.navigation(name) {
+            return last(Route::Navigation { of, keys, nav }, i + 1);
+        }
+        let id = keys.last().cloned().unwrap_or_default();
+        return match item_route(of, &id, name) {
+            Some(route) => last(route, i + 1),
+            None => Err(not_found(raw_of(i + 1))),
+        };
     }
 }
 
@@ -375,6 +399,7 @@ pub fn bound_device_id(url: &str) -> Result<String, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use remediate_domain::collections::{ASSIGNMENTS, DEVICES, HISTORY, RUN_STATES, SCRIPTS};
 
     #[test]
     fn both_key_forms_address_the_same_resource() {
@@ -384,18 +409,31 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(
             a,
-            Route::RunState {
-                script_id: "abc".into(),
-                id: "abc:d1".into()
+            Route::Item {
+                of: &RUN_STATES,
+                keys: vec!["abc".into(), "abc:d1".into()]
             }
         );
         assert_eq!(
             parse("deviceManagement/deviceHealthScripts(%27a%27%27b%27)").unwrap(),
-            Route::Script("a'b".into())
+            Route::Item {
+                of: &SCRIPTS,
+                keys: vec!["a'b".into()]
+            }
         );
         assert_eq!(
             parse("deviceManagement/managedDevices('d1')").unwrap(),
-            Route::Device("d1".into())
+            Route::Item {
+                of: &DEVICES,
+                keys: vec!["d1".into()]
+            }
+        );
+        assert_eq!(
+            parse("deviceManagement/deviceHealthScripts/s/deviceRunStates/s:d/history").unwrap(),
+            Route::Collection {
+                of: &HISTORY,
+                parents: vec!["s".into(), "s:d".into()]
+            }
         );
     }
 
@@ -408,7 +446,10 @@ mod tests {
         assert!(parse("deviceManagement/deviceHealthScripts('')").is_err());
         assert_eq!(
             parse("deviceManagement/managedDevices/$count").unwrap(),
-            Route::Count(Box::new(Route::Devices))
+            Route::Count {
+                of: &DEVICES,
+                parents: Vec::new()
+            }
         );
         assert!(parse("deviceManagement/managedDevices/x/$count").is_err());
         assert_eq!(
@@ -427,13 +468,23 @@ mod tests {
         );
         assert_eq!(
             parse("deviceManagement/deviceHealthScripts/s/assignments/s%3Ag").unwrap(),
-            Route::Assignment {
-                script_id: "s".into(),
-                id: "s:g".into()
+            Route::Item {
+                of: &ASSIGNMENTS,
+                keys: vec!["s".into(), "s:g".into()]
             }
         );
         assert_eq!(parse("$batch").unwrap(), Route::Batch);
         assert!(parse("deviceManagement/deviceHealthScripts/s/runSummary/x").is_err());
+        assert_eq!(
+            parse("deviceManagement/deviceHealthScripts/s/assign/x")
+                .unwrap_err()
+                .message,
+            "Resource not found for the segment 'x'."
+        );
+        assert!(matches!(
+            parse("deviceManagement/deviceHealthScripts/s/runSummary").unwrap(),
+            Route::Navigation { nav, .. } if nav.name == "runSummary"
+        ));
     }
 
     #[test]

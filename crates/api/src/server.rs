@@ -1,8 +1,13 @@
-//! The HTTP edge: one axum service that reads the request (with size limits), assigns the
-//! request id, hands `/beta` requests to [`dispatch`](crate::handlers::dispatch) and writes
-//! Graph's headers and error envelope on every answer.
+//! The HTTP edge: the accept loop (connection cap, header, idle and body timeouts), one axum
+//! service that reads the request (with size and time limits), assigns the request id, hands
+//! `/beta` requests to [`dispatch`](crate::dispatch::dispatch) and writes Graph's headers and
+//! error envelope on every answer.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant as Clock;
 
 use axum::body::Body as AxumBody;
@@ -13,8 +18,9 @@ use remediate_domain::Instant;
 use remediate_wire::{error::error_json, ErrorKind, JSON_CONTENT_TYPE};
 use tracing::Instrument;
 
+use crate::dispatch::{dispatch, ApiRequest};
 use crate::error::ApiError;
-use crate::handlers::{dispatch, ApiRequest};
+use crate::guard::{ConnectionTimer, ServerLimits, TimedStream};
 use crate::respond::{ApiResponse, Body};
 use crate::AppState;
 
@@ -23,15 +29,111 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
 }
 
 /// Serve until `shutdown` completes, then drain in-flight requests.
+///
+/// Each accepted connection (at most `max_connections`, `guard::LimitedListener`) is served by
+/// hyper's HTTP/1 connection with keep-alive; its stream is a [`TimedStream`] that closes it when
+/// the request head does not arrive within the header read timeout or when it stays idle between
+/// requests past the idle timeout. On `shutdown` the listener is closed, idle connections are
+/// closed, and requests in progress finish (hyper's graceful shutdown) before this returns.
 pub async fn run(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = crate::guard::LimitedListener::new(listener, state.guard.limits.max_connections);
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    use axum::serve::Listener as _;
+    let limits = state.guard.limits.clone();
+    let mut listener = crate::guard::LimitedListener::new(listener, limits.max_connections);
+    let router = router(state);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // The head and idle deadlines are the `TimedStream`'s (see `guard::ConnectionTimer`).
+    http.keep_alive(true).header_read_timeout(None);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _address) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let timer = Arc::new(ConnectionTimer::new(
+            limits.header_read_timeout,
+            limits.idle_timeout,
+        ));
+        let io = hyper_util::rt::TokioIo::new(TimedStream::new(stream, timer.clone()));
+        let service = ConnectionService {
+            router: router.clone(),
+            timer,
+        };
+        let connection = graceful.watch(http.serve_connection(io, service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// The hyper service of one connection: the router, plus the marks of where each request starts
+/// (its head was read) and ends (its response body was written), for the connection's timer.
+#[derive(Clone)]
+struct ConnectionService {
+    router: axum::Router,
+    timer: Arc<ConnectionTimer>,
+}
+
+impl hyper::service::Service<http::Request<hyper::body::Incoming>> for ConnectionService {
+    type Response = http::Response<TimedBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
+        use tower::ServiceExt as _;
+        self.timer.request_started();
+        let done = ResponseDone(self.timer.clone());
+        let router = self.router.clone();
+        Box::pin(async move {
+            let response = router.oneshot(request.map(AxumBody::new)).await?;
+            Ok(response.map(|inner| TimedBody { inner, _done: done }))
+        })
+    }
+}
+
+/// Ends the request on the connection's timer when dropped: hyper drops the response body once it
+/// has written it (or when the connection ends).
+struct ResponseDone(Arc<ConnectionTimer>);
+
+impl Drop for ResponseDone {
+    fn drop(&mut self) {
+        self.0.response_finished();
+    }
+}
+
+/// A response body that ends its request on the connection's timer when dropped.
+struct TimedBody {
+    inner: AxumBody,
+    _done: ResponseDone,
+}
+
+impl hyper::body::Body for TimedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, axum::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 struct Ids {
@@ -88,7 +190,6 @@ async fn route(state: &AppState, request: Request) -> Result<ApiResponse, ApiErr
         _ => {}
     }
     state.guard.check_sizes(request.uri(), request.headers())?;
-    let _permit = state.guard.admit()?;
     let Some(rest) = path
         .strip_prefix("/beta/")
         .or_else(|| (path == "/beta").then_some(""))
@@ -100,8 +201,9 @@ async fn route(state: &AppState, request: Request) -> Result<ApiResponse, ApiErr
     };
     let base_url = state.base_url(request.headers());
     let (parts, body) = request.into_parts();
-    let limit = state.guard.limits.max_body_bytes;
-    let body = read_body(body, limit).await?;
+    // The body is read before the request takes an in-flight slot, so clients that send it
+    // slowly (or not at all) hold only their connection, and only until the body deadlines.
+    let body = read_body(body, &state.guard.limits).await?;
     let api_request = ApiRequest {
         method: parts.method,
         path: rest.to_owned(),
@@ -116,6 +218,7 @@ async fn route(state: &AppState, request: Request) -> Result<ApiResponse, ApiErr
             format!("The method '{}' is not supported.", api_request.method),
         ));
     }
+    let _permit = state.guard.admit()?;
     let timeout = state.guard.limits.request_timeout;
     let work = async {
         state.guard.inject().await?;
@@ -130,15 +233,42 @@ async fn route(state: &AppState, request: Request) -> Result<ApiResponse, ApiErr
     }
 }
 
-/// Read the body up to `limit` bytes. A larger body is drained (up to a hard cap, so the client
+/// Read the body up to `max_body_bytes`. A larger body is drained (up to a hard cap, so the client
 /// can read the 413 instead of seeing a reset connection) and answered with 413.
-async fn read_body(body: AxumBody, limit: usize) -> Result<bytes::Bytes, ApiError> {
+///
+/// The whole body must arrive within `body_read_timeout`, and once `body_rate_grace` has passed,
+/// at least `min_body_bytes_per_sec` on average: the next chunk is awaited only until the bytes
+/// received so far fall below that rate. Otherwise 408, and the connection is closed.
+async fn read_body(body: AxumBody, limits: &ServerLimits) -> Result<bytes::Bytes, ApiError> {
     use futures_util::StreamExt;
+    use hyper::body::Body as _;
     const DRAIN_CAP: usize = 64 * 1024 * 1024;
+    if body.is_end_stream() {
+        return Ok(bytes::Bytes::new());
+    }
+    let limit = limits.max_body_bytes;
+    let started = tokio::time::Instant::now();
+    let whole = started + limits.body_read_timeout;
     let mut stream = body.into_data_stream();
     let mut buffer = bytes::BytesMut::new();
     let mut total = 0usize;
-    while let Some(chunk) = stream.next().await {
+    loop {
+        let due = match limits.min_body_bytes_per_sec {
+            0 => whole,
+            rate => {
+                // The time `total` bytes cover at the minimum rate (never less than the grace).
+                let covered = std::time::Duration::from_secs_f64(total as f64 / rate as f64);
+                whole.min(started + covered.max(limits.body_rate_grace))
+            }
+        };
+        let next = match tokio::time::timeout_at(due, stream.next()).await {
+            Ok(next) => next,
+            Err(_) if total > limit => {
+                return Err(too_large(limit).with_header("connection", "close".into()))
+            }
+            Err(_) => return Err(slow_body(limits, total, due == whole)),
+        };
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|e| {
             ApiError::bad_request(format!("The request body could not be read: {e}."))
         })?;
@@ -155,6 +285,21 @@ async fn read_body(body: AxumBody, limit: usize) -> Result<bytes::Bytes, ApiErro
         return Err(too_large(limit));
     }
     Ok(buffer.freeze())
+}
+
+fn slow_body(limits: &ServerLimits, received: usize, whole: bool) -> ApiError {
+    let message = if whole {
+        format!(
+            "The request body did not arrive within {} s ({received} bytes received); the connection is closed.",
+            limits.body_read_timeout.as_secs_f64()
+        )
+    } else {
+        format!(
+            "The request body arrived slower than the minimum of {} bytes per second ({received} bytes received); the connection is closed.",
+            limits.min_body_bytes_per_sec
+        )
+    };
+    ApiError::new(ErrorKind::ClientTimeout, message).with_header("connection", "close".into())
 }
 
 fn too_large(limit: usize) -> ApiError {

@@ -3,6 +3,7 @@
 //! Nothing here knows about HTTP, JSON envelopes or SQL. Values in these types are already valid:
 //! the wire layer produces them from request bodies, storage persists them.
 
+pub mod collections;
 pub mod model;
 pub mod ops;
 pub mod query;

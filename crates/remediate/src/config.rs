@@ -94,6 +94,25 @@ pub struct ServeArgs {
     /// Open connections (default 4096; further ones wait in the backlog).
     #[arg(long, env = "REMEDIATE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Seconds for a request's head (request line and headers) to arrive, from the accept or from
+    /// the first byte of a later request on a kept-alive connection (default 10; the connection is
+    /// closed after).
+    #[arg(long, env = "REMEDIATE_HEADER_READ_TIMEOUT_SECS")]
+    pub header_read_timeout_secs: Option<u64>,
+    /// Seconds for a whole request body to arrive (default 30; 408 and the connection is closed).
+    #[arg(long, env = "REMEDIATE_BODY_READ_TIMEOUT_SECS")]
+    pub body_read_timeout_secs: Option<u64>,
+    /// Least average rate of a request body after the grace period, in bytes per second (default
+    /// 1024; 0 turns it off; 408 below it and the connection is closed).
+    #[arg(long, env = "REMEDIATE_MIN_BODY_BYTES_PER_SEC")]
+    pub min_body_bytes_per_sec: Option<u64>,
+    /// Seconds a request body may take before the minimum rate applies (default 5).
+    #[arg(long, env = "REMEDIATE_BODY_RATE_GRACE_SECS")]
+    pub body_rate_grace_secs: Option<u64>,
+    /// Seconds a kept-alive connection may wait for its next request before it is closed
+    /// (default 60).
+    #[arg(long, env = "REMEDIATE_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
     /// Enable Intune throttling (400 writes / 4000 requests per window per tenant, half per app) with this window in seconds (Intune: 20). Off when unset.
     #[arg(long, env = "REMEDIATE_THROTTLE_WINDOW_SECS")]
     pub throttle_window_secs: Option<u64>,
@@ -135,6 +154,11 @@ struct FileConfig {
     request_timeout_secs: Option<u64>,
     max_in_flight: Option<usize>,
     max_connections: Option<usize>,
+    header_read_timeout_secs: Option<u64>,
+    body_read_timeout_secs: Option<u64>,
+    min_body_bytes_per_sec: Option<u64>,
+    body_rate_grace_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
     throttle_window_secs: Option<u64>,
     inject_latency_ms: Option<u64>,
     inject_error_rate: Option<f64>,
@@ -252,6 +276,12 @@ impl Config {
             }
             Ok(value)
         };
+        let seconds = |name: &str, value: u64, least: u64| {
+            if !(least..=86_400).contains(&value) {
+                anyhow::bail!("{name} must be between {least} and 86400, not {value}")
+            }
+            Ok(std::time::Duration::from_secs(value))
+        };
         let limits = remediate_api::guard::ServerLimits {
             max_body_bytes,
             max_header_bytes: positive(
@@ -296,6 +326,30 @@ impl Config {
             max_connections: positive(
                 "max_connections",
                 pick!(max_connections, defaults.max_connections),
+            )?,
+            header_read_timeout: seconds(
+                "header_read_timeout_secs",
+                pick!(
+                    header_read_timeout_secs,
+                    defaults.header_read_timeout.as_secs()
+                ),
+                1,
+            )?,
+            body_read_timeout: seconds(
+                "body_read_timeout_secs",
+                pick!(body_read_timeout_secs, defaults.body_read_timeout.as_secs()),
+                1,
+            )?,
+            min_body_bytes_per_sec: pick!(min_body_bytes_per_sec, defaults.min_body_bytes_per_sec),
+            body_rate_grace: seconds(
+                "body_rate_grace_secs",
+                pick!(body_rate_grace_secs, defaults.body_rate_grace.as_secs()),
+                0,
+            )?,
+            idle_timeout: seconds(
+                "idle_timeout_secs",
+                pick!(idle_timeout_secs, defaults.idle_timeout.as_secs()),
+                1,
             )?,
         };
         let error_rate = pick!(inject_error_rate, 0.0);

@@ -33,12 +33,14 @@ pub enum ErrorKind {
     ServiceUnavailable,
     /// The request took longer than the configured timeout.
     Timeout,
+    /// The client did not send its request body within the body read timeout or the minimum rate.
+    ClientTimeout,
     /// A bug or an unexpected failure; details are logged, never returned.
     Internal,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 15] = [
+    pub const ALL: [ErrorKind; 16] = [
         ErrorKind::BadRequest,
         ErrorKind::Unauthenticated,
         ErrorKind::Forbidden,
@@ -53,6 +55,7 @@ impl ErrorKind {
         ErrorKind::TooManyRequests,
         ErrorKind::ServiceUnavailable,
         ErrorKind::Timeout,
+        ErrorKind::ClientTimeout,
         ErrorKind::Internal,
     ];
 
@@ -73,6 +76,7 @@ impl ErrorKind {
             ErrorKind::TooManyRequests => S::TOO_MANY_REQUESTS,
             ErrorKind::ServiceUnavailable => S::SERVICE_UNAVAILABLE,
             ErrorKind::Timeout => S::GATEWAY_TIMEOUT,
+            ErrorKind::ClientTimeout => S::REQUEST_TIMEOUT,
             ErrorKind::Internal => S::INTERNAL_SERVER_ERROR,
         }
     }
@@ -94,6 +98,7 @@ impl ErrorKind {
             ErrorKind::TooManyRequests => "TooManyRequests",
             ErrorKind::ServiceUnavailable => "ServiceUnavailable",
             ErrorKind::Timeout => "RequestTimeout",
+            ErrorKind::ClientTimeout => "RequestTimeout",
             ErrorKind::Internal => "InternalServerError",
         }
     }
@@ -170,6 +175,7 @@ mod tests {
                 "429 TooManyRequests",
                 "503 ServiceUnavailable",
                 "504 RequestTimeout",
+                "408 RequestTimeout",
                 "500 InternalServerError",
             ]
         );

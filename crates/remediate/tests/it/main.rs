@@ -14,4 +14,5 @@ mod scale_out;
 mod scripts_devices;
 mod security;
 mod security_tokens;
+mod slow_clients;
 mod surface;
