@@ -117,7 +117,7 @@ pub struct After {
 pub struct ListQuery {
     pub scope: Scope,
     pub filter: Option<Filter>,
-    /// Sort keys before the final `id` tie-breaker (which is always ascending).
+    /// Sort keys before the final `id` tie-breaker (which follows the last key's direction).
     pub order: Vec<SortKey>,
     /// Page size (already capped).
     pub top: usize,

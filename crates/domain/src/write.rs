@@ -8,7 +8,7 @@ pub enum Write {
     CreateScript {
         record: Record,
     },
-    /// `content_changed` bumps `version`.
+    /// A change of either script content bumps `version` (storage compares old and new content).
     UpdateScript {
         id: String,
         changes: Vec<(usize, Value)>,

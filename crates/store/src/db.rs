@@ -4,8 +4,9 @@
 //!
 //! SQLite runs in-process and never waits on the network, so its connection answers every call
 //! synchronously: the futures of [`SqliteConn`] complete on their first poll, which lets the same
-//! async store code run on a blocking thread through [`run_now`] (readers on tokio's blocking
-//! pool, the writer on its own thread) without a per-row hand-off between threads.
+//! async store code run to completion on the current thread through [`run_now`] (reads on the
+//! calling tokio worker thread, `crate::connect`; the writer on its own thread, `crate::writer`)
+//! without a per-row hand-off between threads.
 
 use std::future::Future;
 use std::pin::pin;
@@ -18,23 +19,30 @@ use crate::translate::Arg;
 
 /// The escape character of stored text: U+FDD0, a Unicode noncharacter (reserved for a
 /// program's internal use, so it does not occur in real text).
-const ESCAPE: char = '\u{FDD0}';
+/// What NUL is stored as: U+FDD0, a Unicode noncharacter (reserved for a program's internal use).
+const NUL_MARK: char = '\u{FDD0}';
+/// The escape of a literal U+FDD0 or U+FDD1 (the next noncharacter) in stored text.
+const ESCAPE: char = '\u{FDD1}';
 
 /// The stored form of a text value. PostgreSQL text cannot hold U+0000 and SQLite's string
 /// functions (`length`, `LIKE`, `instr`) stop at it, yet a device's script output may contain it
-/// (UTF-16 output read as UTF-8): NUL is stored as `ESCAPE '0'` and `ESCAPE` as `ESCAPE ESCAPE`,
-/// in both databases, so comparisons, `LIKE` patterns and keys behave the same on both. Escaping
-/// is a per-character substitution, so `a = b`, prefixes and `LIKE` patterns (whose `%`, `_` and
-/// `\` are untouched) hold between escaped values exactly as between the originals.
+/// (UTF-16 output read as UTF-8). In both databases NUL is stored as the single character U+FDD0,
+/// and a literal U+FDD0 or U+FDD1 as U+FDD1 followed by itself. Every ordinary character stands
+/// for itself and every NUL for one character, so equality, prefixes and `LIKE` patterns (`%`,
+/// `_` and `\` are untouched) behave on stored text exactly as on the originals, `contains` and
+/// `endswith` included: a search text without these two noncharacters can only match a run of
+/// ordinary characters and NULs, which is a run of the original. Only a search for text holding
+/// U+FDD0/U+FDD1 themselves could match inside an escape, and strings that differ at a NUL sort by
+/// U+FDD0 (docs/decisions.md).
 pub(crate) fn text_in(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.contains(['\0', ESCAPE]) {
+    if !text.contains(['\0', NUL_MARK, ESCAPE]) {
         return text.into();
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         match c {
-            '\0' => out.extend([ESCAPE, '0']),
-            ESCAPE => out.extend([ESCAPE, ESCAPE]),
+            '\0' => out.push(NUL_MARK),
+            NUL_MARK | ESCAPE => out.extend([ESCAPE, c]),
             c => out.push(c),
         }
     }
@@ -43,19 +51,16 @@ pub(crate) fn text_in(text: &str) -> std::borrow::Cow<'_, str> {
 
 /// The value of stored text ([`text_in`] undone).
 pub(crate) fn text_out(stored: String) -> String {
-    if !stored.contains(ESCAPE) {
+    if !stored.contains([NUL_MARK, ESCAPE]) {
         return stored;
     }
     let mut out = String::with_capacity(stored.len());
     let mut chars = stored.chars();
     while let Some(c) = chars.next() {
-        match (c, c == ESCAPE) {
-            (_, true) => match chars.next() {
-                Some('0') => out.push('\0'),
-                Some(other) => out.push(other),
-                None => out.push(ESCAPE),
-            },
-            (c, false) => out.push(c),
+        match c {
+            NUL_MARK => out.push('\0'),
+            ESCAPE => out.push(chars.next().unwrap_or(ESCAPE)),
+            c => out.push(c),
         }
     }
     out
@@ -469,10 +474,10 @@ impl Conn for sqlx::PgConnection {
 
 #[cfg(test)]
 mod tests {
-    use super::{text_in, text_out, ESCAPE};
+    use super::{text_in, text_out, NUL_MARK};
 
     #[test]
-    fn stored_text_round_trips_nul_and_the_escape() {
+    fn stored_text_round_trips_nul_and_the_noncharacters() {
         for text in [
             "",
             "plain",
@@ -481,21 +486,28 @@ mod tests {
             "\0\0",
             "x\u{FDD0}y",
             "\u{FDD0}0",
-            "\u{FDD0}\0\u{FDD0}",
-            "\u{FDD0}",
+            "\u{FDD1}\u{FDD0}",
+            "\u{FDD0}\0\u{FDD1}",
+            "\u{FDD1}",
+            "1\u{0}0\u{0}",
         ] {
             let stored = text_in(text);
             assert!(!stored.contains('\0'), "{stored:?}");
             assert_eq!(text_out(stored.into_owned()), text, "{text:?}");
         }
-        // Text without NUL or the escape is stored as it is (no copy).
+        // Text without NUL or the two noncharacters is stored as it is (no copy).
         assert!(matches!(text_in("plain"), std::borrow::Cow::Borrowed(_)));
-        assert_eq!(text_in("a\0b"), format!("a{ESCAPE}0b"));
+        assert_eq!(text_in("a\0b"), format!("a{NUL_MARK}b"));
     }
 
     #[test]
-    fn escaping_keeps_prefixes_and_equality() {
-        let (a, b) = ("out\0put\u{FDD0}", "out\0put\u{FDD0}!");
+    fn searches_match_stored_text_exactly_as_the_original() {
+        // UTF-16 output of "10" read as UTF-8: "1\0" "0\0". A search for "00" must not match.
+        let stored = text_in("1\u{0}0\u{0}");
+        assert!(!stored.contains("00"));
+        assert!(stored.contains(&*text_in("0\u{0}")));
+        assert!(stored.ends_with(&*text_in("\u{0}")));
+        let (a, b) = ("out\0put", "out\0put!");
         assert!(text_in(b).starts_with(&*text_in(a)));
         assert_ne!(text_in(a), text_in("out0put"));
     }

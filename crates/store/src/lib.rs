@@ -4,20 +4,39 @@
 //! [`Write`] commands, each executed in one transaction, and bound [`ListQuery`]s, translated to
 //! parameterized SQL (client values only ever travel as bound parameters; names come from the
 //! model). A successful return means the transaction is committed and durable.
+//!
+//! Modules, one job each:
+//! - `connect`: options, connecting to either database, the pools, statement timeouts and
+//!   where reads run ([`SqlStore`]);
+//! - `writer`: where writes run: the SQLite group-commit writer thread and checkpointer, the
+//!   PostgreSQL write transaction with its retry loop, and maintenance transactions;
+//! - `commands`: the write-command executor (one [`Write`] inside an open transaction);
+//! - `reads`: single entities and pages of collections;
+//! - `views`: computed views; `counters`: the summary counters;
+//! - `codec`: rows ↔ records; `translate`: filters, orderings and values → SQL;
+//! - `db`: the two drivers behind one `Conn` interface; `migrate`: the schema;
+//! - `error`: the one internal error type of commands and reads;
+//! - `store`: [`Store`] for [`SqlStore`], forwarding to the modules above.
 
+mod codec;
+mod commands;
+mod connect;
 mod counters;
 mod db;
+mod error;
 mod migrate;
-mod sql;
+mod reads;
+mod store;
 mod translate;
 mod views;
+mod writer;
 
 use async_trait::async_trait;
 use remediate_domain::query::{ListQuery, Page, RemediationHistory};
 use remediate_domain::write::{Write, WriteOutcome};
 use remediate_domain::Record;
 
-pub use sql::{Dialect, SqlStore, StoreOptions};
+pub use connect::{SqlStore, StoreOptions};
 
 /// Why a storage call failed. Mapped to HTTP statuses by the API layer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +70,9 @@ pub enum EntityRef {
     Assignment { script_id: String, id: String },
 }
 
+/// Everything the API, the binary's maintenance commands and the history retention ask of
+/// storage. Every method is scoped to one tenant except the maintenance ones (`prune_history`,
+/// `recount`, `check_counters`), which cover every tenant.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Execute one write command in one transaction.
@@ -91,14 +113,12 @@ pub trait Store: Send + Sync + 'static {
     async fn prune_history(&self, cutoff: remediate_domain::Instant) -> Result<u64, StoreError>;
     /// Every assignment of the tenant as (script id, target JSON), for device visibility.
     async fn assignment_targets(&self, tenant: &str) -> Result<Vec<(String, String)>, StoreError>;
-    /// Is the database reachable?
     /// Rebuild every counter from the rows (after rows were changed outside the server).
     async fn recount(&self) -> Result<(), StoreError>;
     /// Every difference between the counters and the rows, in words; empty when they agree.
     async fn check_counters(&self) -> Result<Vec<String>, StoreError>;
+    /// Is the database reachable?
     async fn ping(&self) -> Result<(), StoreError>;
     /// The secret that signs paging tokens, shared by every process on the same database.
     fn paging_secret(&self) -> &[u8];
-    /// Which database this is.
-    fn dialect(&self) -> Dialect;
 }

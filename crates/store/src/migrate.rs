@@ -3,7 +3,7 @@
 
 use crate::db::{self, Conn, DbError};
 
-use crate::sql::Dialect;
+use crate::connect::Dialect;
 
 struct Migration {
     version: i64,

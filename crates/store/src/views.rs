@@ -6,9 +6,10 @@ use remediate_domain::model::{DEVICE_RUN_STATE, POLICY_STATE, RUN_SUMMARY};
 use remediate_domain::query::{HistoryDay, RemediationHistory};
 use remediate_domain::{Instant, Record, Value};
 
+use crate::codec::{decode_record, select_columns};
 use crate::counters;
 use crate::db::{self, Conn, DbError};
-use crate::sql::{decode_record, exists, select_columns};
+use crate::reads::exists;
 use crate::EntityRef;
 
 const TICKS_PER_DAY: i64 = 864_000_000_000;

@@ -348,6 +348,27 @@ both!(nul_characters_behave_the_same_on_both_databases, |app| {
     assert!(patched.status < 300, "{}", patched.text);
     let read = app.get(&format!("{states}/{id}")).await;
     assert_eq!(read.json["postRemediationDetectionScriptOutput"], "ok\u{0}");
+    // UTF-16 "10" read as UTF-8 is "1\0" "0\0": it holds "0\0" but not "00".
+    let patched = app
+        .patch(
+            &format!("{states}/{id}"),
+            r#"{"postRemediationDetectionScriptOutput":"1\u00000\u0000"}"#,
+        )
+        .await;
+    assert!(patched.status < 300, "{}", patched.text);
+    for (text, expected) in [("00", 0), ("0%00", 1), ("1%000", 1), ("%00%00", 0)] {
+        let found = app
+            .get(&format!(
+                "{states}?$filter=contains(postRemediationDetectionScriptOutput,'{text}')"
+            ))
+            .await;
+        assert_eq!(found.status, 200, "{}", found.text);
+        assert_eq!(
+            found.json["value"].as_array().unwrap().len(),
+            expected,
+            "contains '{text}'"
+        );
+    }
 });
 
 // Item 7: `startswith(id,'…')` ignored case on SQLite only; `id` compares exactly.

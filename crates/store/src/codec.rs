@@ -1,0 +1,119 @@
+//! Rows ↔ records: the select list of an entity ([`select_columns`]), a result row back into a
+//! [`Record`] ([`decode_record`]), the `INSERT` of a record ([`insert_sql`]) and the `WHERE`
+//! clause that addresses one entity ([`key_where`]). Column names come from the static model;
+//! values become bound parameters (`crate::translate`).
+
+use remediate_domain::model::{
+    EntityType, DEVICE_HEALTH_SCRIPT, DEVICE_HEALTH_SCRIPT_ASSIGNMENT, DEVICE_RUN_STATE,
+    MANAGED_DEVICE,
+};
+use remediate_domain::Record;
+
+use crate::db::{DbError, Row};
+use crate::translate::{self, Arg, Sql};
+use crate::EntityRef;
+
+/// `"a", "b", …` for an entity's properties as stored, with `NULL` for properties a list leaves out.
+pub(crate) fn select_columns(entity: &EntityType, alias: &str, list: bool) -> String {
+    let mut columns: Vec<String> = entity
+        .properties
+        .iter()
+        .map(|p| {
+            if list && !p.in_list {
+                "NULL".to_owned()
+            } else {
+                format!("{alias}.\"{}\"", p.name)
+            }
+        })
+        .collect();
+    for link in entity.links {
+        columns.push(format!("{alias}.\"{}\"", link.column()));
+    }
+    columns.join(", ")
+}
+
+/// How many cells [`select_columns`] selects.
+pub(crate) fn column_count(entity: &EntityType) -> usize {
+    entity.properties.len() + entity.links.len()
+}
+
+/// The record in the cells of `row` from `offset` on, as [`select_columns`] selected them.
+pub(crate) fn decode_record(
+    entity: &'static EntityType,
+    row: &mut Row,
+    offset: usize,
+) -> Result<Record, DbError> {
+    let mut values = Vec::with_capacity(entity.properties.len());
+    for (i, p) in entity.properties.iter().enumerate() {
+        values.push(translate::decode(p, row, offset + i)?);
+    }
+    let mut record = Record {
+        entity,
+        values,
+        parent: None,
+        device_id: None,
+        state_id: None,
+    };
+    let n = entity.properties.len();
+    for (i, link) in entity.links.iter().enumerate() {
+        record.set_link(*link, row.take_text(offset + n + i)?);
+    }
+    Ok(record)
+}
+
+/// `INSERT` of a whole record (its links, every property and every shadow column).
+pub(crate) fn insert_sql(tenant: &str, record: &Record) -> Sql {
+    let entity = record.entity;
+    let mut columns = vec!["\"tenant\"".to_owned()];
+    let mut args = vec![Arg::Text(Some(tenant.to_owned()))];
+    for link in entity.links {
+        columns.push(format!("\"{}\"", link.column()));
+        args.push(Arg::Text(record.link(*link).map(str::to_owned)));
+    }
+    for (p, v) in entity.properties.iter().zip(&record.values) {
+        columns.extend(translate::column_names(p));
+        args.extend(translate::value_args(p, v));
+    }
+    let mut sql = Sql::default();
+    sql.push(&format!(
+        "INSERT INTO \"{}\" ({}) VALUES (",
+        entity.table,
+        columns.join(", ")
+    ));
+    for (i, arg) in args.into_iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.arg(arg);
+    }
+    sql.push(")");
+    sql
+}
+
+/// `WHERE` clause addressing one entity (alias `t`).
+pub(crate) fn key_where(sql: &mut Sql, tenant: &str, key: &EntityRef) {
+    sql.push(" WHERE t.\"tenant\" = ")
+        .arg(Arg::Text(Some(tenant.to_owned())));
+    match key {
+        EntityRef::Script(id) | EntityRef::Device(id) => {
+            sql.push(" AND t.\"id\" = ")
+                .arg(Arg::Text(Some(id.clone())));
+        }
+        EntityRef::RunState { script_id, id } | EntityRef::Assignment { script_id, id } => {
+            sql.push(" AND t.\"scriptId\" = ")
+                .arg(Arg::Text(Some(script_id.clone())));
+            sql.push(" AND t.\"id\" = ")
+                .arg(Arg::Text(Some(id.clone())));
+        }
+    }
+}
+
+/// The entity type a key addresses.
+pub(crate) fn entity_of(key: &EntityRef) -> &'static EntityType {
+    match key {
+        EntityRef::Script(_) => &DEVICE_HEALTH_SCRIPT,
+        EntityRef::RunState { .. } => &DEVICE_RUN_STATE,
+        EntityRef::Device(_) => &MANAGED_DEVICE,
+        EntityRef::Assignment { .. } => &DEVICE_HEALTH_SCRIPT_ASSIGNMENT,
+    }
+}

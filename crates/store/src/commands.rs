@@ -1,0 +1,623 @@
+//! The write-command executor: [`Writer::execute`] runs one validated [`Write`] inside an open
+//! transaction (which `crate::writer` begins, commits or rolls back) and ends in a
+//! [`WriteOutcome`] or an [`ExecError`]: a rejection (missing entity, taken key, bad reference;
+//! nothing of the write may remain) or a database failure.
+//!
+//! PostgreSQL lock order, the same in every transaction so concurrent writes wait for each other
+//! but never deadlock: the script row first ([`Writer::lock_script`]: `FOR KEY SHARE` by writes
+//! to what the script contains, `FOR UPDATE` by its deletion), then the entity's own row, then
+//! counter rows in one global order (`crate::counters`). SQLite's single writer needs no locks.
+
+use remediate_domain::model::RUN_RECORD;
+use remediate_domain::write::{Write, WriteOutcome};
+use remediate_domain::{Instant, Record, Value};
+
+use crate::codec::{entity_of, insert_sql, key_where};
+use crate::connect::Dialect;
+use crate::counters;
+use crate::db::{self, Conn, DbError};
+use crate::error::ExecError;
+use crate::reads::{exists, fetch_entity};
+use crate::translate::{self, Arg, Sql};
+use crate::{EntityRef, StoreError};
+
+/// Executes write commands inside a transaction; holds only what that needs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Writer {
+    pub dialect: Dialect,
+    /// The counter shard this transaction adds to (`counters::SHARDS`; always 0 on SQLite).
+    pub shard: i64,
+}
+
+/// May a run state of a script be bound to `device`? Only if the device exists and no other run
+/// state of the script is bound to it (`existing`).
+fn bind_allowed(device: &str, found: bool, existing: Option<String>) -> Result<(), StoreError> {
+    if !found {
+        return Err(StoreError::InvalidReference(format!(
+            "The managedDevice '{device}' named by 'managedDevice@odata.bind' does not exist."
+        )));
+    }
+    if let Some(id) = existing {
+        return Err(StoreError::Conflict(format!(
+            "A deviceRunState for managedDevice '{device}' already exists for this deviceHealthScript: '{id}'. Update it with PATCH instead."
+        )));
+    }
+    Ok(())
+}
+
+fn script_not_found(id: &str) -> ExecError {
+    StoreError::NotFound(format!("The deviceHealthScript '{id}' does not exist.")).into()
+}
+
+/// What the counters know of a run state.
+fn counted(record: &Record) -> counters::Counted {
+    let state = |name: &str| match record.get(name) {
+        Value::Enum(v) | Value::Int(v) => *v,
+        _ => 0,
+    };
+    counters::Counted {
+        detection: state("detectionState"),
+        remediation: state("remediationState"),
+        device_key: match &record.device_id {
+            Some(device) => device.clone(),
+            None => format!(
+                "{}:{}",
+                record.parent.as_deref().unwrap_or_default(),
+                record.id()
+            ),
+        },
+    }
+}
+
+impl Writer {
+    /// Execute one write command in the caller's transaction.
+    pub(crate) async fn execute(
+        &self,
+        c: &mut dyn Conn,
+        tenant: &str,
+        write: Write,
+    ) -> Result<WriteOutcome, ExecError> {
+        match write {
+            Write::CreateScript { record } => {
+                let sql = insert_sql(tenant, &record);
+                c.execute(&sql.text, &sql.args).await?;
+                Ok(WriteOutcome::Created(record))
+            }
+            Write::CreateDevice { record } => {
+                let sql = insert_sql(tenant, &record);
+                c.execute(&sql.text, &sql.args).await?;
+                counters::bump(c, tenant, counters::DEVICES, self.shard, 1).await?;
+                Ok(WriteOutcome::Created(record))
+            }
+            Write::CreateRunState { record } => self.create_run_state(c, tenant, record).await,
+            Write::UpdateScript { id, changes } => {
+                let key = EntityRef::Script(id.clone());
+                let Some(mut record) = self.fetch(c, tenant, &key, true).await? else {
+                    return Err(script_not_found(&id));
+                };
+                let mut changed: Vec<usize> = Vec::new();
+                let mut content_changed = false;
+                for (index, value) in changes {
+                    let name = record.entity.properties[index].name;
+                    if record.values[index] != value && name.ends_with("ScriptContent") {
+                        content_changed = true;
+                    }
+                    record.values[index] = value;
+                    changed.push(index);
+                }
+                if content_changed {
+                    let next = match record.get("version") {
+                        Value::Str(v) => v.parse::<u64>().map(|n| n + 1).unwrap_or(1),
+                        _ => 1,
+                    };
+                    record.set("version", Value::Str(next.to_string()));
+                    changed.push(record.entity.index("version"));
+                }
+                record.set("lastModifiedDateTime", Value::Time(Instant::now()));
+                changed.push(record.entity.index("lastModifiedDateTime"));
+                self.update_columns(c, tenant, &key, &record, &changed, None)
+                    .await?;
+                Ok(WriteOutcome::Updated)
+            }
+            Write::UpdateDevice { id, changes } => {
+                let key = EntityRef::Device(id.clone());
+                let Some(mut record) = self.fetch(c, tenant, &key, true).await? else {
+                    return Err(StoreError::NotFound(format!(
+                        "The managedDevice '{id}' does not exist."
+                    ))
+                    .into());
+                };
+                let changed: Vec<usize> = changes.iter().map(|(i, _)| *i).collect();
+                for (index, value) in changes {
+                    record.values[index] = value;
+                }
+                self.update_columns(c, tenant, &key, &record, &changed, None)
+                    .await?;
+                Ok(WriteOutcome::Updated)
+            }
+            Write::UpdateRunState {
+                script_id,
+                id,
+                changes,
+                bind_device,
+            } => {
+                self.update_run_state(c, tenant, script_id, id, changes, bind_device)
+                    .await
+            }
+            Write::DeleteScript { id } => {
+                if !self.lock_script(c, tenant, &id, true).await? {
+                    return Err(script_not_found(&id));
+                }
+                counters::script_deleted(c, tenant, &id, self.shard).await?;
+                for table in [
+                    "run_history",
+                    "device_run_states",
+                    "device_health_script_assignments",
+                    "on_demand_requests",
+                ] {
+                    c.execute(
+                        &format!("DELETE FROM {table} WHERE \"tenant\" = $1 AND \"scriptId\" = $2"),
+                        &[db::text(tenant), db::text(&id)],
+                    )
+                    .await?;
+                }
+                self.delete(
+                    c,
+                    tenant,
+                    &EntityRef::Script(id.clone()),
+                    format!("The deviceHealthScript '{id}' does not exist."),
+                )
+                .await
+            }
+            Write::CreateAssignment { record } => {
+                let script_id = record.parent.clone().unwrap_or_default();
+                if !self.lock_script(c, tenant, &script_id, false).await? {
+                    return Err(script_not_found(&script_id));
+                }
+                let key = EntityRef::Assignment {
+                    script_id,
+                    id: record.id().to_owned(),
+                };
+                if exists(c, tenant, &key).await? {
+                    return Err(StoreError::Conflict(format!(
+                        "An assignment with the id '{}' (the same target group) already exists for this deviceHealthScript.",
+                        record.id()
+                    ))
+                    .into());
+                }
+                let sql = insert_sql(tenant, &record);
+                c.execute(&sql.text, &sql.args).await?;
+                Ok(WriteOutcome::Created(record))
+            }
+            Write::UpdateAssignment {
+                script_id,
+                id,
+                changes,
+            } => {
+                let key = EntityRef::Assignment {
+                    script_id: script_id.clone(),
+                    id: id.clone(),
+                };
+                let found = self.lock_script(c, tenant, &script_id, false).await?;
+                let record = match found {
+                    true => self.fetch(c, tenant, &key, true).await?,
+                    false => None,
+                };
+                let Some(mut record) = record else {
+                    return Err(StoreError::NotFound(format!(
+                        "The deviceHealthScriptAssignment '{id}' does not exist in deviceHealthScript '{script_id}'."
+                    ))
+                    .into());
+                };
+                let changed: Vec<usize> = changes.iter().map(|(i, _)| *i).collect();
+                for (index, value) in changes {
+                    record.values[index] = value;
+                }
+                self.update_columns(c, tenant, &key, &record, &changed, None)
+                    .await?;
+                Ok(WriteOutcome::Updated)
+            }
+            Write::DeleteAssignment { script_id, id } => {
+                let message = format!("The deviceHealthScriptAssignment '{id}' does not exist in deviceHealthScript '{script_id}'.");
+                if !self.lock_script(c, tenant, &script_id, false).await? {
+                    return Err(StoreError::NotFound(message).into());
+                }
+                self.delete(c, tenant, &EntityRef::Assignment { script_id, id }, message)
+                    .await
+            }
+            Write::Assign { script_id, records } => {
+                if !self.lock_script(c, tenant, &script_id, false).await? {
+                    return Err(script_not_found(&script_id));
+                }
+                c.execute("DELETE FROM device_health_script_assignments WHERE \"tenant\" = $1 AND \"scriptId\" = $2", &[db::text(tenant), db::text(&script_id)]).await?;
+                for record in &records {
+                    let sql = insert_sql(tenant, record);
+                    c.execute(&sql.text, &sql.args).await?;
+                }
+                Ok(WriteOutcome::Updated)
+            }
+            Write::RequestOnDemand {
+                device_id,
+                script_id,
+            } => {
+                if !exists(c, tenant, &EntityRef::Device(device_id.clone())).await? {
+                    return Err(StoreError::NotFound(format!(
+                        "The managedDevice '{device_id}' does not exist."
+                    ))
+                    .into());
+                }
+                if !self.lock_script(c, tenant, &script_id, false).await? {
+                    return Err(StoreError::InvalidReference(format!(
+                        "The scriptPolicyId '{script_id}' does not name a deviceHealthScript of this tenant."
+                    ))
+                    .into());
+                }
+                c.execute(
+                    "INSERT INTO on_demand_requests (\"tenant\", \"managedDeviceId\", \"scriptId\", \"requestedDateTime\") \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (\"tenant\", \"managedDeviceId\", \"scriptId\") \
+                     DO UPDATE SET \"requestedDateTime\" = excluded.\"requestedDateTime\"",
+                    &[
+                        db::text(tenant),
+                        Arg::Text(Some(device_id)),
+                        Arg::Text(Some(script_id)),
+                        db::int(Instant::now().ticks()),
+                    ],
+                )
+                .await?;
+                Ok(WriteOutcome::Updated)
+            }
+            Write::SetGlobalScriptsState { state } => {
+                c.execute(
+                    "INSERT INTO tenant_settings (\"tenant\", \"globalScriptsState\") VALUES ($1, $2) \
+                     ON CONFLICT (\"tenant\") DO UPDATE SET \"globalScriptsState\" = excluded.\"globalScriptsState\"",
+                    &[db::text(tenant), db::int(state)],
+                )
+                .await?;
+                Ok(WriteOutcome::Updated)
+            }
+            Write::DeleteDevice { id } => {
+                let deleted = self
+                    .delete(
+                        c,
+                        tenant,
+                        &EntityRef::Device(id.clone()),
+                        format!("The managedDevice '{id}' does not exist."),
+                    )
+                    .await?;
+                counters::bump(c, tenant, counters::DEVICES, self.shard, -1).await?;
+                Ok(deleted)
+            }
+            Write::DeleteRunState { script_id, id } => {
+                let key = EntityRef::RunState {
+                    script_id: script_id.clone(),
+                    id: id.clone(),
+                };
+                let found = self.lock_script(c, tenant, &script_id, false).await?;
+                let record = match found {
+                    true => self.fetch(c, tenant, &key, true).await?,
+                    false => None,
+                };
+                let Some(record) = record else {
+                    return Err(StoreError::NotFound(format!(
+                        "The deviceRunState '{id}' does not exist in deviceHealthScript '{script_id}'."
+                    ))
+                    .into());
+                };
+                let deleted = self.delete(c, tenant, &key, String::new()).await?;
+                counters::state_changed(
+                    c,
+                    tenant,
+                    &script_id,
+                    self.shard,
+                    Some(&counted(&record)),
+                    None,
+                )
+                .await?;
+                Ok(deleted)
+            }
+        }
+    }
+
+    /// A device report creating its run state (the hot path): checks, insert, counters,
+    /// history, and the on-demand request it answers.
+    async fn create_run_state(
+        &self,
+        c: &mut dyn Conn,
+        tenant: &str,
+        record: Record,
+    ) -> Result<WriteOutcome, ExecError> {
+        let script_id = record.parent.clone().unwrap_or_default();
+        // Every check in one round trip (this is the hot path of device reports).
+        let device = record.device_id.as_deref();
+        // The script's row is locked first (see `lock_script`), then the device's.
+        let lock = match self.dialect {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR KEY SHARE",
+        };
+        let row = c
+            .query_one(
+                &format!("SELECT \
+                   (SELECT 1 FROM device_health_scripts WHERE \"tenant\" = $1 AND \"id\" = $2{lock}), \
+                   (SELECT 1 FROM managed_devices WHERE \"tenant\" = $1 AND \"id\" = $3{lock}), \
+                   (SELECT \"id\" FROM device_run_states WHERE \"tenant\" = $1 AND \"scriptId\" = $2 AND \"managedDeviceId\" = $3), \
+                   (SELECT 1 FROM on_demand_requests WHERE \"tenant\" = $1 AND \"managedDeviceId\" = $3 AND \"scriptId\" = $2)"),
+                &[
+                    db::text(tenant),
+                    db::text(&script_id),
+                    Arg::Text(device.map(str::to_owned)),
+                ],
+            )
+            .await?;
+        if row.int(0)?.is_none() {
+            return Err(script_not_found(&script_id));
+        }
+        if let Some(device) = device {
+            bind_allowed(device, row.int(1)?.is_some(), row.text(2)?)?;
+        }
+        let on_demand_pending = row.int(3)?.is_some();
+        let sql = insert_sql(tenant, &record);
+        c.execute(&sql.text, &sql.args).await?;
+        counters::state_changed(
+            c,
+            tenant,
+            &script_id,
+            self.shard,
+            None,
+            Some(&counted(&record)),
+        )
+        .await?;
+        self.append_history(c, tenant, &record).await?;
+        if on_demand_pending {
+            self.clear_on_demand(c, tenant, &record).await?;
+        }
+        Ok(WriteOutcome::Created(record))
+    }
+
+    /// A device report (or an admin's PATCH) changing a run state, possibly binding it to a
+    /// device: counters, history when a tracked state changed, and the on-demand request it
+    /// answers.
+    async fn update_run_state(
+        &self,
+        c: &mut dyn Conn,
+        tenant: &str,
+        script_id: String,
+        id: String,
+        changes: Vec<(usize, Value)>,
+        bind_device: Option<String>,
+    ) -> Result<WriteOutcome, ExecError> {
+        let key = EntityRef::RunState {
+            script_id: script_id.clone(),
+            id: id.clone(),
+        };
+        let found = self.lock_script(c, tenant, &script_id, false).await?;
+        let record = match found {
+            true => self.fetch(c, tenant, &key, true).await?,
+            false => None,
+        };
+        let Some(mut record) = record else {
+            return Err(StoreError::NotFound(format!(
+                "The deviceRunState '{id}' does not exist in deviceHealthScript '{script_id}'."
+            ))
+            .into());
+        };
+        let counted_before = counted(&record);
+        let mut new_device = None;
+        if let Some(device) = bind_device {
+            match &record.device_id {
+                Some(current) if *current == device => {}
+                Some(current) => {
+                    return Err(StoreError::InvalidReference(format!(
+                        "The deviceRunState '{id}' is already bound to managedDevice '{current}'; its device cannot be changed."
+                    ))
+                    .into())
+                }
+                None => {
+                    self.check_bind(c, tenant, &script_id, &device).await?;
+                    record.device_id = Some(device.clone());
+                    new_device = Some(device);
+                }
+            }
+        }
+        let tracked = [
+            "detectionState",
+            "remediationState",
+            "lastStateUpdateDateTime",
+        ];
+        let before: Vec<Value> = tracked.iter().map(|n| record.get(n).clone()).collect();
+        let changed: Vec<usize> = changes.iter().map(|(i, _)| *i).collect();
+        for (index, value) in changes {
+            record.values[index] = value;
+        }
+        self.update_columns(c, tenant, &key, &record, &changed, new_device.as_deref())
+            .await?;
+        counters::state_changed(
+            c,
+            tenant,
+            &script_id,
+            self.shard,
+            Some(&counted_before),
+            Some(&counted(&record)),
+        )
+        .await?;
+        let after: Vec<Value> = tracked.iter().map(|n| record.get(n).clone()).collect();
+        if before != after {
+            self.append_history(c, tenant, &record).await?;
+        }
+        self.clear_on_demand(c, tenant, &record).await?;
+        Ok(WriteOutcome::Updated)
+    }
+
+    /// The entity, its row locked until the transaction ends (PostgreSQL; SQLite's single
+    /// writer needs no lock) when `lock`.
+    async fn fetch(
+        &self,
+        c: &mut dyn Conn,
+        tenant: &str,
+        key: &EntityRef,
+        lock: bool,
+    ) -> Result<Option<Record>, DbError> {
+        fetch_entity(c, tenant, key, lock && self.dialect == Dialect::Postgres).await
+    }
+
+    /// Does the script exist? On PostgreSQL its row is also locked until the transaction ends:
+    /// `FOR KEY SHARE` by every write to the script's run states, assignments and on-demand runs
+    /// (they do not block each other), `FOR UPDATE` by its deletion — so a deletion waits for
+    /// the writes under way and the writes after it find the script gone: nothing is left behind
+    /// for a deleted script. The script row is always the first lock a write takes, which keeps
+    /// the order of locks the same in every transaction (no deadlock).
+    async fn lock_script(
+        &self,
+        c: &mut dyn Conn,
+        tenant: &str,
+        script_id: &str,
+        exclusive: bool,
+    ) -> Result<bool, DbError> {
+        let lock = match (self.dialect, exclusive) {
+            (Dialect::Sqlite, _) => "",
+            (Dialect::Postgres, false) => " FOR KEY SHARE",
+            (Dialect::Postgres, true) => " FOR UPDATE",
+        };
+        let sql = format!(
+            "SELECT 1 FROM device_health_scripts WHERE \"tenant\" = $1 AND \"id\" = $2{lock}"
+        );
+        Ok(c.query_opt(&sql, &[db::text(tenant), db::text(script_id)])
+            .await?
+            .is_some())
+    }
+
+    async fn update_columns(
+        &self,
+        c: &mut dyn Conn,
+        tenant: &str,
+        key: &EntityRef,
+        record: &Record,
+        changed: &[usize],
+        device: Option<&str>,
+    ) -> Result<(), DbError> {
+        let entity = record.entity;
+        let mut sql = Sql::default();
+        sql.push(&format!("UPDATE \"{}\" AS t SET ", entity.table));
+        let mut first = true;
+        for &index in changed {
+            let p = &entity.properties[index];
+            for (column, arg) in translate::column_names(p)
+                .into_iter()
+                .zip(translate::value_args(p, &record.values[index]))
+            {
+                if !first {
+                    sql.push(", ");
+                }
+                first = false;
+                sql.push(&column).push(" = ").arg(arg);
+            }
+        }
+        if let Some(device) = device {
+            if !first {
+                sql.push(", ");
+            }
+            first = false;
+            sql.push("\"managedDeviceId\" = ")
+                .arg(Arg::Text(Some(device.to_owned())));
+        }
+        if first {
+            return Ok(());
+        }
+        key_where(&mut sql, tenant, key);
+        c.execute(&sql.text, &sql.args).await?;
+        Ok(())
+    }
+
+    /// Append a run record of `state`, in the same transaction as the change.
+    async fn append_history(
+        &self,
+        c: &mut dyn Conn,
+        tenant: &str,
+        state: &Record,
+    ) -> Result<(), DbError> {
+        let now = Instant::now();
+        let mut record = Record::with_defaults(&RUN_RECORD);
+        let suffix = &remediate_domain::new_id()[..8];
+        record.set("id", Value::Str(format!("{:020}-{suffix}", now.ticks())));
+        record.set("recordedDateTime", Value::Time(now));
+        record.set(
+            "managedDeviceId",
+            state.device_id.clone().map_or(Value::Null, Value::Str),
+        );
+        for name in [
+            "detectionState",
+            "remediationState",
+            "lastStateUpdateDateTime",
+            "preRemediationDetectionScriptOutput",
+            "preRemediationDetectionScriptError",
+            "remediationScriptError",
+            "postRemediationDetectionScriptOutput",
+            "postRemediationDetectionScriptError",
+        ] {
+            record.set(name, state.get(name).clone());
+        }
+        record.parent = state.parent.clone();
+        record.state_id = Some(state.id().to_owned());
+        let sql = insert_sql(tenant, &record);
+        c.execute(&sql.text, &sql.args).await?;
+        if let (Value::Enum(2), Some(script_id)) = (record.get("remediationState"), &state.parent) {
+            let device = state.device_id.as_deref().unwrap_or(state.id());
+            counters::remediated_record(c, tenant, script_id, device, now.ticks(), self.shard)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The device has reported the script: its queued on-demand run is done.
+    async fn clear_on_demand(
+        &self,
+        c: &mut dyn Conn,
+        tenant: &str,
+        state: &Record,
+    ) -> Result<(), DbError> {
+        if let (Some(device), Some(script)) = (&state.device_id, &state.parent) {
+            c.execute("DELETE FROM on_demand_requests WHERE \"tenant\" = $1 AND \"managedDeviceId\" = $2 AND \"scriptId\" = $3", &[db::text(tenant), db::text(device), db::text(script)]).await?;
+        }
+        Ok(())
+    }
+
+    /// Check that `device` exists and no other run state of `script_id` is bound to it.
+    async fn check_bind(
+        &self,
+        c: &mut dyn Conn,
+        tenant: &str,
+        script_id: &str,
+        device: &str,
+    ) -> Result<(), ExecError> {
+        let found = exists(c, tenant, &EntityRef::Device(device.to_owned())).await?;
+        let existing = c
+            .query_opt(
+                "SELECT \"id\" FROM device_run_states WHERE \"tenant\" = $1 AND \"scriptId\" = $2 AND \"managedDeviceId\" = $3",
+                &[db::text(tenant), db::text(script_id), db::text(device)],
+            )
+            .await?
+            .map(|row| row.text(0))
+            .transpose()?
+            .flatten();
+        Ok(bind_allowed(device, found, existing)?)
+    }
+
+    /// Delete one entity; rejected with `missing` when there is none.
+    async fn delete(
+        &self,
+        c: &mut dyn Conn,
+        tenant: &str,
+        key: &EntityRef,
+        missing: String,
+    ) -> Result<WriteOutcome, ExecError> {
+        let entity = entity_of(key);
+        let mut sql = Sql::default();
+        // The alias keeps `key_where` usable; both databases accept `DELETE FROM x AS t`.
+        sql.push(&format!("DELETE FROM \"{}\" AS t", entity.table));
+        key_where(&mut sql, tenant, key);
+        let done = c.execute(&sql.text, &sql.args).await?;
+        if done == 0 {
+            return Err(StoreError::NotFound(missing).into());
+        }
+        Ok(WriteOutcome::Deleted)
+    }
+}

@@ -1,0 +1,242 @@
+//! Reads: one entity by key ([`fetch_entity`], also the locked read of writes), one page of a
+//! collection with its filter, keyset position, order and count ([`list_page`]), and the small
+//! per-tenant reads the API needs. Each runs on whatever connection it is given (a read
+//! connection, or the write transaction). Computed views are in `crate::views`.
+
+use remediate_domain::model::MANAGED_DEVICE;
+use remediate_domain::query::{After, Filter, ListQuery, Page, Scope};
+use remediate_domain::{Record, Value};
+
+use crate::codec::{column_count, decode_record, entity_of, key_where, select_columns};
+use crate::counters;
+use crate::db::{self, Conn, DbError};
+use crate::error::ExecError;
+use crate::translate::{self, Arg, Sql};
+use crate::{EntityRef, StoreError};
+
+/// Does the entity exist?
+pub(crate) async fn exists(
+    c: &mut dyn Conn,
+    tenant: &str,
+    key: &EntityRef,
+) -> Result<bool, DbError> {
+    let entity = entity_of(key);
+    let mut sql = Sql::default();
+    sql.push(&format!("SELECT 1 FROM \"{}\" t", entity.table));
+    key_where(&mut sql, tenant, key);
+    Ok(c.query_opt(&sql.text, &sql.args).await?.is_some())
+}
+
+/// One entity by key, `FOR UPDATE` when `for_update`.
+pub(crate) async fn fetch_entity(
+    c: &mut dyn Conn,
+    tenant: &str,
+    key: &EntityRef,
+    for_update: bool,
+) -> Result<Option<Record>, DbError> {
+    let entity = entity_of(key);
+    let mut sql = Sql::default();
+    sql.push(&format!(
+        "SELECT {} FROM \"{}\" t",
+        select_columns(entity, "t", false),
+        entity.table
+    ));
+    key_where(&mut sql, tenant, key);
+    if for_update {
+        sql.push(" FOR UPDATE");
+    }
+    c.query_opt(&sql.text, &sql.args)
+        .await?
+        .map(|mut r| decode_record(entity, &mut r, 0))
+        .transpose()
+}
+
+/// One page of a collection (and its count when asked for); rejected when the collection's
+/// script does not exist (checked only when the page is empty: rows cannot outlive their script).
+pub(crate) async fn list_page(
+    c: &mut dyn Conn,
+    tenant: &str,
+    query: &ListQuery,
+) -> Result<Page, ExecError> {
+    let page = page_of(c, tenant, query).await?;
+    if let (true, Scope::RunStates { script_id } | Scope::Assignments { script_id }) =
+        (page.records.is_empty(), &query.scope)
+    {
+        let script = EntityRef::Script(script_id.clone());
+        if !exists(c, tenant, &script).await? {
+            return Err(StoreError::NotFound(format!(
+                "The deviceHealthScript '{script_id}' does not exist."
+            ))
+            .into());
+        }
+    }
+    Ok(page)
+}
+
+/// Does the filter read a property of the bound device (so the query joins `managed_devices`)?
+fn uses_device(filter: &Filter) -> bool {
+    match filter {
+        Filter::Compare { column, .. }
+        | Filter::In { column, .. }
+        | Filter::Function { column, .. } => column.via_device,
+        Filter::And(a, b) | Filter::Or(a, b) => uses_device(a) || uses_device(b),
+        Filter::Not(a) => uses_device(a),
+        Filter::Const(_) => false,
+    }
+}
+
+async fn page_of(c: &mut dyn Conn, tenant: &str, query: &ListQuery) -> Result<Page, DbError> {
+    let entity = query.scope.entity();
+    let join_device = query.expand_device
+        || query.order.iter().any(|k| k.column.via_device)
+        || query.filter.as_ref().is_some_and(uses_device);
+    let keys = translate::key_exprs(&query.order);
+    let mut from = Sql::default();
+    from.push(&format!(" FROM \"{}\" t", entity.table));
+    if join_device {
+        from.push(" LEFT JOIN managed_devices d ON d.\"tenant\" = t.\"tenant\" AND d.\"id\" = t.\"managedDeviceId\"");
+    }
+    from.push(" WHERE t.\"tenant\" = ").arg(db::text(tenant));
+    match &query.scope {
+        Scope::RunStates { script_id } | Scope::Assignments { script_id } => {
+            from.push(" AND t.\"scriptId\" = ").arg(db::text(script_id));
+        }
+        Scope::History {
+            script_id,
+            state_id,
+        } => {
+            from.push(" AND t.\"scriptId\" = ").arg(db::text(script_id));
+            from.push(" AND t.\"stateId\" = ").arg(db::text(state_id));
+        }
+        Scope::Scripts | Scope::Devices => {}
+    }
+    if let Some(filter) = &query.filter {
+        from.push(" AND ");
+        translate::filter(&mut from, filter);
+    }
+    let count = if !query.count {
+        None
+    } else {
+        // Unfiltered counts of run states and devices come from the counters (constant time).
+        let n = match (&query.scope, &query.filter) {
+            (Scope::RunStates { script_id }, None) => {
+                counters::run_states(c, tenant, script_id).await?
+            }
+            (Scope::Devices, None) => counters::total(c, tenant, counters::DEVICES).await?,
+            _ => {
+                let text = format!("SELECT COUNT(*){}", from.text);
+                c.query_one(&text, &from.args).await?.count(0)?
+            }
+        };
+        Some(n.max(0) as u64)
+    };
+    if query.top == 0 && query.count {
+        return Ok(Page {
+            records: Vec::new(),
+            devices: Vec::new(),
+            next: None,
+            count,
+        });
+    }
+    let mut sql = Sql::default();
+    sql.push("SELECT ").push(&select_columns(entity, "t", true));
+    if query.expand_device {
+        sql.push(", ")
+            .push(&select_columns(&MANAGED_DEVICE, "d", false));
+    }
+    for key in &keys {
+        sql.push(", ").push(&key.sql);
+    }
+    // Re-number the FROM clause's placeholders after the (parameterless) select list.
+    sql.text.push_str(&from.text);
+    sql.args = from.args;
+    if let Some(after) = &query.after {
+        translate::after_condition(&mut sql, &keys, after);
+    }
+    translate::order_by(&mut sql, &keys);
+    sql.push(" LIMIT ")
+        .arg(Arg::Int(Some(query.top as i64 + 1)));
+    if query.after.is_none() && query.skip > 0 {
+        sql.push(" OFFSET ").arg(Arg::Int(Some(
+            i64::try_from(query.skip).unwrap_or(i64::MAX),
+        )));
+    }
+    let mut rows = c.query(&sql.text, &sql.args).await?;
+    let has_more = rows.len() > query.top;
+    let base = column_count(entity);
+    let device_width = if query.expand_device {
+        column_count(&MANAGED_DEVICE)
+    } else {
+        0
+    };
+    // The keyset position after the page's last row, read before the rows are taken apart.
+    let mut next = None;
+    if has_more {
+        if let Some(row) = rows.get(query.top.saturating_sub(1)) {
+            let offset = base + device_width;
+            let mut values = Vec::new();
+            for (i, key) in keys.iter().enumerate().take(keys.len() - 1) {
+                values.push(if key.text {
+                    row.text(offset + i)?.map_or(Value::Null, Value::Str)
+                } else {
+                    row.int(offset + i)?.map_or(Value::Null, Value::Int)
+                });
+            }
+            let id = row
+                .text(offset + keys.len() - 1)?
+                .ok_or_else(|| DbError::other("a row without id"))?;
+            next = Some(After { values, id });
+        }
+    }
+    rows.truncate(query.top);
+    let mut page = Page {
+        records: Vec::with_capacity(rows.len()),
+        devices: Vec::new(),
+        next,
+        count,
+    };
+    for mut row in rows {
+        page.records.push(decode_record(entity, &mut row, 0)?);
+        if query.expand_device {
+            page.devices.push(match row.text(base)? {
+                Some(_) => Some(decode_record(&MANAGED_DEVICE, &mut row, base)?),
+                None => None,
+            });
+        }
+    }
+    Ok(page)
+}
+
+/// The tenant's global-scripts state (0 until it was set).
+pub(crate) async fn global_scripts_state(c: &mut dyn Conn, tenant: &str) -> Result<i64, DbError> {
+    let row = c
+        .query_opt(
+            "SELECT \"globalScriptsState\" FROM tenant_settings WHERE \"tenant\" = $1",
+            &[db::text(tenant)],
+        )
+        .await?;
+    Ok(match row {
+        Some(row) => row.count(0)?,
+        None => 0,
+    })
+}
+
+/// Every assignment of the tenant as (script id, target JSON).
+pub(crate) async fn assignment_targets(
+    c: &mut dyn Conn,
+    tenant: &str,
+) -> Result<Vec<(String, String)>, DbError> {
+    let rows = c
+        .query(
+            "SELECT \"scriptId\", \"target\" FROM device_health_script_assignments WHERE \"tenant\" = $1",
+            &[db::text(tenant)],
+        )
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        if let (Some(script), Some(target)) = (row.text(0)?, row.text(1)?) {
+            out.push((script, target));
+        }
+    }
+    Ok(out)
+}

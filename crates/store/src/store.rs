@@ -1,0 +1,134 @@
+//! [`Store`] for [`SqlStore`]: each method forwards to where its work runs — reads to
+//! [`SqlStore::read`] (`crate::connect`) with a function of `crate::reads` or `crate::views`,
+//! writes to [`SqlStore::write_command`] and maintenance to [`SqlStore::maintain`]
+//! (`crate::writer`).
+
+use async_trait::async_trait;
+use remediate_domain::query::{ListQuery, Page, RemediationHistory};
+use remediate_domain::write::{Write, WriteOutcome};
+use remediate_domain::{Instant, Record};
+
+use crate::connect::SqlStore;
+use crate::db::{self, Conn};
+use crate::{counters, reads, views, EntityRef, Store, StoreError};
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn write(&self, tenant: &str, write: Write) -> Result<WriteOutcome, StoreError> {
+        self.write_command(tenant, write).await
+    }
+
+    async fn get(&self, tenant: &str, key: &EntityRef) -> Result<Option<Record>, StoreError> {
+        let (tenant, key) = (tenant.to_owned(), key.clone());
+        self.read(move |c| {
+            Box::pin(async move { reads::fetch_entity(c, &tenant, &key, false).await })
+        })
+        .await
+    }
+
+    async fn list(&self, tenant: &str, query: &ListQuery) -> Result<Page, StoreError> {
+        let (tenant, query) = (tenant.to_owned(), query.clone());
+        self.read(move |c| Box::pin(async move { reads::list_page(c, &tenant, &query).await }))
+            .await
+    }
+
+    async fn run_summary(
+        &self,
+        tenant: &str,
+        script_id: &str,
+    ) -> Result<Option<Record>, StoreError> {
+        let (tenant, script_id) = (tenant.to_owned(), script_id.to_owned());
+        self.read(move |c| {
+            Box::pin(async move { views::run_summary(c, &tenant, &script_id).await })
+        })
+        .await
+    }
+
+    async fn remediation_history(
+        &self,
+        tenant: &str,
+        script_id: &str,
+    ) -> Result<Option<RemediationHistory>, StoreError> {
+        let (tenant, script_id) = (tenant.to_owned(), script_id.to_owned());
+        self.read(move |c| {
+            Box::pin(async move { views::remediation_history(c, &tenant, &script_id).await })
+        })
+        .await
+    }
+
+    async fn remediation_summary(&self, tenant: &str) -> Result<(i64, i64), StoreError> {
+        let tenant = tenant.to_owned();
+        self.read(move |c| Box::pin(async move { views::remediation_summary(c, &tenant).await }))
+            .await
+    }
+
+    async fn device_script_states(
+        &self,
+        tenant: &str,
+        device_id: &str,
+    ) -> Result<Option<Vec<Record>>, StoreError> {
+        let (tenant, device_id) = (tenant.to_owned(), device_id.to_owned());
+        self.read(move |c| {
+            Box::pin(async move { views::device_script_states(c, &tenant, &device_id).await })
+        })
+        .await
+    }
+
+    async fn pending_on_demand(
+        &self,
+        tenant: &str,
+        device_id: &str,
+    ) -> Result<Option<Vec<(String, Instant)>>, StoreError> {
+        let (tenant, device_id) = (tenant.to_owned(), device_id.to_owned());
+        self.read(move |c| {
+            Box::pin(async move { views::pending_on_demand(c, &tenant, &device_id).await })
+        })
+        .await
+    }
+
+    async fn global_scripts_state(&self, tenant: &str) -> Result<i64, StoreError> {
+        let tenant = tenant.to_owned();
+        self.read(move |c| Box::pin(async move { reads::global_scripts_state(c, &tenant).await }))
+            .await
+    }
+
+    async fn prune_history(&self, cutoff: Instant) -> Result<u64, StoreError> {
+        self.maintain(true, move |c| {
+            Box::pin(async move {
+                counters::history_pruned(c, cutoff.ticks()).await?;
+                c.execute(
+                    "DELETE FROM run_history WHERE \"recordedDateTime\" < $1",
+                    &[db::int(cutoff.ticks())],
+                )
+                .await
+            })
+        })
+        .await
+    }
+
+    async fn assignment_targets(&self, tenant: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let tenant = tenant.to_owned();
+        self.read(move |c| Box::pin(async move { reads::assignment_targets(c, &tenant).await }))
+            .await
+    }
+
+    async fn recount(&self) -> Result<(), StoreError> {
+        self.maintain(true, |c| Box::pin(counters::recount(c)))
+            .await
+    }
+
+    async fn check_counters(&self) -> Result<Vec<String>, StoreError> {
+        self.maintain(false, |c| Box::pin(counters::check(c))).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c: &mut dyn Conn| {
+            Box::pin(async move { c.query("SELECT 1", &[]).await.map(drop) })
+        })
+        .await
+    }
+
+    fn paging_secret(&self) -> &[u8] {
+        &self.secret
+    }
+}

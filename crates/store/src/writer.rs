@@ -1,0 +1,312 @@
+//! Where writes run. SQLite: one writer thread with a **group commit** ([`writer_thread`]) and
+//! a checkpointer thread beside it. PostgreSQL: one transaction per write on a pooled
+//! connection, run again when a deadlock or serialization failure rolled it back
+//! ([`WRITE_ATTEMPTS`]). Maintenance transactions (history pruning, recounting) run where the
+//! writes run: on the SQLite writer thread between groups ([`SqlStore::maintain`]).
+//!
+//! What each write does inside its transaction is `crate::commands`.
+
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use remediate_domain::write::{Write, WriteOutcome};
+
+use crate::commands::Writer;
+use crate::connect::{Backend, Dialect, SqlStore};
+use crate::counters;
+use crate::db::{self, run_now, Conn, DbError, DbErrorKind, SqliteConn};
+use crate::error::{store_error, ExecError};
+use crate::StoreError;
+
+/// Work for the SQLite writer thread.
+pub(crate) enum Job {
+    /// A write command, answered after its group's commit.
+    Write {
+        tenant: String,
+        write: Write,
+        reply: Reply,
+    },
+    /// Maintenance that must not run beside the writer (history pruning, `PRAGMA optimize`).
+    Task(Box<dyn FnOnce(&mut SqliteConn) + Send>),
+}
+
+type Reply = tokio::sync::oneshot::Sender<Result<WriteOutcome, StoreError>>;
+
+/// Most writes committed together (each in its own savepoint).
+const MAX_GROUP: usize = 256;
+
+/// How often a PostgreSQL write rolled back by a deadlock or serialization failure is run.
+const WRITE_ATTEMPTS: u32 = 3;
+
+fn writer_stopped() -> StoreError {
+    StoreError::Unavailable("the SQLite writer has stopped".into())
+}
+
+/// Start the SQLite writer thread on `conn` and the checkpointer on `checkpointer`; returns the
+/// writer's queue. The checkpointer ends with the writer.
+pub(crate) fn start_sqlite(
+    conn: SqliteConn,
+    checkpointer: SqliteConn,
+) -> Result<tokio::sync::mpsc::Sender<Job>, StoreError> {
+    let writer_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = writer_done.clone();
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || checkpoint_thread(checkpointer, &done))
+        .map_err(|e| StoreError::Internal(format!("cannot start the SQLite checkpointer: {e}")))?;
+    let (sender, receiver) = tokio::sync::mpsc::channel(4 * MAX_GROUP);
+    std::thread::Builder::new()
+        .name("sqlite-writer".into())
+        .spawn(move || {
+            writer_thread(conn, receiver);
+            writer_done.store(true, std::sync::atomic::Ordering::Relaxed);
+        })
+        .map_err(|e| StoreError::Internal(format!("cannot start the SQLite writer: {e}")))?;
+    Ok(sender)
+}
+
+impl SqlStore {
+    /// Execute one write command in one transaction (SQLite: in its own savepoint of the
+    /// writer's current group).
+    pub(crate) async fn write_command(
+        &self,
+        tenant: &str,
+        write: Write,
+    ) -> Result<WriteOutcome, StoreError> {
+        match &self.backend {
+            Backend::Sqlite { writer, .. } => {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                let job = Job::Write {
+                    tenant: tenant.to_owned(),
+                    write,
+                    reply,
+                };
+                writer.send(job).await.map_err(|_| writer_stopped())?;
+                answer.await.map_err(|_| writer_stopped())?
+            }
+            Backend::Postgres { pool } => {
+                let pg = |e: sqlx::Error| store_error(db::pg_error(e));
+                // Round-robin over the counter shards: concurrent transactions add to different rows.
+                static NEXT_SHARD: std::sync::atomic::AtomicU64 =
+                    std::sync::atomic::AtomicU64::new(0);
+                let shard = NEXT_SHARD.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    % counters::SHARDS;
+                let writer = Writer {
+                    dialect: Dialect::Postgres,
+                    shard: shard as i64,
+                };
+                // A deadlock or serialization failure rolled the whole transaction back: run it
+                // again (the lock order of `lock_script` and the counters makes this rare).
+                let mut attempt = 1;
+                loop {
+                    let mut tx = pool.begin().await.map_err(pg)?;
+                    match writer.execute(&mut *tx, tenant, write.clone()).await {
+                        Ok(outcome) => match tx.commit().await.map_err(db::pg_error) {
+                            Ok(()) => return Ok(outcome),
+                            Err(e) if e.kind == DbErrorKind::Retry && attempt < WRITE_ATTEMPTS => {}
+                            Err(e) => return Err(store_error(e)),
+                        },
+                        Err(ExecError::Rejected(e)) => {
+                            tx.rollback().await.map_err(pg)?;
+                            return Err(e);
+                        }
+                        Err(ExecError::Db(e)) => {
+                            let _ = tx.rollback().await;
+                            if e.kind != DbErrorKind::Retry || attempt >= WRITE_ATTEMPTS {
+                                return Err(store_error(e));
+                            }
+                        }
+                    }
+                    tracing::warn!(attempt, "a write was rolled back by a deadlock or serialization failure; running it again");
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Run maintenance `f` in a transaction where writes run: on the SQLite writer thread (between
+    /// groups) or on a PostgreSQL connection. `commit: false` rolls it back (read-only checks
+    /// that work on scratch copies).
+    pub(crate) async fn maintain<T, F>(&self, commit: bool, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut dyn Conn) -> BoxFuture<'c, Result<T, DbError>> + Send + 'static,
+    {
+        match &self.backend {
+            Backend::Sqlite { writer, .. } => {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                let task = Box::new(move |conn: &mut SqliteConn| {
+                    let out = run_now(async {
+                        conn.batch("BEGIN IMMEDIATE").await?;
+                        match f(conn).await {
+                            Ok(v) => {
+                                conn.batch(if commit { "COMMIT" } else { "ROLLBACK" })
+                                    .await?;
+                                Ok(v)
+                            }
+                            Err(e) => {
+                                let _ = conn.batch("ROLLBACK").await;
+                                Err(e)
+                            }
+                        }
+                    });
+                    let _ = reply.send(out);
+                });
+                writer
+                    .send(Job::Task(task))
+                    .await
+                    .map_err(|_| writer_stopped())?;
+                answer
+                    .await
+                    .map_err(|_| writer_stopped())?
+                    .map_err(store_error)
+            }
+            Backend::Postgres { pool } => {
+                let pg = |e: sqlx::Error| store_error(db::pg_error(e));
+                let mut tx = pool.begin().await.map_err(pg)?;
+                // Maintenance (pruning, recounting) may take long: no statement timeout.
+                tx.batch("SET LOCAL statement_timeout = 0")
+                    .await
+                    .map_err(store_error)?;
+                if !commit {
+                    // One snapshot for the whole check.
+                    tx.batch("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                        .await
+                        .map_err(store_error)?;
+                }
+                let out = f(&mut *tx).await.map_err(store_error)?;
+                if commit {
+                    tx.commit().await.map_err(pg)?;
+                } else {
+                    tx.rollback().await.map_err(pg)?;
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// The SQLite writer: take every write waiting, run each in its own savepoint inside one
+/// transaction, commit once (one fsync for the group under `synchronous=FULL`), then answer
+/// each request (group commit). A write that fails rolls back only its savepoint; if the commit
+/// itself fails, every write of the group gets the error, so no request is ever acknowledged
+/// without being durable. A panic while executing a group rolls it back, answers its writes
+/// with an error and leaves the thread serving the next group.
+fn writer_thread(mut conn: SqliteConn, mut jobs: tokio::sync::mpsc::Receiver<Job>) {
+    let writer = Writer {
+        dialect: Dialect::Sqlite,
+        shard: 0,
+    };
+    while let Some(first) = jobs.blocking_recv() {
+        let mut group = Vec::new();
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            match job {
+                Job::Write {
+                    tenant,
+                    write,
+                    reply,
+                } => group.push((tenant, write, reply)),
+                Job::Task(task) => {
+                    // Maintenance runs alone, after the writes that came before it.
+                    flush_group(&mut conn, writer, std::mem::take(&mut group));
+                    if std::panic::catch_unwind(AssertUnwindSafe(|| task(&mut conn))).is_err() {
+                        let _ = run_now(conn.batch("ROLLBACK"));
+                    }
+                }
+            }
+            if group.len() < MAX_GROUP {
+                next = jobs.try_recv().ok();
+            }
+        }
+        flush_group(&mut conn, writer, group);
+    }
+}
+
+/// Copy the WAL into the database file every 100 ms (PASSIVE: never waits for readers or the
+/// writer), so the WAL stays small without checkpoints inside the writer's commits. Ends with
+/// the writer.
+fn checkpoint_thread(mut conn: SqliteConn, writer_done: &std::sync::atomic::AtomicBool) {
+    while !writer_done.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Err(e) = run_now(conn.batch("PRAGMA wal_checkpoint(PASSIVE)")) {
+            if e.kind != DbErrorKind::Unavailable {
+                tracing::warn!(error = %e, "SQLite checkpoint failed");
+            }
+        }
+    }
+}
+
+fn flush_group(conn: &mut SqliteConn, writer: Writer, group: Vec<(String, Write, Reply)>) {
+    if group.is_empty() {
+        return;
+    }
+    let (work, replies): (Vec<(String, Write)>, Vec<Reply>) = group
+        .into_iter()
+        .map(|(tenant, write, reply)| ((tenant, write), reply))
+        .unzip();
+    let count = work.len();
+    let results = match std::panic::catch_unwind(AssertUnwindSafe(|| {
+        run_now(commit_group(conn, writer, work))
+    })) {
+        Ok(results) => results,
+        Err(_) => {
+            let _ = run_now(conn.batch("ROLLBACK"));
+            tracing::error!(writes = count, "a write group panicked; it was rolled back");
+            (0..count)
+                .map(|_| {
+                    Err(StoreError::Internal(
+                        "the write failed unexpectedly and was rolled back".into(),
+                    ))
+                })
+                .collect()
+        }
+    };
+    for (reply, result) in replies.into_iter().zip(results) {
+        let _ = reply.send(result);
+    }
+}
+
+/// One group: every write in its own savepoint (a failed or rejected write rolls back only its
+/// own), one commit for all; a failed commit fails every write of the group.
+async fn commit_group(
+    c: &mut dyn Conn,
+    writer: Writer,
+    work: Vec<(String, Write)>,
+) -> Vec<Result<WriteOutcome, StoreError>> {
+    let count = work.len();
+    let all = |e: DbError| (0..count).map(|_| Err(store_error(e.clone()))).collect();
+    if let Err(e) = c.batch("BEGIN IMMEDIATE").await {
+        return all(e);
+    }
+    let mut results = Vec::with_capacity(count);
+    for (tenant, write) in work {
+        if let Err(e) = c.batch("SAVEPOINT w").await {
+            results.push(Err(store_error(e)));
+            continue;
+        }
+        let result = writer.execute(c, &tenant, write).await;
+        let end = if result.is_err() {
+            c.batch("ROLLBACK TO w; RELEASE w").await
+        } else {
+            c.batch("RELEASE w").await
+        };
+        results.push(match (result, end) {
+            (Ok(outcome), Ok(())) => Ok(outcome),
+            (Err(ExecError::Rejected(e)), _) => Err(e),
+            (Err(ExecError::Db(e)), _) | (Ok(_), Err(e)) => Err(store_error(e)),
+        });
+    }
+    match c.batch("COMMIT").await {
+        Ok(()) => results,
+        Err(e) => {
+            let _ = c.batch("ROLLBACK").await;
+            let error = store_error(e);
+            results
+                .into_iter()
+                .map(|r| r.and(Err(error.clone())))
+                .collect()
+        }
+    }
+}
