@@ -3,7 +3,7 @@
 //! the checks shared by them (content type, bound devices).
 
 use http::{HeaderMap, StatusCode};
-use remediate_domain::collections::{Collection, CollectionId, ASSIGNMENTS};
+use remediate_domain::collections::{Collection, ASSIGNMENTS};
 use remediate_domain::model::EntityType;
 use remediate_domain::query::{Filter, ListQuery, Scope};
 use remediate_domain::write::Write;
@@ -410,23 +410,9 @@ pub(crate) fn bound_device(body: &remediate_wire::EntityBody) -> Result<Option<S
     }
 }
 
-/// The storage key of an item of `of` (keys outermost first); `None` for collections whose
-/// items are not addressable one by one.
+/// The storage key of an item of `of` (keys outermost first).
 pub(crate) fn entity_ref(of: &Collection, keys: &[String]) -> Option<EntityRef> {
-    let key = |i: usize| keys.get(i).cloned().unwrap_or_default();
-    match of.id {
-        CollectionId::Scripts => Some(EntityRef::Script(key(0))),
-        CollectionId::Devices => Some(EntityRef::Device(key(0))),
-        CollectionId::RunStates => Some(EntityRef::RunState {
-            script_id: key(0),
-            id: key(1),
-        }),
-        CollectionId::Assignments => Some(EntityRef::Assignment {
-            script_id: key(0),
-            id: key(1),
-        }),
-        CollectionId::History => None,
-    }
+    EntityRef::of(of, keys)
 }
 
 /// `The deviceRunState 'x' does not exist in deviceHealthScript 's'.`

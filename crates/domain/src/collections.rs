@@ -275,18 +275,8 @@ impl Collection {
     }
 
     /// The storage scope of the collection under the given ancestor keys.
-    pub fn scope(&self, parents: &[String]) -> Scope {
-        let key = |i: usize| parents.get(i).cloned().unwrap_or_default();
-        match self.id {
-            CollectionId::Scripts => Scope::Scripts,
-            CollectionId::Devices => Scope::Devices,
-            CollectionId::RunStates => Scope::RunStates { script_id: key(0) },
-            CollectionId::Assignments => Scope::Assignments { script_id: key(0) },
-            CollectionId::History => Scope::History {
-                script_id: key(0),
-                state_id: key(1),
-            },
-        }
+    pub fn scope(&'static self, parents: &[String]) -> Scope {
+        Scope::new(self, parents.to_vec())
     }
 }
 

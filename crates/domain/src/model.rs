@@ -214,6 +214,15 @@ pub enum Link {
 }
 
 impl Link {
+    /// Does the link place the row under a parent item (so its key is one of the parents' keys
+    /// in the URL)? `managedDeviceId` is a reference, not a parent.
+    pub fn is_parent(self) -> bool {
+        match self {
+            Link::Script | Link::State => true,
+            Link::Device => false,
+        }
+    }
+
     pub fn column(self) -> &'static str {
         match self {
             Link::Script => "scriptId",

@@ -1,28 +1,64 @@
 //! Bound queries: what a list request asks of storage, after names and values were checked
 //! against the model. Storage translates these to SQL; nothing here is text from the client.
 
+use crate::collections::{self, Collection};
 use crate::model::EntityType;
 use crate::value::Value;
 
-/// Which collection a list reads.
+/// Which collection a list reads: a declared collection and the keys of the items it lies in
+/// (outermost first). Storage places rows under those keys by the entity's parent links.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scope {
-    Scripts,
-    RunStates { script_id: String },
-    Devices,
-    Assignments { script_id: String },
-    History { script_id: String, state_id: String },
+pub struct Scope {
+    pub of: &'static Collection,
+    pub parents: Vec<String>,
 }
 
 impl Scope {
+    pub fn new(of: &'static Collection, parents: Vec<String>) -> Scope {
+        Scope { of, parents }
+    }
+
     pub fn entity(&self) -> &'static EntityType {
-        match self {
-            Scope::Scripts => &crate::model::DEVICE_HEALTH_SCRIPT,
-            Scope::RunStates { .. } => &crate::model::DEVICE_RUN_STATE,
-            Scope::Devices => &crate::model::MANAGED_DEVICE,
-            Scope::Assignments { .. } => &crate::model::DEVICE_HEALTH_SCRIPT_ASSIGNMENT,
-            Scope::History { .. } => &crate::model::RUN_RECORD,
-        }
+        self.of.entity
+    }
+
+    /// `(column, key)` pairs that place the rows under their parents (`scriptId`, `stateId`).
+    pub fn conditions(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.of
+            .entity
+            .links
+            .iter()
+            .filter(|link| link.is_parent())
+            .map(|link| link.column())
+            .zip(self.parents.iter().map(String::as_str))
+    }
+
+    /// Every script of the tenant.
+    pub fn scripts() -> Scope {
+        Scope::new(&collections::SCRIPTS, Vec::new())
+    }
+
+    /// Every managed device of the tenant.
+    pub fn devices() -> Scope {
+        Scope::new(&collections::DEVICES, Vec::new())
+    }
+
+    /// The run states of a script.
+    pub fn run_states(script_id: impl Into<String>) -> Scope {
+        Scope::new(&collections::RUN_STATES, vec![script_id.into()])
+    }
+
+    /// The assignments of a script.
+    pub fn assignments(script_id: impl Into<String>) -> Scope {
+        Scope::new(&collections::ASSIGNMENTS, vec![script_id.into()])
+    }
+
+    /// The run records of a run state.
+    pub fn history(script_id: impl Into<String>, state_id: impl Into<String>) -> Scope {
+        Scope::new(
+            &collections::HISTORY,
+            vec![script_id.into(), state_id.into()],
+        )
     }
 }
 

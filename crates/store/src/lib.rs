@@ -32,6 +32,7 @@ mod views;
 mod writer;
 
 use async_trait::async_trait;
+use remediate_domain::collections::{Collection, CollectionId};
 use remediate_domain::query::{ListQuery, Page, RemediationHistory};
 use remediate_domain::write::{Write, WriteOutcome};
 use remediate_domain::Record;
@@ -68,6 +69,27 @@ pub enum EntityRef {
     RunState { script_id: String, id: String },
     Device(String),
     Assignment { script_id: String, id: String },
+}
+
+impl EntityRef {
+    /// The key of an item of a declared collection (keys outermost first); `None` for
+    /// collections whose items are not addressable one by one (a run state's history).
+    pub fn of(collection: &Collection, keys: &[String]) -> Option<EntityRef> {
+        let key = |i: usize| keys.get(i).cloned().unwrap_or_default();
+        match collection.id {
+            CollectionId::Scripts => Some(EntityRef::Script(key(0))),
+            CollectionId::Devices => Some(EntityRef::Device(key(0))),
+            CollectionId::RunStates => Some(EntityRef::RunState {
+                script_id: key(0),
+                id: key(1),
+            }),
+            CollectionId::Assignments => Some(EntityRef::Assignment {
+                script_id: key(0),
+                id: key(1),
+            }),
+            CollectionId::History => None,
+        }
+    }
 }
 
 /// Everything the API, the binary's maintenance commands and the history retention ask of

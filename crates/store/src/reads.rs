@@ -3,8 +3,9 @@
 //! per-tenant reads the API needs. Each runs on whatever connection it is given (a read
 //! connection, or the write transaction). Computed views are in `crate::views`.
 
+use remediate_domain::collections::{CollectionId, Parent};
 use remediate_domain::model::MANAGED_DEVICE;
-use remediate_domain::query::{After, Filter, ListQuery, Page, Scope};
+use remediate_domain::query::{After, Filter, ListQuery, Page};
 use remediate_domain::{Record, Value};
 
 use crate::codec::{column_count, decode_record, entity_of, key_where, select_columns};
@@ -59,15 +60,23 @@ pub(crate) async fn list_page(
     query: &ListQuery,
 ) -> Result<Page, ExecError> {
     let page = page_of(c, tenant, query).await?;
-    if let (true, Scope::RunStates { script_id } | Scope::Assignments { script_id }) =
-        (page.records.is_empty(), &query.scope)
-    {
-        let script = EntityRef::Script(script_id.clone());
-        if !exists(c, tenant, &script).await? {
-            return Err(StoreError::NotFound(format!(
-                "The deviceHealthScript '{script_id}' does not exist."
-            ))
-            .into());
+    if page.records.is_empty() {
+        // A collection directly under a root item (a script's run states or assignments):
+        // its parent must exist. Deeper ones are checked by the caller (the API reads their
+        // parent item first).
+        if let Parent::Item(parent) = query.scope.of.parent {
+            if matches!(parent.parent, Parent::Root(_)) {
+                if let Some(key) = EntityRef::of(parent, &query.scope.parents) {
+                    if !exists(c, tenant, &key).await? {
+                        return Err(StoreError::NotFound(format!(
+                            "The {} '{}' does not exist.",
+                            parent.item_name,
+                            query.scope.parents.first().map_or("", String::as_str)
+                        ))
+                        .into());
+                    }
+                }
+            }
         }
     }
     Ok(page)
@@ -97,18 +106,9 @@ async fn page_of(c: &mut dyn Conn, tenant: &str, query: &ListQuery) -> Result<Pa
         from.push(" LEFT JOIN managed_devices d ON d.\"tenant\" = t.\"tenant\" AND d.\"id\" = t.\"managedDeviceId\"");
     }
     from.push(" WHERE t.\"tenant\" = ").arg(db::text(tenant));
-    match &query.scope {
-        Scope::RunStates { script_id } | Scope::Assignments { script_id } => {
-            from.push(" AND t.\"scriptId\" = ").arg(db::text(script_id));
-        }
-        Scope::History {
-            script_id,
-            state_id,
-        } => {
-            from.push(" AND t.\"scriptId\" = ").arg(db::text(script_id));
-            from.push(" AND t.\"stateId\" = ").arg(db::text(state_id));
-        }
-        Scope::Scripts | Scope::Devices => {}
+    for (column, key) in query.scope.conditions() {
+        from.push(&format!(" AND t.\"{column}\" = "))
+            .arg(db::text(key));
     }
     if let Some(filter) = &query.filter {
         from.push(" AND ");
@@ -118,12 +118,18 @@ async fn page_of(c: &mut dyn Conn, tenant: &str, query: &ListQuery) -> Result<Pa
         None
     } else {
         // Unfiltered counts of run states and devices come from the counters (constant time).
-        let n = match (&query.scope, &query.filter) {
-            (Scope::RunStates { script_id }, None) => {
-                counters::run_states(c, tenant, script_id).await?
-            }
-            (Scope::Devices, None) => counters::total(c, tenant, counters::DEVICES).await?,
-            _ => {
+        let parent = || query.scope.parents.first().map_or("", String::as_str);
+        let n = match (query.scope.of.id, &query.filter) {
+            (CollectionId::RunStates, None) => counters::run_states(c, tenant, parent()).await?,
+            (CollectionId::Devices, None) => counters::total(c, tenant, counters::DEVICES).await?,
+            (
+                CollectionId::Scripts
+                | CollectionId::Assignments
+                | CollectionId::History
+                | CollectionId::RunStates
+                | CollectionId::Devices,
+                _,
+            ) => {
                 let text = format!("SELECT COUNT(*){}", from.text);
                 c.query_one(&text, &from.args).await?.count(0)?
             }

@@ -58,7 +58,7 @@ fn int(record: &Record, name: &str) -> i64 {
 /// `issueRemediatedCumulativeDeviceCount` (which the rows of run states cannot show).
 async fn check_views(s: &SqlStore) -> Vec<(String, i64)> {
     assert_counters_agree(s).await;
-    let scripts = rows(s, A, &list(Scope::Scripts)).await;
+    let scripts = rows(s, A, &list(Scope::scripts())).await;
     let mut remediated = BTreeSet::new();
     let mut cumulative = Vec::new();
     for script in &scripts {
@@ -77,9 +77,7 @@ async fn check_views(s: &SqlStore) -> Vec<(String, i64)> {
             })
             .unwrap_or(Value::Null);
         assert_eq!(summary.get("lastScriptRunDateTime"), &last);
-        let scope = Scope::RunStates {
-            script_id: id.to_owned(),
-        };
+        let scope = Scope::run_states(id.to_owned());
         assert_eq!(count(s, A, scope.clone(), None).await, states.len() as u64);
         assert_eq!(
             count(s, A, scope, Some(Filter::Const(true))).await,
@@ -215,7 +213,7 @@ both!(counters_and_summaries_follow_the_rows, |s| {
     )
     .await;
     ok(&s, A, Write::DeleteDevice { id: d[4].clone() }).await;
-    assert_eq!(count(&s, A, Scope::Devices, None).await, 4);
+    assert_eq!(count(&s, A, Scope::devices(), None).await, 4);
     check_views(&s).await;
     // d3 remediated in both scripts counts once; the remediated unbound u2 bound to the freed d2
     // moves its key without a new history record.
@@ -242,10 +240,7 @@ both!(counters_and_summaries_follow_the_rows, |s| {
 });
 
 fn history_of(script: &str, state: &str) -> Scope {
-    Scope::History {
-        script_id: script.to_owned(),
-        state_id: state.to_owned(),
-    }
+    Scope::history(script.to_owned(), state.to_owned())
 }
 
 both!(history_is_appended_per_state_change_and_pruned, |s| {

@@ -165,7 +165,7 @@ async fn device_fixture(s: &SqlStore) -> Vec<(Record, Option<Record>)> {
         }
         new_device_with(s, A, fields).await;
     }
-    rows(s, A, &list(Scope::Devices))
+    rows(s, A, &list(Scope::devices()))
         .await
         .into_iter()
         .map(|r| (r, None))
@@ -192,7 +192,7 @@ both!(keyset_paging_serves_every_row_once_in_order, |s| {
             let query = ListQuery {
                 order: order.clone(),
                 top,
-                ..list(Scope::Devices)
+                ..list(Scope::devices())
             };
             let served = ids_of(&walk(&s, &query).await);
             assert_once_in_order(
@@ -230,7 +230,7 @@ both!(keyset_paging_serves_every_row_once_in_order, |s| {
         order: vec![asc(name)],
         top: 5,
         skip: 10,
-        ..list(Scope::Devices)
+        ..list(Scope::devices())
     };
     let page = s.list(A, &query).await.unwrap();
     let first: Vec<String> = page.records.iter().map(|r| r.id().to_owned()).collect();
@@ -254,7 +254,7 @@ both!(keyset_paging_serves_every_row_once_in_order, |s| {
         order: vec![desc(name)],
         top: 4,
         count: true,
-        ..list(Scope::Devices)
+        ..list(Scope::devices())
     };
     let served = ids_of(&walk(&s, &query).await);
     assert_once_in_order(
@@ -282,14 +282,12 @@ both!(run_states_order_and_page_by_their_device, |s| {
     for i in 0..8 {
         report(&s, A, &script, None, states(i % 3, rem::UNKNOWN)).await;
     }
-    let devices: BTreeMap<String, Record> = rows(&s, A, &list(Scope::Devices))
+    let devices: BTreeMap<String, Record> = rows(&s, A, &list(Scope::devices()))
         .await
         .into_iter()
         .map(|r| (r.id().to_owned(), r))
         .collect();
-    let scope = Scope::RunStates {
-        script_id: script.clone(),
-    };
+    let scope = Scope::run_states(script.clone());
     let items: Vec<(Record, Option<Record>)> = rows(&s, A, &list(scope.clone()))
         .await
         .into_iter()
@@ -466,9 +464,9 @@ both!(filters_use_two_valued_logic, |s| {
     for (filter, expected) in cases {
         let mut expected: Vec<String> = expected.into_iter().cloned().collect();
         expected.sort();
-        let served = ids(&s, A, &filtered(Scope::Devices, filter.clone())).await;
+        let served = ids(&s, A, &filtered(Scope::devices(), filter.clone())).await;
         assert_eq!(served, expected, "{}", describe(&filter));
-        let n = count(&s, A, Scope::Devices, Some(filter.clone())).await;
+        let n = count(&s, A, Scope::devices(), Some(filter.clone())).await;
         assert_eq!(n as usize, expected.len(), "count of {}", describe(&filter));
     }
 });
@@ -481,23 +479,23 @@ both!(counts_come_with_pages_and_alone, |s| {
     let query = ListQuery {
         top: 3,
         count: true,
-        ..list(Scope::Devices)
+        ..list(Scope::devices())
     };
     let page = s.list(A, &query).await.unwrap();
     assert_eq!(page.records.len(), 3);
     assert_eq!(page.count, Some(7));
     assert!(page.next.is_some());
     // Without $count there is none.
-    let page = s.list(A, &list(Scope::Devices)).await.unwrap();
+    let page = s.list(A, &list(Scope::devices())).await.unwrap();
     assert_eq!(page.count, None);
     assert_eq!(page.records.len(), 7);
     // /$count alone.
-    assert_eq!(count(&s, A, Scope::Devices, None).await, 7);
+    assert_eq!(count(&s, A, Scope::devices(), None).await, 7);
     let name = col(&MANAGED_DEVICE, "deviceName");
     let low = cmp(name, CompareOp::Lt, text("D3"));
-    assert_eq!(count(&s, A, Scope::Devices, Some(low)).await, 3);
-    assert_eq!(count(&s, B, Scope::Devices, None).await, 0);
+    assert_eq!(count(&s, A, Scope::devices(), Some(low)).await, 3);
+    assert_eq!(count(&s, B, Scope::devices(), None).await, 0);
     let script = new_script(&s, A, "s").await;
-    let scope = Scope::RunStates { script_id: script };
+    let scope = Scope::run_states(script);
     assert_eq!(count(&s, A, scope, None).await, 0);
 });

@@ -34,30 +34,23 @@ fn briefs(records: Vec<Record>) -> Vec<String> {
 
 async fn snapshot(s: &SqlStore, script: &str, device: &str, state: &str) -> Snapshot {
     let mut scripts = Vec::new();
-    for listed in rows(s, A, &list(Scope::Scripts)).await {
+    for listed in rows(s, A, &list(Scope::scripts())).await {
         let script = get_script(s, A, listed.id()).await;
         scripts.push(script.as_ref().map_or("missing".into(), brief));
     }
-    let in_script = Scope::RunStates {
-        script_id: script.to_owned(),
-    };
-    let assignments = Scope::Assignments {
-        script_id: script.to_owned(),
-    };
-    let history = Scope::History {
-        script_id: script.to_owned(),
-        state_id: state.to_owned(),
-    };
+    let in_script = Scope::run_states(script.to_owned());
+    let assignments = Scope::assignments(script.to_owned());
+    let history = Scope::history(script.to_owned(), state.to_owned());
     Snapshot {
         scripts,
-        devices: briefs(rows(s, A, &list(Scope::Devices)).await),
+        devices: briefs(rows(s, A, &list(Scope::devices())).await),
         states: briefs(rows(s, A, &list(in_script.clone())).await),
         assignments: briefs(rows(s, A, &list(assignments)).await),
         history: briefs(rows(s, A, &list(history)).await),
         pending: s.pending_on_demand(A, device).await.unwrap(),
         summary: s.run_summary(A, script).await.unwrap().as_ref().map(brief),
         remediation: s.remediation_summary(A).await.unwrap(),
-        device_count: count(s, A, Scope::Devices, None).await,
+        device_count: count(s, A, Scope::devices(), None).await,
         state_count: count(s, A, in_script, None).await,
         targets: s.assignment_targets(A).await.unwrap(),
     }
@@ -275,8 +268,8 @@ both!(a_refused_write_does_not_undo_the_writes_beside_it, |s| {
         }
     }
     expected.sort();
-    assert_eq!(ids(&s, A, &list(Scope::Devices)).await, expected);
-    assert_eq!(count(&s, A, Scope::Devices, None).await, 21);
+    assert_eq!(ids(&s, A, &list(Scope::devices())).await, expected);
+    assert_eq!(count(&s, A, Scope::devices(), None).await, 21);
     assert_counters_agree(&s).await;
 });
 
@@ -310,16 +303,14 @@ both!(tenants_see_and_change_only_their_own_rows, |s| {
         s.get(B, &EntityRef::Device("shared-id".into())).await,
         Ok(None)
     );
-    assert!(rows(&s, B, &list(Scope::Scripts)).await.is_empty());
-    assert!(rows(&s, B, &list(Scope::Devices)).await.is_empty());
-    let in_script = Scope::RunStates {
-        script_id: script.clone(),
-    };
+    assert!(rows(&s, B, &list(Scope::scripts())).await.is_empty());
+    assert!(rows(&s, B, &list(Scope::devices())).await.is_empty());
+    let in_script = Scope::run_states(script.clone());
     assert_eq!(
         s.list(B, &list(in_script)).await.map(|p| p.records),
         Err(script_missing(&script))
     );
-    assert_eq!(count(&s, B, Scope::Devices, None).await, 0);
+    assert_eq!(count(&s, B, Scope::devices(), None).await, 0);
     assert_eq!(s.run_summary(B, &script).await, Ok(None));
     assert_eq!(s.remediation_summary(B).await, Ok((0, 0)));
     assert_eq!(s.device_script_states(B, "shared-id").await, Ok(None));
@@ -340,7 +331,7 @@ both!(tenants_see_and_change_only_their_own_rows, |s| {
     // Keys are per tenant: B may register a device with the same id.
     let b_device = register_device(&s, B, "shared-id", "b's device").await;
     assert_ne!(b_device.get("deviceName"), device.get("deviceName"));
-    assert_eq!(count(&s, B, Scope::Devices, None).await, 1);
+    assert_eq!(count(&s, B, Scope::devices(), None).await, 1);
     assert_eq!(snapshot(&s, &script, "shared-id", state.id()).await, before);
     assert_counters_agree(&s).await;
 });

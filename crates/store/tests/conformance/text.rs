@@ -125,7 +125,7 @@ both!(strings_compare_case_insensitively, |s| {
             ],
         ),
     ];
-    check(&s, Scope::Devices, &fixture, cases).await;
+    check(&s, Scope::devices(), &fixture, cases).await;
 });
 
 both!(string_functions_on_id_are_exact, |s| {
@@ -136,7 +136,7 @@ both!(string_functions_on_id_are_exact, |s| {
         fixture.push((id.to_owned(), Some(id.to_owned())));
     }
     // Ids sort by their bytes on both databases (PostgreSQL uses the "C" collation).
-    let served: Vec<String> = rows(&s, A, &list(Scope::Devices))
+    let served: Vec<String> = rows(&s, A, &list(Scope::devices()))
         .await
         .iter()
         .map(|r| r.id().to_owned())
@@ -182,7 +182,7 @@ both!(string_functions_on_id_are_exact, |s| {
             vec![Some("dev-abc"), Some("dev%x"), Some("dev_y"), Some("xdev")],
         ),
     ];
-    check(&s, Scope::Devices, &fixture, cases).await;
+    check(&s, Scope::devices(), &fixture, cases).await;
 });
 
 both!(nul_and_the_escape_character_round_trip, |s| {
@@ -217,10 +217,7 @@ both!(nul_and_the_escape_character_round_trip, |s| {
         assert_eq!(got.get(output), &expected, "get of {written:?}");
         let in_list = listed.iter().find(|r| r.id() == state.id()).unwrap();
         assert_eq!(in_list.get(output), &expected, "list of {written:?}");
-        let history = Scope::History {
-            script_id: script.clone(),
-            state_id: state.id().to_owned(),
-        };
+        let history = Scope::history(script.clone(), state.id().to_owned());
         let records = rows(&s, A, &list(history)).await;
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].get(output), &expected, "history of {written:?}");
@@ -263,6 +260,6 @@ both!(nul_and_the_escape_character_round_trip, |s| {
         (function(Contains, column, "e2\u{FDD0}t"), vec![o(0)]),
         (function(Contains, column, "\0\0"), vec![]),
     ];
-    let scope = Scope::RunStates { script_id: script };
+    let scope = Scope::run_states(script);
     check(&s, scope, &fixture, cases).await;
 });

@@ -278,9 +278,7 @@ pub async fn count(store: &SqlStore, tenant: &str, scope: Scope, filter: Option<
 
 /// Every run state of a script.
 pub async fn run_states(store: &SqlStore, tenant: &str, script: &str) -> Vec<Record> {
-    let scope = Scope::RunStates {
-        script_id: script.to_owned(),
-    };
+    let scope = Scope::run_states(script.to_owned());
     rows(store, tenant, &list(scope)).await
 }
 

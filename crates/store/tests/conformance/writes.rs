@@ -38,7 +38,7 @@ both!(scripts_create_read_update_delete, |s| {
     // The same key again is refused.
     assert_eq!(s.write(A, write).await, Err(taken_key()));
     // Lists leave the script contents out, as Intune does.
-    let listed = rows(&s, A, &list(Scope::Scripts)).await;
+    let listed = rows(&s, A, &list(Scope::scripts())).await;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].get("detectionScriptContent"), &Value::Null);
     assert_eq!(listed[0].get("displayName"), &text("Disk cleanup"));
@@ -107,7 +107,7 @@ both!(scripts_create_read_update_delete, |s| {
             .await,
         Err(script_missing(&id))
     );
-    assert!(rows(&s, A, &list(Scope::Scripts)).await.is_empty());
+    assert!(rows(&s, A, &list(Scope::scripts())).await.is_empty());
 });
 
 both!(devices_create_update_delete_and_count, |s| {
@@ -116,8 +116,8 @@ both!(devices_create_update_delete_and_count, |s| {
     let _d3 = new_device(&s, A, None).await;
     // The unfiltered count comes from a counter, the filtered one from the rows.
     let all = Some(Filter::Const(true));
-    assert_eq!(count(&s, A, Scope::Devices, None).await, 3);
-    assert_eq!(count(&s, A, Scope::Devices, all.clone()).await, 3);
+    assert_eq!(count(&s, A, Scope::devices(), None).await, 3);
+    assert_eq!(count(&s, A, Scope::devices(), all.clone()).await, 3);
 
     let changes = vec![
         field(&MANAGED_DEVICE, "deviceName", text("laptop-one")),
@@ -165,8 +165,8 @@ both!(devices_create_update_delete_and_count, |s| {
         s.write(A, Write::DeleteDevice { id: d2.clone() }).await,
         Err(missing(&d2))
     );
-    assert_eq!(count(&s, A, Scope::Devices, None).await, 2);
-    assert_eq!(count(&s, A, Scope::Devices, all.clone()).await, 2);
+    assert_eq!(count(&s, A, Scope::devices(), None).await, 2);
+    assert_eq!(count(&s, A, Scope::devices(), all.clone()).await, 2);
 
     // A device registering with the id its token names; the same id again is refused.
     let registered = register_device(&s, A, "Laptop-ABC", "abc").await;
@@ -178,8 +178,8 @@ both!(devices_create_update_delete_and_count, |s| {
         s.write(A, Write::CreateDevice { record: registered }).await,
         Err(taken_key())
     );
-    assert_eq!(count(&s, A, Scope::Devices, None).await, 3);
-    assert_eq!(count(&s, A, Scope::Devices, all).await, 3);
+    assert_eq!(count(&s, A, Scope::devices(), None).await, 3);
+    assert_eq!(count(&s, A, Scope::devices(), all).await, 3);
     assert_counters_agree(&s).await;
 });
 
@@ -283,9 +283,7 @@ both!(run_states_create_bind_update_delete, |s| {
     assert_eq!(s.write(A, delete.clone()).await, Ok(WriteOutcome::Deleted));
     assert_eq!(s.get(A, &bound_key).await, Ok(None));
     assert_eq!(s.write(A, delete).await, Err(not_in(bound.id(), &script)));
-    let scope = Scope::RunStates {
-        script_id: script.clone(),
-    };
+    let scope = Scope::run_states(script.clone());
     assert_eq!(count(&s, A, scope, None).await, 1);
     // The freed device can be bound again.
     report(&s, A, &script, Some(&d1), vec![]).await;
@@ -347,9 +345,7 @@ both!(assignments_and_the_assign_action, |s| {
     )
     .unwrap();
     assert_eq!(s.write(A, assign).await, Ok(WriteOutcome::Updated));
-    let scope = Scope::Assignments {
-        script_id: script.clone(),
-    };
+    let scope = Scope::assignments(script.clone());
     let mut expected = vec![
         format!("{script}:{ALL_DEVICES_GROUP}"),
         format!("{script}:g2"),
@@ -374,9 +370,7 @@ both!(assignments_and_the_assign_action, |s| {
     ok(&s, A, ops::assign(&script, vec![]).unwrap()).await;
     // An empty collection of an existing script is an empty page; of a missing one, an error.
     assert!(rows(&s, A, &list(scope)).await.is_empty());
-    let missing = Scope::Assignments {
-        script_id: "missing".into(),
-    };
+    let missing = Scope::assignments("missing");
     assert_eq!(
         s.list(A, &list(missing)).await.map(|p| p.records),
         Err(script_missing("missing"))
@@ -412,9 +406,7 @@ both!(deleting_a_script_removes_what_it_contains, |s| {
         s.write(A, Write::DeleteScript { id: gone.clone() }).await,
         Ok(WriteOutcome::Deleted)
     );
-    let scope = Scope::RunStates {
-        script_id: gone.clone(),
-    };
+    let scope = Scope::run_states(gone.clone());
     assert_eq!(
         s.list(A, &list(scope)).await.map(|p| p.records),
         Err(script_missing(&gone))
@@ -433,10 +425,7 @@ both!(deleting_a_script_removes_what_it_contains, |s| {
         vec![keep.clone()]
     );
     assert_eq!(s.assignment_targets(A).await, Ok(vec![]));
-    let history = Scope::History {
-        script_id: gone.clone(),
-        state_id: state.id().to_owned(),
-    };
+    let history = Scope::history(gone.clone(), state.id().to_owned());
     assert!(rows(&s, A, &list(history)).await.is_empty());
     assert_eq!(s.run_summary(A, &gone).await, Ok(None));
     assert_eq!(s.remediation_history(A, &gone).await, Ok(None));
