@@ -23,36 +23,8 @@ pub const AUDIENCE: &str = "https://graph.microsoft.com";
 /// Clock skew tolerated on `exp` and `nbf` (SPEC §6: five minutes).
 pub(crate) const LEEWAY_SECONDS: u64 = 300;
 
-/// Permission sets, each "any one of".
-pub mod permissions {
-    pub const SCRIPTS_READ: &[&str] = &[
-        "DeviceManagementScripts.Read.All",
-        "DeviceManagementScripts.ReadWrite.All",
-        "DeviceManagementConfiguration.Read.All",
-        "DeviceManagementConfiguration.ReadWrite.All",
-    ];
-    pub const SCRIPTS_WRITE: &[&str] = &[
-        "DeviceManagementScripts.ReadWrite.All",
-        "DeviceManagementConfiguration.ReadWrite.All",
-    ];
-    pub const DEVICES_READ: &[&str] = &[
-        "DeviceManagementManagedDevices.Read.All",
-        "DeviceManagementManagedDevices.ReadWrite.All",
-    ];
-    pub const DEVICES_WRITE: &[&str] = &["DeviceManagementManagedDevices.ReadWrite.All"];
-    /// `initiateOnDemandProactiveRemediation` (what practitioners grant; SPEC §6).
-    pub const PRIVILEGED_OPERATIONS: &[&str] =
-        &["DeviceManagementManagedDevices.PrivilegedOperations.All"];
-    /// `…/deviceRunStates/{id}/managedDevice`: a script reader or a device reader.
-    pub const RUN_STATE_DEVICE_READ: &[&str] = &[
-        "DeviceManagementScripts.Read.All",
-        "DeviceManagementScripts.ReadWrite.All",
-        "DeviceManagementConfiguration.Read.All",
-        "DeviceManagementConfiguration.ReadWrite.All",
-        "DeviceManagementManagedDevices.Read.All",
-        "DeviceManagementManagedDevices.ReadWrite.All",
-    ];
-}
+/// Graph's permission sets, declared with the collections (`domain::collections`).
+pub use remediate_domain::collections::permissions;
 
 /// The verified caller.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -198,17 +198,14 @@ impl Writer {
                     script_id: script_id.clone(),
                     id: id.clone(),
                 };
-                let found = self.lock_script(c, tenant, &script_id, false).await?;
-                let record = match found {
-                    true => self.fetch(c, tenant, &key, true).await?,
-                    false => None,
-                };
-                let Some(mut record) = record else {
-                    return Err(StoreError::NotFound(format!(
-                        "The deviceHealthScriptAssignment '{id}' does not exist in deviceHealthScript '{script_id}'."
-                    ))
-                    .into());
-                };
+                let mut record = self
+                    .fetch_in_script(c, tenant, &script_id, &key)
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::NotFound(format!(
+                            "The deviceHealthScriptAssignment '{id}' does not exist in deviceHealthScript '{script_id}'."
+                        ))
+                    })?;
                 let changed: Vec<usize> = changes.iter().map(|(i, _)| *i).collect();
                 for (index, value) in changes {
                     record.values[index] = value;
@@ -292,17 +289,14 @@ impl Writer {
                     script_id: script_id.clone(),
                     id: id.clone(),
                 };
-                let found = self.lock_script(c, tenant, &script_id, false).await?;
-                let record = match found {
-                    true => self.fetch(c, tenant, &key, true).await?,
-                    false => None,
-                };
-                let Some(record) = record else {
-                    return Err(StoreError::NotFound(format!(
-                        "The deviceRunState '{id}' does not exist in deviceHealthScript '{script_id}'."
-                    ))
-                    .into());
-                };
+                let record = self
+                    .fetch_in_script(c, tenant, &script_id, &key)
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::NotFound(format!(
+                            "The deviceRunState '{id}' does not exist in deviceHealthScript '{script_id}'."
+                        ))
+                    })?;
                 let deleted = self.delete(c, tenant, &key, String::new()).await?;
                 counters::state_changed(
                     c,
@@ -389,17 +383,14 @@ impl Writer {
             script_id: script_id.clone(),
             id: id.clone(),
         };
-        let found = self.lock_script(c, tenant, &script_id, false).await?;
-        let record = match found {
-            true => self.fetch(c, tenant, &key, true).await?,
-            false => None,
-        };
-        let Some(mut record) = record else {
-            return Err(StoreError::NotFound(format!(
-                "The deviceRunState '{id}' does not exist in deviceHealthScript '{script_id}'."
-            ))
-            .into());
-        };
+        let mut record = self
+            .fetch_in_script(c, tenant, &script_id, &key)
+            .await?
+            .ok_or_else(|| {
+                StoreError::NotFound(format!(
+                    "The deviceRunState '{id}' does not exist in deviceHealthScript '{script_id}'."
+                ))
+            })?;
         let counted_before = counted(&record);
         let mut new_device = None;
         if let Some(device) = bind_device {
@@ -465,6 +456,21 @@ impl Writer {
     /// the writes under way and the writes after it find the script gone: nothing is left behind
     /// for a deleted script. The script row is always the first lock a write takes, which keeps
     /// the order of locks the same in every transaction (no deadlock).
+    /// An item of a script (run state, assignment), its row locked, after the script's row
+    /// (see [`Writer::lock_script`]); `None` when either does not exist.
+    async fn fetch_in_script(
+        &self,
+        c: &mut dyn Conn,
+        tenant: &str,
+        script_id: &str,
+        key: &EntityRef,
+    ) -> Result<Option<Record>, DbError> {
+        if !self.lock_script(c, tenant, script_id, false).await? {
+            return Ok(None);
+        }
+        self.fetch(c, tenant, key, true).await
+    }
+
     async fn lock_script(
         &self,
         c: &mut dyn Conn,
