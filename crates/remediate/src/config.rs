@@ -130,6 +130,29 @@ pub struct ServeArgs {
     pub config: Option<PathBuf>,
 }
 
+/// `serve`'s flags alone, for parsing them outside the binary's command line.
+#[derive(clap::Parser)]
+#[command(name = "serve")]
+struct ServeFlags {
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+impl ServeArgs {
+    /// Parse `remediate serve`'s flags (e.g. `["--listen", "127.0.0.1:0"]`), with the
+    /// `REMEDIATE_*` environment filling what they leave unset, exactly as the binary does.
+    pub fn from_flags<I, T>(flags: I) -> Result<ServeArgs, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::Parser;
+        let argv = std::iter::once(std::ffi::OsString::from("serve"))
+            .chain(flags.into_iter().map(Into::into));
+        ServeFlags::try_parse_from(argv).map(|flags| flags.serve)
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 struct FileConfig {

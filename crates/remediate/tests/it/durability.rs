@@ -28,7 +28,7 @@ fn kill(app: &mut TestApp) {
     app.reap();
 }
 
-both!(acknowledged_writes_survive_sigkill, |app| {
+both!(acknowledged_writes_survive_sigkill, Process, |app| {
     let mut app = app;
     let cycles: usize = std::env::var("REMEDIATE_KILL_CYCLES")
         .ok()

@@ -1,8 +1,13 @@
-//! Test harness: every test starts the real `remediate` binary on port 0 with a fresh database,
-//! on SQLite and on PostgreSQL, and talks HTTP to it.
+//! Test harness: every test starts a real server on port 0 with a fresh database, on SQLite and
+//! on PostgreSQL, and talks HTTP to it. By default the server runs inside the test process (the
+//! library's wiring, `remediate::Server`, on its own runtime and thread, configured from the same
+//! `serve` flags); tests that signal, kill or measure the server, or need two of them, start the
+//! `remediate` binary as a child process instead ([`Mode::Process`]). Tokens are minted in
+//! process with the data directory's signing key, as `remediate token` does.
 //!
 //! PostgreSQL runs on 127.0.0.1:5432 (trust auth, user postgres); each server gets its own new
-//! database, dropped afterwards. Without a reachable PostgreSQL the PostgreSQL half of each test
+//! database (for in-process servers a copy of a migrated template, see [`postgres`]), dropped
+//! afterwards. Without a reachable PostgreSQL the PostgreSQL half of each test
 //! is skipped with a message, except under `CI=true`, where that is a failure.
 
 use std::io::{BufRead, BufReader};
@@ -23,17 +28,60 @@ pub enum Backend {
     Postgres,
 }
 
+/// Where a test's server runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The real router on port 0 inside the test process, on its own runtime (the default).
+    InProcess,
+    /// The `remediate` binary as a child process: for tests that signal or kill it, read its
+    /// memory by pid, or need a second process.
+    Process,
+}
+
 pub struct TestApp {
     pub base: String,
     pub data_dir: PathBuf,
     pub token: String,
     pub client: reqwest::Client,
     database: Option<String>,
-    child: Option<Child>,
-    /// Extra `serve` flags.
+    mode: Mode,
+    server: Option<Running>,
+    /// Extra `serve` flags (resolved by the same configuration code in both modes).
     pub args: Vec<String>,
     /// Where the server reaches PostgreSQL (a test may put a proxy in between).
     pub db_address: String,
+}
+
+/// The running server of a [`TestApp`].
+enum Running {
+    Child(Child),
+    InProcess(InProcessServer),
+}
+
+/// A server on its own runtime and thread inside the test process.
+struct InProcessServer {
+    /// Dropping or sending starts the graceful shutdown.
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Told when the server has drained and closed its store.
+    done: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InProcessServer {
+    /// Start the graceful shutdown and wait up to `patience` for it; `false` if it did not end.
+    fn stop(&mut self, patience: Duration) -> bool {
+        drop(self.shutdown.take());
+        let done = self.done.lock().unwrap().recv_timeout(patience);
+        match done {
+            Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                if let Some(thread) = self.thread.take() {
+                    let _ = thread.join();
+                }
+                true
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => false,
+        }
+    }
 }
 
 fn binary() -> &'static str {
@@ -45,9 +93,25 @@ pub fn postgres_available() -> bool {
         .is_ok()
 }
 
+/// The in-process server's logs go to the test's captured output (`REMEDIATE_LOG`, default warn).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REMEDIATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
 impl TestApp {
-    /// Start a server on `backend`; `None` when PostgreSQL is unavailable outside CI.
+    /// Start a server in this process on `backend`; `None` when PostgreSQL is unavailable
+    /// outside CI.
     pub async fn start(backend: Backend) -> Option<TestApp> {
+        TestApp::start_in(backend, Mode::InProcess).await
+    }
+
+    /// Start a server on `backend` in `mode`; `None` when PostgreSQL is unavailable outside CI.
+    pub async fn start_in(backend: Backend, mode: Mode) -> Option<TestApp> {
         let data_dir = std::env::temp_dir().join(format!("remediate-it-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&data_dir).unwrap();
         let database = match backend {
@@ -65,13 +129,17 @@ impl TestApp {
                 Some(format!("remediate_it_{}", uuid::Uuid::new_v4().simple()))
             }
         };
+        if let (Some(db), Mode::InProcess) = (&database, mode) {
+            postgres::create_from_template(db).await;
+        }
         let mut app = TestApp {
             base: String::new(),
             data_dir,
             token: String::new(),
             client: reqwest::Client::new(),
             database,
-            child: None,
+            mode,
+            server: None,
             args: Vec::new(),
             db_address: "127.0.0.1:5432".into(),
         };
@@ -86,19 +154,93 @@ impl TestApp {
             .map(|db| format!("postgres://postgres@{}/{db}", self.db_address))
     }
 
-    /// Start (or restart) the server process on the same data.
+    /// `serve`'s flags for this app: port 0, its data directory and database, then `args`.
+    fn serve_flags(&self) -> Vec<std::ffi::OsString> {
+        let mut flags: Vec<std::ffi::OsString> = vec![
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            self.data_dir.clone().into(),
+        ];
+        if let Some(url) = self.database_url() {
+            flags.push("--database".into());
+            flags.push(url.into());
+        }
+        flags.extend(self.args.iter().map(Into::into));
+        flags
+    }
+
+    /// Start (or restart) the server on the same data, in this process or as a child process
+    /// (the app's [`Mode`]), with `args` as extra `serve` flags.
     pub fn spawn(&mut self) {
+        assert!(self.server.is_none(), "the server is already running");
+        match self.mode {
+            Mode::InProcess => self.start_in_process(),
+            Mode::Process => self.start_process(),
+        }
+    }
+
+    fn start_in_process(&mut self) {
+        init_tracing();
+        let args = remediate::config::ServeArgs::from_flags(self.serve_flags())
+            .unwrap_or_else(|e| panic!("serve flags {:?}: {e}", self.args));
+        let config = remediate::config::Config::resolve(args)
+            .unwrap_or_else(|e| panic!("serve flags {:?}: {e:#}", self.args));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("remediate-server".into())
+            .spawn(move || {
+                let runtime = remediate::serve_runtime()
+                    .build()
+                    .expect("the server's runtime");
+                runtime.block_on(async move {
+                    let opened = async {
+                        let server = remediate::Server::open(config).await?;
+                        let listener = server.bind().await?;
+                        anyhow::Ok((server, listener))
+                    }
+                    .await;
+                    let (server, listener) = match opened {
+                        Ok(opened) => opened,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(format!("{e:#}")));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(listener.local_addr().map_err(|e| e.to_string()));
+                    let stopped = async {
+                        let _ = shutdown_rx.await;
+                    };
+                    if let Err(e) = server.serve(listener, stopped).await {
+                        eprintln!("the in-process server failed: {e:#}");
+                    }
+                });
+                runtime.shutdown_timeout(Duration::from_secs(5));
+                let _ = done_tx.send(());
+            })
+            .expect("start the server thread");
+        let address = ready_rx
+            .recv()
+            .expect("the server thread ended before listening")
+            .unwrap_or_else(|e| panic!("the in-process server did not start: {e}"));
+        self.base = format!("http://{address}/beta");
+        self.server = Some(Running::InProcess(InProcessServer {
+            shutdown: Some(shutdown),
+            done: std::sync::Mutex::new(done),
+            thread: Some(thread),
+        }));
+    }
+
+    fn start_process(&mut self) {
         let mut command = Command::new(binary());
         command
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&self.data_dir)
+            .arg("serve")
+            .args(self.serve_flags())
             .env("REMEDIATE_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        if let Some(url) = self.database_url() {
-            command.args(["--database", &url]);
-        }
-        command.args(&self.args);
         let mut child = command.spawn().expect("start remediate");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
@@ -114,16 +256,26 @@ impl TestApp {
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
         self.base = format!("{address}/beta");
-        self.child = Some(child);
+        self.server = Some(Running::Child(child));
     }
 
-    /// Stop the server with SIGTERM and wait for it to exit.
+    /// Stop the server gracefully (SIGTERM for a child process; the same drain in process) and
+    /// wait for it to finish.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
+        match self.server.take() {
+            Some(Running::Child(mut child)) => {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status();
+                let _ = child.wait();
+            }
+            Some(Running::InProcess(mut server)) => {
+                assert!(
+                    server.stop(Duration::from_secs(60)),
+                    "the in-process server did not drain within 60 s"
+                );
+            }
+            None => {}
         }
     }
 
@@ -148,24 +300,25 @@ impl TestApp {
         )
     }
 
+    /// A token of the local key for `tenant` with these scopes and roles (minted in this
+    /// process, as `remediate token` does).
     pub fn mint(&self, tenant: &str, scopes: &[&str], roles: &[&str]) -> String {
-        let mut command = Command::new(binary());
-        command
-            .args(["token", "--tenant", tenant, "--data-dir"])
-            .arg(&self.data_dir);
-        for s in scopes {
-            command.args(["--scope", s]);
+        self.mint_request(remediate::TokenRequest {
+            tenant: tenant.to_owned(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            ..remediate::TokenRequest::default()
+        })
+    }
+
+    /// A token of the local key for any claims `remediate token` can mint (an hour's lifetime
+    /// unless `expires_in` says otherwise).
+    pub fn mint_request(&self, mut request: remediate::TokenRequest) -> String {
+        if request.expires_in == 0 {
+            request.expires_in = 3600;
         }
-        for r in roles {
-            command.args(["--role", r]);
-        }
-        let output = command.output().expect("run remediate token");
-        assert!(
-            output.status.success(),
-            "token failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+        remediate::mint_token(&self.data_dir, &request)
+            .unwrap_or_else(|e| panic!("minting {request:?}: {e:#}"))
     }
 
     /// GET one of the server's own routes outside `/beta` (`/healthz`, `/readyz`, `/openapi.json`).
@@ -262,9 +415,16 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        match self.server.take() {
+            Some(Running::Child(mut child)) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Some(Running::InProcess(mut server)) => {
+                // Drain briefly; a test that failed mid-request must not hang here.
+                server.stop(Duration::from_secs(10));
+            }
+            None => {}
         }
         if let Some(db) = &self.database {
             let _ = Command::new("psql")
@@ -279,9 +439,11 @@ impl Drop for TestApp {
                     "-c",
                 ])
                 .arg(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
-                .status();
+                // Not waited for: the drop finishes on its own after the test.
+                .spawn();
         }
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
@@ -340,10 +502,15 @@ impl Reply {
     }
 }
 
-/// Define a test that runs once on SQLite and once on PostgreSQL.
+/// Define a test that runs once on SQLite and once on PostgreSQL: `both!(name, |app| { … })`
+/// with the server in the test process, `both!(name, Process, |app| { … })` with the binary as a
+/// child process.
 #[macro_export]
 macro_rules! both {
     ($name:ident, |$app:ident| $body:block) => {
+        $crate::both!($name, InProcess, |$app| $body);
+    };
+    ($name:ident, $mode:ident, |$app:ident| $body:block) => {
         mod $name {
             #[allow(unused_imports)]
             use super::*;
@@ -351,12 +518,12 @@ macro_rules! both {
 
             #[tokio::test]
             async fn sqlite() {
-                run($crate::harness::TestApp::start($crate::harness::Backend::Sqlite).await.unwrap()).await;
+                run($crate::harness::TestApp::start_in($crate::harness::Backend::Sqlite, $crate::harness::Mode::$mode).await.unwrap()).await;
             }
 
             #[tokio::test]
             async fn postgres() {
-                if let Some(app) = $crate::harness::TestApp::start($crate::harness::Backend::Postgres).await {
+                if let Some(app) = $crate::harness::TestApp::start_in($crate::harness::Backend::Postgres, $crate::harness::Mode::$mode).await {
                     run(app).await;
                 }
             }
@@ -393,40 +560,172 @@ impl TestApp {
 
     /// Mint a device agent's token (`remediate token --device ID --group G…`).
     pub fn mint_device(&self, tenant: &str, device: &str, groups: &[&str]) -> String {
-        let mut command = Command::new(binary());
-        command
-            .args([
-                "token",
-                "--tenant",
-                tenant,
-                "--device",
-                device,
-                "--data-dir",
-            ])
-            .arg(&self.data_dir);
-        for g in groups {
-            command.args(["--group", g]);
-        }
-        let output = command.output().expect("run remediate token");
-        assert!(
-            output.status.success(),
-            "token failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+        self.mint_request(remediate::TokenRequest {
+            tenant: tenant.to_owned(),
+            device: Some(device.to_owned()),
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            ..remediate::TokenRequest::default()
+        })
     }
 }
 
 impl TestApp {
-    /// The server's process id.
+    /// The server's process id (a [`Mode::Process`] app; `None` once it was stopped or killed).
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        match &self.server {
+            Some(Running::Child(child)) => Some(child.id()),
+            Some(Running::InProcess(_)) => {
+                panic!("this test needs the server's process: start it with Mode::Process")
+            }
+            None => None,
+        }
     }
 
-    /// Wait for a killed server to be gone.
+    /// Wait for a killed server process to be gone.
     pub fn reap(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        if let Some(Running::Child(mut child)) = self.server.take() {
             let _ = child.wait();
         }
+    }
+}
+
+/// PostgreSQL databases of in-process tests are copies of a template database that the server's
+/// own code migrated once (per version of `crates/store/migrations/postgres`, named by a hash of
+/// those files), which saves each test the migrations. The copy loses the template's paging
+/// secret, so each database makes its own when the server opens it. Child-process tests keep the
+/// path of a fresh server (it creates and migrates a missing database itself). Any failure here
+/// falls back to that path.
+mod postgres {
+    use sqlx::{Connection, Executor};
+
+    const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+    /// `remediate_it_tpl_<hash of the migrations>`.
+    fn template_name() -> String {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../store/migrations/postgres");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .map(|entries| entries.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        // FNV-1a: stable across builds and processes.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for file in files {
+            let name = file
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let text = std::fs::read(&file).unwrap_or_default();
+            for byte in name.bytes().chain([0]).chain(text).chain([0]) {
+                hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        format!("remediate_it_tpl_{:012x}", hash >> 16)
+    }
+
+    /// Create `db` as a copy of the template (building the template first if needed).
+    pub async fn create_from_template(db: &str) {
+        let template = template_name();
+        if let Err(e) = copy(db, &template).await {
+            eprintln!("creating {db} from {template} failed ({e}); the server will create it");
+        }
+    }
+
+    async fn copy(db: &str, template: &str) -> Result<(), String> {
+        let mut admin = sqlx::PgConnection::connect(ADMIN_URL)
+            .await
+            .map_err(|e| e.to_string())?;
+        let exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+                .bind(template)
+                .fetch_optional(&mut admin)
+                .await
+                .map_err(|e| e.to_string())?;
+        if exists.is_none() {
+            build(&mut admin, template).await?;
+        }
+        // A copy fails while anything else is connected to the template (rarely, autovacuum).
+        let mut last = String::new();
+        for _ in 0..5 {
+            match admin
+                .execute(format!("CREATE DATABASE {db} TEMPLATE {template}").as_str())
+                .await
+            {
+                Ok(_) => {
+                    let _ = admin.close().await;
+                    return Ok(());
+                }
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Err(last)
+    }
+
+    /// Migrate a new database with the server's code, drop its paging secret, and rename it to
+    /// `template` (another process may have won the race: then ours is dropped).
+    async fn build(admin: &mut sqlx::PgConnection, template: &str) -> Result<(), String> {
+        let building = format!(
+            "{template}_b{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let url = format!("postgres://postgres@127.0.0.1:5432/{building}");
+        admin
+            .execute(format!("CREATE DATABASE {building}").as_str())
+            .await
+            .map_err(|e| e.to_string())?;
+        let migrated = async {
+            let dir = std::env::temp_dir().join(format!("remediate-it-{}", uuid::Uuid::new_v4()));
+            let args = remediate::config::ServeArgs::from_flags([
+                "--data-dir".into(),
+                dir.clone().into_os_string(),
+                "--database".into(),
+                url.clone().into(),
+            ])
+            .map_err(|e| e.to_string())?;
+            let config = remediate::config::Config::resolve(args).map_err(|e| e.to_string())?;
+            let store = remediate::open_store(&config)
+                .await
+                .map_err(|e| e.to_string())?;
+            store.close().await;
+            let _ = std::fs::remove_dir_all(&dir);
+            let mut conn = sqlx::PgConnection::connect(&url)
+                .await
+                .map_err(|e| e.to_string())?;
+            conn.execute("DELETE FROM meta WHERE key = 'paging_secret'")
+                .await
+                .map_err(|e| e.to_string())?;
+            conn.close().await.map_err(|e| e.to_string())
+        }
+        .await;
+        let renamed = match migrated {
+            Ok(()) => admin
+                .execute(format!("ALTER DATABASE {building} RENAME TO {template}").as_str())
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        if renamed.is_err() {
+            let _ = admin
+                .execute(format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)").as_str())
+                .await;
+        }
+        match renamed {
+            Ok(_) => Ok(()),
+            // Someone else's template is there now.
+            Err(_) if exists(admin, template).await => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn exists(admin: &mut sqlx::PgConnection, name: &str) -> bool {
+        sqlx::query_scalar::<_, i32>("SELECT 1 FROM pg_database WHERE datname = $1")
+            .bind(name)
+            .fetch_optional(admin)
+            .await
+            .ok()
+            .flatten()
+            .is_some()
     }
 }

@@ -187,23 +187,12 @@ async fn throttling_follows_intune_limits_per_app_and_tenant() {
     assert!((1..=10).contains(&wait), "{wait}");
     // The change was not applied, reads are still allowed, and another app has its own budget.
     assert_eq!(app.get(&path).await.json["description"], "198");
-    let other = {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_remediate"))
-            .args([
-                "token",
-                "--tenant",
-                "tenant-a",
-                "--scope",
-                "DeviceManagementScripts.ReadWrite.All",
-                "--app-id",
-                "other-app",
-                "--data-dir",
-            ])
-            .arg(&app.data_dir)
-            .output()
-            .unwrap();
-        String::from_utf8(output.stdout).unwrap().trim().to_owned()
-    };
+    let other = app.mint_request(remediate::TokenRequest {
+        tenant: "tenant-a".into(),
+        scopes: vec!["DeviceManagementScripts.ReadWrite.All".into()],
+        app_id: Some("other-app".into()),
+        ..remediate::TokenRequest::default()
+    });
     assert_eq!(
         app.send(
             "PATCH",
@@ -240,24 +229,53 @@ crate::both!(slow_reads_are_stopped_at_the_statement_timeout, |app| {
     let mut app = app;
     let script = app.script("slow").await;
     let collection = format!("/deviceManagement/deviceHealthScripts/{script}/deviceRunStates");
-    for chunk in 0..250 {
-        let requests: Vec<serde_json::Value> = (0..20)
-            .map(|i| {
-                serde_json::json!({
-                    "id": (i + 1).to_string(), "method": "POST", "url": collection,
-                    "headers": {"Content-Type": "application/json"},
-                    "body": {"detectionState": "fail", "preRemediationDetectionScriptOutput": format!("row {chunk}-{i}")}
-                })
-            })
-            .collect();
-        let reply = app
-            .post(
-                "$batch",
-                &serde_json::json!({ "requests": requests }).to_string(),
-            )
-            .await;
-        assert_eq!(reply.status, 200, "{}", reply.text);
+    // 5,000 rows in 250 batches of 20, eight batches at a time (concurrent writes share commits).
+    let mut writers = tokio::task::JoinSet::new();
+    for writer in 0..8 {
+        let (client, url, token, collection) = (
+            app.client.clone(),
+            app.url("$batch"),
+            app.token.clone(),
+            collection.clone(),
+        );
+        writers.spawn(async move {
+            for chunk in (writer..250).step_by(8) {
+                let requests: Vec<serde_json::Value> = (0..20)
+                    .map(|i| {
+                        serde_json::json!({
+                            "id": (i + 1).to_string(), "method": "POST", "url": collection,
+                            "headers": {"Content-Type": "application/json"},
+                            "body": {"detectionState": "fail", "preRemediationDetectionScriptOutput": format!("row {chunk}-{i}")}
+                        })
+                    })
+                    .collect();
+                let reply = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .header("content-type", "application/json")
+                    .body(serde_json::json!({ "requests": requests }).to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                let status = reply.status().as_u16();
+                let text = reply.text().await.unwrap_or_default();
+                assert_eq!(status, 200, "{text}");
+                let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+                for inner in answer["responses"].as_array().unwrap() {
+                    assert_eq!(inner["status"], 201, "{inner}");
+                }
+            }
+        });
     }
+    while let Some(done) = writers.join_next().await {
+        done.unwrap();
+    }
+    let count = app
+        .get(&format!(
+            "deviceManagement/deviceHealthScripts/{script}/deviceRunStates/$count"
+        ))
+        .await;
+    assert_eq!(count.text, "5000");
     app.stop();
     app.args = vec!["--statement-timeout-ms".into(), "1".into()];
     app.spawn();

@@ -1,11 +1,18 @@
-//! Integration tests: the real server over HTTP, each test on SQLite and on PostgreSQL.
+//! Integration tests: the real server over HTTP, each test on SQLite and on PostgreSQL (in this
+//! process by default, as a child process where a test needs one; see `harness`).
 
 mod harness;
 
+/// The allocator of the binary (`src/main.rs`), so the in-process server allocates as it does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+mod cli;
 mod differential;
 mod durability;
 mod errors;
 mod limits;
+mod oracle;
 mod paging;
 mod probe;
 mod resilience;
@@ -16,3 +23,4 @@ mod security;
 mod security_tokens;
 mod slow_clients;
 mod surface;
+mod tidy;

@@ -10,10 +10,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::both;
-use crate::harness::{Backend, TestApp};
+use crate::harness::{Backend, Mode, TestApp};
 
+// A child process: the test sends it SIGTERM.
 both!(
     sigterm_under_load_finishes_in_flight_requests_and_loses_none,
+    Process,
     |app| {
         let mut app = app;
         let acknowledged: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
@@ -131,7 +133,7 @@ async fn proxy() -> Proxy {
     Proxy { port, down }
 }
 
-// Multi-threaded: the proxy runs on this runtime while `spawn` blocks reading the server's output.
+// Multi-threaded: the proxy runs on this runtime while `spawn` blocks until the server listens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_outage_is_503_with_retry_after_and_recovers_without_restart() {
     let Some(mut app) = TestApp::start(Backend::Postgres).await else {
@@ -198,7 +200,10 @@ async fn postgres_outage_is_503_with_retry_after_and_recovers_without_restart() 
 /// when the load drops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_is_shed_with_bounded_latency_and_memory() {
-    let mut app = TestApp::start(Backend::Sqlite).await.unwrap();
+    // A child process: the peak resident memory is read from /proc/<pid>.
+    let mut app = TestApp::start_in(Backend::Sqlite, Mode::Process)
+        .await
+        .unwrap();
     app.stop();
     app.args = vec![
         "--max-in-flight".into(),

@@ -2,15 +2,18 @@
 //! visible through the other at once, a nextLink issued by one is followed on the other, and
 //! computed counters agree.
 
-use crate::harness::{Backend, TestApp};
+use crate::harness::{Backend, Mode, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_share_one_postgres_database() {
-    let Some(first) = TestApp::start(Backend::Postgres).await else {
+    // Two child processes: what one process acknowledges must be visible to another.
+    let Some(first) = TestApp::start_in(Backend::Postgres, Mode::Process).await else {
         return;
     };
     // The second process: same database and the same signing key (a copy of the data directory).
-    let mut second = TestApp::start(Backend::Sqlite).await.unwrap();
+    let mut second = TestApp::start_in(Backend::Sqlite, Mode::Process)
+        .await
+        .unwrap();
     second.stop();
     std::fs::copy(
         first.data_dir.join("signing-key.pk8"),
