@@ -8,9 +8,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use serde_json::{json, Map, Value as Json};
 
 use crate::ctx::check_json_content_type;
-use crate::dispatch::{dispatch, ApiRequest};
+use crate::dispatch::dispatch;
 use crate::error::ApiError;
-use crate::respond::{ApiResponse, Body};
+use crate::respond::{ApiRequest, ApiResponse, Body};
 use crate::AppState;
 
 struct Item {

@@ -13,10 +13,9 @@ use remediate_wire::{decode_entity_with, entity_object, RecordJson, Shape};
 use serde_json::{Map, Value as Json};
 
 use crate::auth::Principal;
-use crate::dispatch::ApiRequest;
 use crate::error::ApiError;
 use crate::query::{self, Bound, DEFAULT_TOP};
-use crate::respond::ApiResponse;
+use crate::respond::{ApiRequest, ApiResponse};
 use crate::route;
 use crate::AppState;
 

@@ -15,24 +15,10 @@ use crate::ctx::{bound_device, entity_ref, not_found, pending_on_demand, Ctx};
 use crate::device::Narrowing;
 use crate::error::ApiError;
 use crate::query;
-use crate::respond::ApiResponse;
+use crate::respond::{ApiRequest, ApiResponse};
 use crate::route::{self, Route, Verb};
 use crate::urls::{enc, odata_key};
 use crate::AppState;
-
-/// One request to `/beta`, independent of the HTTP server (also built from `$batch` items).
-#[derive(Debug, Clone)]
-pub struct ApiRequest {
-    pub method: Method,
-    /// Path after `/beta/`, still percent-encoded.
-    pub path: String,
-    /// Raw query string without `?`.
-    pub query: String,
-    pub headers: HeaderMap,
-    pub body: bytes::Bytes,
-    /// Absolute base for links, e.g. `http://127.0.0.1:8080/beta`.
-    pub base_url: String,
-}
 
 /// Handle one `/beta` request. Boxed (and declared `Send`) because `$batch` calls it recursively.
 pub fn dispatch<'a>(

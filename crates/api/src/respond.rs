@@ -1,7 +1,22 @@
-//! Responses independent of axum, so `$batch` can run inner requests through the same code.
+//! Requests and responses independent of axum, so `$batch` can run inner requests through the
+//! same code.
 
-use http::StatusCode;
+use http::{HeaderMap, Method, StatusCode};
 use serde_json::{Map, Value as Json};
+
+/// One request to `/beta`, independent of the HTTP server (also built from `$batch` items).
+#[derive(Debug, Clone)]
+pub struct ApiRequest {
+    pub method: Method,
+    /// Path after `/beta/`, still percent-encoded.
+    pub path: String,
+    /// Raw query string without `?`.
+    pub query: String,
+    pub headers: HeaderMap,
+    pub body: bytes::Bytes,
+    /// Absolute base for links, e.g. `http://127.0.0.1:8080/beta`.
+    pub base_url: String,
+}
 
 #[derive(Debug, Clone)]
 pub struct ApiResponse {

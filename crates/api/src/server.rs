@@ -18,10 +18,10 @@ use remediate_domain::Instant;
 use remediate_wire::{error::error_json, ErrorKind, JSON_CONTENT_TYPE};
 use tracing::Instrument;
 
-use crate::dispatch::{dispatch, ApiRequest};
+use crate::dispatch::dispatch;
 use crate::error::ApiError;
 use crate::guard::{ConnectionTimer, ServerLimits, TimedStream};
-use crate::respond::{ApiResponse, Body};
+use crate::respond::{ApiRequest, ApiResponse, Body};
 use crate::AppState;
 
 pub fn router(state: Arc<AppState>) -> axum::Router {
