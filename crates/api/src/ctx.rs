@@ -90,7 +90,7 @@ impl Ctx<'_> {
         keys: &[String],
     ) -> Result<ApiResponse, ApiError> {
         let bound = query::bind_item(of.entity, &self.options)?;
-        let record = match entity_ref(of, keys) {
+        let record = match EntityRef::of(of, keys) {
             Some(key) => self.state.store.get(&self.principal.tenant, &key).await?,
             None => None,
         };
@@ -407,11 +407,6 @@ pub(crate) fn bound_device(body: &remediate_wire::EntityBody) -> Result<Option<S
             "'managedDevice@odata.bind' may be given only once.",
         )),
     }
-}
-
-/// The storage key of an item of `of` (keys outermost first).
-pub(crate) fn entity_ref(of: &Collection, keys: &[String]) -> Option<EntityRef> {
-    EntityRef::of(of, keys)
 }
 
 /// `The deviceRunState 'x' does not exist in deviceHealthScript 's'.`

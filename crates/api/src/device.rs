@@ -52,9 +52,9 @@ impl Narrowing {
 
     /// A device's registration: the record gets the token's device id (409 when it exists).
     pub(crate) async fn register(&self, ctx: &Ctx<'_>, write: Write) -> Result<Write, ApiError> {
-        let (Some(device), Write::CreateDevice { mut record }) = (&self.register, write.clone())
-        else {
-            return Ok(write);
+        let (device, mut record) = match (&self.register, write) {
+            (Some(device), Write::CreateDevice { record }) => (device, record),
+            (_, other) => return Ok(other),
         };
         record.set("id", Value::Str(device.clone()));
         let key = EntityRef::Device(device.clone());

@@ -11,7 +11,7 @@ use remediate_wire::{entity_object, ErrorKind, Shape};
 use serde_json::{Map, Value as Json};
 
 use crate::auth::Principal;
-use crate::ctx::{bound_device, entity_ref, not_found, pending_on_demand, Ctx};
+use crate::ctx::{bound_device, not_found, pending_on_demand, Ctx};
 use crate::device::Narrowing;
 use crate::error::ApiError;
 use crate::query;
@@ -170,7 +170,7 @@ async fn ensure_parent(
     if matches!(parent.parent, Parent::Root(_)) {
         return Ok(());
     }
-    let found = match entity_ref(parent, parents) {
+    let found = match EntityRef::of(parent, parents) {
         Some(key) => ctx.state.store.get(&ctx.principal.tenant, &key).await?,
         None => None,
     };
@@ -229,7 +229,7 @@ async fn navigation(
         }
         NavId::ManagedDevice => {
             let bound = query::bind_item(&MANAGED_DEVICE, &ctx.options)?;
-            let run_state = match entity_ref(of, &keys) {
+            let run_state = match EntityRef::of(of, &keys) {
                 Some(key) => store.get(tenant, &key).await?,
                 None => None,
             };
