@@ -18,6 +18,9 @@ from msgraph_beta.generated.device_management.device_health_scripts.item.assignm
     AssignmentsRequestBuilder,
 )
 from msgraph_beta.generated.models.all_devices_assignment_target import AllDevicesAssignmentTarget
+from msgraph_beta.generated.models.device_and_app_management_assignment_filter_type import (
+    DeviceAndAppManagementAssignmentFilterType,
+)
 from msgraph_beta.generated.models.device_health_script_assignment import DeviceHealthScriptAssignment
 from msgraph_beta.generated.models.device_health_script_daily_schedule import DeviceHealthScriptDailySchedule
 from msgraph_beta.generated.models.device_health_script_hourly_schedule import DeviceHealthScriptHourlySchedule
@@ -63,7 +66,8 @@ def test_assign_then_list_polymorphic_types(api):
     script = api.create_script()
     g1, g2, g3 = (str(uuid.uuid4()) for _ in range(3))
 
-    assert _assign(api, script.id, _four_assignments(g1, g2, g3)) is None  # 204
+    # 200 with the new set (docs/decisions.md); the SDK's assign builder reads no body (None).
+    assert _assign(api, script.id, _four_assignments(g1, g2, g3)) is None
 
     page = api.run(api.script(script.id).assignments.get())
     by_id = {a.id: a for a in page.value}
@@ -107,6 +111,17 @@ def test_assign_then_list_polymorphic_types(api):
     assert o["date"] == "2025-06-01" and re.match(TIME_OF_DAY_RE.format("08:30:00"), o["time"]), o
     assert raw[f"{script.id}:{g2}"]["target"]["@odata.type"] == "#microsoft.graph.exclusionGroupAssignmentTarget"
 
+    # Raw: assign answers 200 with the new set, as the list shows it.
+    r = api.http.post(f"/deviceManagement/deviceHealthScripts/{script.id}/assign",
+                      json={"deviceHealthScriptAssignments": [
+                          {"target": {"@odata.type": "#microsoft.graph.allDevicesAssignmentTarget"}}]})
+    assert r.status_code == 200, r.text
+    assert r.json()["@odata.context"].endswith("$metadata#Collection(microsoft.graph.deviceHealthScriptAssignment)")
+    assert r.json()["value"] == raw_items(api.http.get(f"/deviceManagement/deviceHealthScripts/{script.id}/assignments"))
+    target = r.json()["value"][0]["target"]
+    assert target["deviceAndAppManagementAssignmentFilterId"] == "00000000-0000-0000-0000-000000000000", target
+    assert target["deviceAndAppManagementAssignmentFilterType"] == "none", target
+
     # assign replaces the whole set
     assert _assign(api, script.id, [
         DeviceHealthScriptAssignment(target=GroupAssignmentTarget(group_id=g1), run_remediation_script=True,
@@ -143,15 +158,22 @@ def test_assignments_crud(api):
     assert created.id == f"{script.id}:{group}"
     assert type(created.target) is GroupAssignmentTarget and created.target.group_id == group
     assert type(created.run_schedule) is DeviceHealthScriptHourlySchedule and created.run_schedule.interval == 2
+    # No filter: the zero GUID and `none`, as the real service answers.
+    assert created.target.device_and_app_management_assignment_filter_id == "00000000-0000-0000-0000-000000000000"
+    assert created.target.device_and_app_management_assignment_filter_type == DeviceAndAppManagementAssignmentFilterType.None_
 
     item = coll.by_device_health_script_assignment_id(created.id)
     got = api.run(item.get())
     assert got.id == created.id and got.target.group_id == group and got.run_remediation_script is True
 
-    assert api.run(item.patch(DeviceHealthScriptAssignment(
+    patched = api.run(item.patch(DeviceHealthScriptAssignment(
         run_remediation_script=False,
         run_schedule=DeviceHealthScriptDailySchedule(interval=2, time=time(6, 15), use_utc=True),
-    ))) is None  # 204
+    )))  # 200 with the updated assignment
+    assert type(patched) is DeviceHealthScriptAssignment, type(patched)
+    assert patched.id == created.id and patched.run_remediation_script is False
+    assert type(patched.run_schedule) is DeviceHealthScriptDailySchedule, type(patched.run_schedule)
+    assert type(patched.target) is GroupAssignmentTarget and patched.target.group_id == group
     got = api.run(item.get())
     assert got.run_remediation_script is False
     assert type(got.run_schedule) is DeviceHealthScriptDailySchedule, type(got.run_schedule)

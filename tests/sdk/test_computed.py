@@ -276,7 +276,8 @@ def test_run_history_route(api):
         (DeviceHealthScriptDeviceState(detection_state=D.Success, remediation_state=R.Unknown), True),
     ]
     for body, _ in patches:
-        assert api.run(item.patch(body)) is None
+        patched = api.run(item.patch(body))  # 200 with the updated state
+        assert type(patched) is DeviceHealthScriptDeviceState and patched.id == state.id, patched
     want = 1 + sum(changes for _, changes in patches)
 
     path = f"/deviceManagement/deviceHealthScripts/{script.id}/deviceRunStates/{state.id}/history"

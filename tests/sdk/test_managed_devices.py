@@ -5,6 +5,7 @@ import uuid
 from datetime import datetime, timezone
 
 from msgraph_beta.generated.models.compliance_state import ComplianceState
+from msgraph_beta.generated.models.managed_device import ManagedDevice
 from msgraph_beta.generated.models.managed_device_owner_type import ManagedDeviceOwnerType
 from msgraph_beta.generated.models.management_agent_type import ManagementAgentType
 
@@ -84,7 +85,9 @@ def test_get_list_patch_delete(api):
             device_patch(device_name="LAB-A-renamed", os_version="10.0.22631.4037", managed_device_name="LAB-A_Windows_renamed")
         )
     )
-    assert result is None  # 204
+    # 200 with the updated device, deserialized by the SDK (no @odata.type: the declared type)
+    assert type(result) is ManagedDevice, type(result)
+    assert result.id == a.id and result.device_name == "LAB-A-renamed"
     got = api.run(api.device(a.id).get())
     assert got.device_name == "LAB-A-renamed"
     assert got.os_version == "10.0.22631.4037"

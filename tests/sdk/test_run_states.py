@@ -74,7 +74,9 @@ def test_seed_create_via_sdk(api):
     _assert_same_state(created, _seed_model())
     for name in ("last_state_update_date_time", "expected_state_update_date_time", "last_sync_date_time"):
         assert getattr(created, name).utcoffset() == timedelta(0), f"{name} not returned in UTC"
-    assert created.odata_type == STATE_ODATA_TYPE
+    # Minimal metadata: no @odata.type on the entity; the SDK deserializes the declared type.
+    assert type(created) is DeviceHealthScriptDeviceState, type(created)
+    assert created.odata_type in (None, STATE_ODATA_TYPE), created.odata_type
 
     got = api.run(api.state(script.id, created.id).get())
     assert got.id == created.id
@@ -108,7 +110,7 @@ def test_seed_raw_request(api):
     assert r.status_code == 201, r.text
     assert r.headers.get("content-type") == GRAPH_CONTENT_TYPE
     out = r.json()
-    assert out["@odata.type"] == STATE_ODATA_TYPE
+    assert "@odata.type" not in out, out  # the declared type (minimal metadata, as Graph)
     assert "@odata.context" in out
     for prop in STATE_JSON_PROPERTIES:
         assert prop in out, f"response lacks {prop}: {out}"
@@ -258,7 +260,7 @@ def test_get_by_id_and_list(api):
     assert r.json()["id"] == s1.id
     lst = api.http.get(f"/deviceManagement/deviceHealthScripts/{script.id}/deviceRunStates").json()
     assert "@odata.context" in lst
-    assert all(item.get("@odata.type", STATE_ODATA_TYPE) == STATE_ODATA_TYPE for item in lst["value"])
+    assert all("@odata.type" not in item for item in lst["value"])
 
     api.expect_error(api.state(script.id, f"{script.id}:{uuid.uuid4()}").get(), 404, "ResourceNotFound")
 
@@ -358,7 +360,10 @@ def test_patch_run_state(api):
             )
         )
     )
-    assert result is None  # 204
+    # 200 with the updated state, equal to what a GET reads
+    assert type(result) is DeviceHealthScriptDeviceState, type(result)
+    assert result.detection_state == RunState.Success
+    assert result.remediation_state == RemediationState.Success
     got = api.run(api.state(script.id, created.id).get())
     assert got.detection_state == RunState.Success
     assert got.post_remediation_detection_script_output == "Status: Running\r\nall good"
@@ -386,16 +391,17 @@ def test_patch_run_state(api):
     assert api.run(api.states(script.id).get()).value == []
 
 
-def test_patch_status_is_204_raw(api):
+def test_patch_status_is_200_with_the_entity_raw(api):
     script = api.create_script()
     device = api.create_device()
     state = api.create_state(script.id, device.id)
-    r = api.http.patch(
-        f"/deviceManagement/deviceHealthScripts/{script.id}/deviceRunStates/{state.id}",
-        json={"remediationState": "skipped"},
-    )
-    assert r.status_code == 204, r.text
-    assert r.content == b""
+    path = f"/deviceManagement/deviceHealthScripts/{script.id}/deviceRunStates/{state.id}"
+    r = api.http.patch(path, json={"remediationState": "skipped"})
+    assert r.status_code == 200, r.text
+    assert r.headers.get("content-type") == GRAPH_CONTENT_TYPE
+    assert r.json() == api.http.get(path).json()
+    assert r.json()["@odata.context"].endswith(
+        f"$metadata#deviceManagement/deviceHealthScripts('{script.id}')/deviceRunStates/$entity")
     assert api.run(api.state(script.id, state.id).get()).remediation_state == RemediationState.Skipped
 
 

@@ -31,15 +31,24 @@ def _full_script(**over) -> DeviceHealthScript:
         run_as_account=RunAsAccountType.User,
         run_as32_bit=True,
         enforce_signature_check=True,
-        role_scope_tag_ids=["0", "12"],
+        role_scope_tag_ids=["0"],
     )
     props.update(over)
     return DeviceHealthScript(**props)
 
 
-def test_create_returns_full_entity(api):
+def _scope_tag(api, tenant_factory) -> str:
+    """A role scope tag of the tenant (scripts may name only existing tags)."""
+    admin = tenant_factory(tenant=api.tenant, scopes=["DeviceManagementRBAC.ReadWrite.All"])
+    resp = admin.http.post("/deviceManagement/roleScopeTags", json={"displayName": "Paris"})
+    assert resp.status_code == 201, resp.text
+    return resp.json()["id"]
+
+
+def test_create_returns_full_entity(api, tenant_factory):
     before = datetime.now(timezone.utc) - timedelta(minutes=5)
-    created = api.run(api.scripts.post(_full_script()))
+    tag = _scope_tag(api, tenant_factory)
+    created = api.run(api.scripts.post(_full_script(role_scope_tag_ids=["0", tag])))
 
     uuid.UUID(created.id)  # server-assigned UUID string
     assert created.display_name == "Restart Print Spooler"
@@ -50,21 +59,22 @@ def test_create_returns_full_entity(api):
     assert created.run_as_account == RunAsAccountType.User
     assert created.run_as32_bit is True
     assert created.enforce_signature_check is True
-    assert created.role_scope_tag_ids == ["0", "12"]
+    assert created.role_scope_tag_ids == ["0", tag]
     assert created.version == "1"
     assert created.created_date_time is not None and created.created_date_time >= before
     assert created.last_modified_date_time is not None and created.last_modified_date_time >= before
 
 
-def test_get_round_trips_content_byte_exact(api):
-    created = api.run(api.scripts.post(_full_script()))
+def test_get_round_trips_content_byte_exact(api, tenant_factory):
+    tag = _scope_tag(api, tenant_factory)
+    created = api.run(api.scripts.post(_full_script(role_scope_tag_ids=["0", tag])))
     got = api.run(api.script(created.id).get())
     assert got.id == created.id
     assert got.detection_script_content == DETECTION
     assert got.remediation_script_content == REMEDIATION
     assert got.display_name == "Restart Print Spooler"
     assert got.run_as_account == RunAsAccountType.User
-    assert got.role_scope_tag_ids == ["0", "12"]
+    assert got.role_scope_tag_ids == ["0", tag]
     assert got.version == "1"
     assert got.created_date_time == created.created_date_time
 
@@ -103,7 +113,9 @@ def test_list_returns_contents_as_null(api):
 def test_patch_changes_and_version_increments_on_content_change(api):
     created = api.create_script(display_name="before")
     result = api.run(api.script(created.id).patch(DeviceHealthScript(display_name="after", description="d2")))
-    assert result is None  # 204 No Content
+    # 200 with the updated script (Graph docs), deserialized by the SDK as the declared type
+    assert type(result) is DeviceHealthScript, type(result)
+    assert (result.id, result.display_name, result.description, result.version) == (created.id, "after", "d2", "1")
 
     got = api.run(api.script(created.id).get())
     assert got.display_name == "after"
@@ -112,7 +124,8 @@ def test_patch_changes_and_version_increments_on_content_change(api):
     assert got.version == "1", "version must not change when script content does not change"
 
     time.sleep(0.01)
-    api.run(api.script(created.id).patch(DeviceHealthScript(detection_script_content=b"exit 1\r\n")))
+    patched = api.run(api.script(created.id).patch(DeviceHealthScript(detection_script_content=b"exit 1\r\n")))
+    assert patched.version == "2" and patched.detection_script_content == b"exit 1\r\n"
     got2 = api.run(api.script(created.id).get())
     assert got2.detection_script_content == b"exit 1\r\n"
     assert got2.version == "2"
@@ -121,13 +134,16 @@ def test_patch_changes_and_version_increments_on_content_change(api):
     assert got2.created_date_time == created.created_date_time
 
 
-def test_patch_status_is_204_raw(api):
+def test_patch_status_is_200_with_the_entity_raw(api):
     created = api.create_script()
-    r = api.http.patch(
-        f"/deviceManagement/deviceHealthScripts/{created.id}", json={"description": "raw patch"}
-    )
-    assert r.status_code == 204, r.text
-    assert r.content == b""
+    path = f"/deviceManagement/deviceHealthScripts/{created.id}"
+    r = api.http.patch(path, json={"description": "raw patch"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body == api.http.get(path).json()
+    assert body["description"] == "raw patch"
+    assert body["@odata.context"].endswith("$metadata#deviceManagement/deviceHealthScripts/$entity")
+    assert "@odata.type" not in body, body
 
 
 def test_delete_then_get_is_404(api):
@@ -156,7 +172,8 @@ def test_key_syntax_addressing(api):
     r = api.http.patch(
         f"/deviceManagement/deviceHealthScripts('{created.id}')", json={"displayName": "keyed-2"}
     )
-    assert r.status_code == 204, r.text
+    assert r.status_code == 200, r.text
+    assert r.json()["displayName"] == "keyed-2"
     assert api.run(api.script(created.id).get()).display_name == "keyed-2"
 
     r = api.http.delete(f"/deviceManagement/deviceHealthScripts('{created.id}')")

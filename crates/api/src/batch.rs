@@ -1,9 +1,28 @@
 //! JSON batching (SPEC §5): up to 20 requests, each authorized and executed exactly as if sent
 //! alone (through the same `dispatch`), in an order that honours `dependsOn`; a request whose
 //! dependency failed gets 424.
+//!
+//! The format is Graph's (learn.microsoft.com/graph/json-batching, the OData JSON Format 4.01
+//! batch section it implements):
+//! - a request id is a non-empty string or, as many tools send it, an integer (`"id": 1`); an
+//!   integer is the id written in decimal, so `1` and `"1"` are one id (a duplicate), `dependsOn`
+//!   takes either spelling, and every answer carries its id as a JSON string (`"id": "1"`), the
+//!   type Graph documents and its SDKs read;
+//! - item answers name their headers as Graph does (`Cache-Control`, `OData-Version`,
+//!   `Content-Type`, `Location`, …: JSON keys are case-sensitive, and clients look them up
+//!   exactly) and carry what the same request alone gets: `Cache-Control`, `OData-Version`, the
+//!   content type of a body and the handler's own headers;
+//! - a request body given as a string is, unless the item's media type is `text/*`, the
+//!   base64url-encoded body (OData: "for all other media types the value of body is a string
+//!   containing the base64url-encoded value of the request body"; Graph's ODataLib reader
+//!   decodes any non-text string body, `application/json` included). Both base64 alphabets,
+//!   padded or not, with line breaks, are read; a string that is not base64 is a 400 for its item.
 
 use std::collections::{HashMap, HashSet};
 
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine as _;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use serde_json::{json, Map, Value as Json};
 
@@ -65,7 +84,13 @@ fn parse(req: &ApiRequest, max_requests: usize) -> Result<Vec<Item>, ApiError> {
         };
         for (key, value) in map {
             match (key.as_str(), value) {
-                ("id", Json::String(id)) if !id.is_empty() => item.id = id,
+                ("id", id) => {
+                    item.id = request_id(&id).map_err(|found| {
+                        ApiError::bad_request(format!(
+                            "requests[{i}].id must be a non-empty string or an integer; found {found}."
+                        ))
+                    })?;
+                }
                 ("method", Json::String(m)) => {
                     item.method = match m.to_ascii_uppercase().as_str() {
                         "GET" => Method::GET,
@@ -94,16 +119,19 @@ fn parse(req: &ApiRequest, max_requests: usize) -> Result<Vec<Item>, ApiError> {
                 ("body", body) => item.body = Some(body),
                 // msgraph-core for Python (1.5) sends `depends_on`; it means `dependsOn`.
                 ("dependsOn" | "depends_on", Json::Array(deps)) => {
-                    for dep in deps {
-                        let Json::String(d) = dep else {
-                            return Err(ApiError::bad_request(format!(
-                                "requests[{i}].dependsOn must be an array of request ids."
-                            )));
-                        };
-                        item.depends_on.push(d);
+                    for (j, dep) in deps.iter().enumerate() {
+                        let dep = request_id(dep).map_err(|found| {
+                            ApiError::bad_request(format!(
+                                "requests[{i}].dependsOn[{j}] must be a request id (a non-empty \
+                                 string or an integer); found {found}."
+                            ))
+                        })?;
+                        item.depends_on.push(dep);
                     }
                 }
-                (name, _) if ["id", "method", "url", "headers", "dependsOn"].contains(&name) => {
+                (name, _)
+                    if ["method", "url", "headers", "dependsOn", "depends_on"].contains(&name) =>
+                {
                     return Err(ApiError::bad_request(format!(
                         "requests[{i}].{name} has the wrong type or is empty."
                     )))
@@ -117,7 +145,7 @@ fn parse(req: &ApiRequest, max_requests: usize) -> Result<Vec<Item>, ApiError> {
         }
         if item.id.is_empty() {
             return Err(ApiError::bad_request(format!(
-                "requests[{i}] needs an 'id' (a non-empty string)."
+                "requests[{i}] needs an 'id' (a non-empty string or an integer)."
             )));
         }
         if item.url.is_empty() {
@@ -150,6 +178,25 @@ fn parse(req: &ApiRequest, max_requests: usize) -> Result<Vec<Item>, ApiError> {
         }
     }
     Ok(items)
+}
+
+/// A request id (or a `dependsOn` reference) as the batch keys it: a non-empty string as it is, an
+/// integer in decimal (`1` → `"1"`, `-7` → `"-7"`). Anything else is refused, described for the
+/// message: a number with a fraction or an exponent (`1.5`, `1.0`, `1e3`) too, since its text
+/// would not be the id the client reads back.
+fn request_id(value: &Json) -> Result<String, String> {
+    match value {
+        Json::String(id) if !id.is_empty() => Ok(id.clone()),
+        Json::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
+        Json::Number(n) => Err(format!(
+            "the number {n}, which is not an integer (write 1, not 1.0 or 1e0)"
+        )),
+        Json::String(_) => Err("an empty string".into()),
+        Json::Bool(b) => Err(format!("the boolean {b}")),
+        Json::Null => Err("null".into()),
+        Json::Array(_) => Err("an array".into()),
+        Json::Object(_) => Err("an object".into()),
+    }
 }
 
 /// Decode and check a `$batch` body without running it: the request ids in execution order, or
@@ -299,7 +346,7 @@ fn inner_request(outer: &ApiRequest, item: &Item) -> Result<ApiRequest, ApiError
     }
     let body = match &item.body {
         None => bytes::Bytes::new(),
-        Some(Json::String(text)) => bytes::Bytes::from(text.clone()),
+        Some(Json::String(text)) => string_body(item, &headers, text)?,
         Some(json) => bytes::Bytes::from(serde_json::to_vec(json).unwrap_or_default()),
     };
     Ok(ApiRequest {
@@ -312,49 +359,140 @@ fn inner_request(outer: &ApiRequest, item: &Item) -> Result<ApiRequest, ApiError
     })
 }
 
-fn render(response: ApiResponse) -> (u16, Map<String, Json>, Option<Vec<u8>>) {
-    let mut headers = Map::new();
-    for (name, value) in &response.headers {
-        headers.insert((*name).to_owned(), Json::String(value.clone()));
-    }
-    let body = match response.body {
-        Body::Empty => None,
-        Body::Json(bytes) => {
-            headers.insert(
-                "content-type".into(),
-                Json::String(remediate_wire::JSON_CONTENT_TYPE.to_owned()),
-            );
-            Some(bytes)
-        }
-        Body::Text(text) => {
-            headers.insert(
-                "content-type".into(),
-                Json::String("text/plain; charset=utf-8".into()),
-            );
-            Some(json_text(&text))
-        }
-        Body::Xml(text) => {
-            headers.insert(
-                "content-type".into(),
-                Json::String("application/xml".into()),
-            );
-            Some(json_text(&text))
-        }
+/// A request body given as a JSON string (OData JSON Format 4.01, batch request `body`): the text
+/// itself for a `text/*` media type; for any other (`application/json` included) the
+/// base64url-encoded bytes, decoded here. Without a Content-Type the text goes through as it is
+/// (the inner request answers 415, as it would alone).
+fn string_body(item: &Item, headers: &HeaderMap, text: &str) -> Result<bytes::Bytes, ApiError> {
+    let Some(content_type) = headers.get(http::header::CONTENT_TYPE) else {
+        return Ok(bytes::Bytes::from(text.to_owned()));
     };
+    let content_type = String::from_utf8_lossy(content_type.as_bytes());
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    let top_level = essence.split('/').next().unwrap_or("");
+    if top_level.eq_ignore_ascii_case("text") {
+        return Ok(bytes::Bytes::from(text.to_owned()));
+    }
+    decode_base64(text).map(bytes::Bytes::from).map_err(|why| {
+        ApiError::bad_request(format!(
+            "The body of request '{}' is a string, which for Content-Type '{content_type}' must be \
+             the base64url-encoded request body (a JSON body can also be given as a JSON object); \
+             it is not base64: {why}.",
+            item.id
+        ))
+    })
+}
+
+/// Base64 as Graph's reader takes it (ODataLib maps base64url to base64, then
+/// `Convert.FromBase64String`, which skips white space): either alphabet, even mixed, padded or
+/// not, line breaks ignored.
+fn decode_base64(text: &str) -> Result<Vec<u8>, String> {
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+            .with_decode_allow_trailing_bits(true),
+    );
+    let normalized: Vec<u8> = text
+        .bytes()
+        .filter(|b| !b.is_ascii_whitespace())
+        .map(|b| match b {
+            b'-' => b'+',
+            b'_' => b'/',
+            b => b,
+        })
+        .collect();
+    LENIENT.decode(&normalized).map_err(|e| match e {
+        base64::DecodeError::InvalidByte(_, b'=') => "'=' appears before its end".to_owned(),
+        base64::DecodeError::InvalidByte(_, byte) => {
+            format!(
+                "it holds '{}', which is not a base64 character",
+                char::from(byte).escape_default()
+            )
+        }
+        base64::DecodeError::InvalidLength(_) | base64::DecodeError::InvalidLastSymbol(..) => {
+            "its length is not that of base64 text (it is cut short or has a character too many)"
+                .to_owned()
+        }
+        base64::DecodeError::InvalidPadding => "its '=' padding is wrong".to_owned(),
+    })
+}
+
+/// The header name as Graph writes it in an item answer: a known header in its usual spelling,
+/// Graph's own lower-case ones (`request-id`, `client-request-id`, `x-ms-…`) in lower case, any
+/// other in Train-Case (`foo-bar` → `Foo-Bar`).
+fn graph_header_name(name: &str) -> String {
+    const KNOWN: [&str; 16] = [
+        "Content-Type",
+        "OData-Version",
+        "Cache-Control",
+        "Location",
+        "Retry-After",
+        "ETag",
+        "Allow",
+        "OData-EntityId",
+        "OData-MaxVersion",
+        "Preference-Applied",
+        "WWW-Authenticate",
+        "Content-Location",
+        "Content-Encoding",
+        "Last-Modified",
+        "request-id",
+        "client-request-id",
+    ];
+    if let Some(known) = KNOWN.iter().find(|k| k.eq_ignore_ascii_case(name)) {
+        return (*known).to_owned();
+    }
+    let lower = name.to_ascii_lowercase();
+    if lower.starts_with("x-ms-") {
+        return lower;
+    }
+    let mut out = String::with_capacity(name.len());
+    let mut word_start = true;
+    for c in lower.chars() {
+        out.push(if word_start {
+            c.to_ascii_uppercase()
+        } else {
+            c
+        });
+        word_start = c == '-';
+    }
+    out
+}
+
+/// The headers of an item answer: those every answer carries alone (`api::server`'s
+/// `Cache-Control` and `OData-Version`), the body's content type, then the handler's own
+/// (`Location`, `Retry-After`, `Allow`, …) — not `Connection`, which is the batch's.
+fn item_headers(content_type: Option<&str>, own: &[(&'static str, String)]) -> Map<String, Json> {
+    let mut headers = Map::new();
+    headers.insert("Cache-Control".into(), Json::String("no-cache".into()));
+    headers.insert("OData-Version".into(), Json::String("4.0".into()));
+    if let Some(content_type) = content_type {
+        headers.insert("Content-Type".into(), Json::String(content_type.to_owned()));
+    }
+    for (name, value) in own {
+        if !name.eq_ignore_ascii_case("connection") {
+            headers.insert(graph_header_name(name), Json::String(value.clone()));
+        }
+    }
+    headers
+}
+
+fn render(response: ApiResponse) -> (u16, Map<String, Json>, Option<Vec<u8>>) {
+    let (content_type, body) = match response.body {
+        Body::Empty => (None, None),
+        Body::Json(bytes) => (Some(remediate_wire::JSON_CONTENT_TYPE), Some(bytes)),
+        Body::Text(text) => (Some("text/plain; charset=utf-8"), Some(json_text(&text))),
+        Body::Xml(text) => (Some("application/xml"), Some(json_text(&text))),
+    };
+    let headers = item_headers(content_type, &response.headers);
     (response.status.as_u16(), headers, body)
 }
 
 fn render_error(error: &ApiError) -> (u16, Map<String, Json>, Option<Vec<u8>>) {
     let request_id = uuid::Uuid::new_v4().to_string();
     let date = remediate_domain::Instant::now().to_seconds_string();
-    let mut headers = Map::new();
-    headers.insert(
-        "content-type".into(),
-        Json::String(remediate_wire::JSON_CONTENT_TYPE.to_owned()),
-    );
-    for (name, value) in &error.headers {
-        headers.insert((*name).to_owned(), Json::String(value.clone()));
-    }
+    let headers = item_headers(Some(remediate_wire::JSON_CONTENT_TYPE), &error.headers);
     let body = json!({"error": {"code": error.kind.code(), "message": error.message,
         "innerError": {"date": date, "request-id": request_id, "client-request-id": request_id}}});
     (

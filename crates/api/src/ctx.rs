@@ -1,6 +1,7 @@
-//! The request toolkit every handler uses: decode a body, run a write, answer a create (201 with
-//! `Location`), read an item or a page (with `$select`, `$expand`, paging links and counts), and
-//! the checks shared by them (content type, bound devices).
+//! The request toolkit every handler uses: decode a body, run a write (a PATCH answers 200 with
+//! the updated item, as its GET would), answer a create (201 with `Location`), read an item or a
+//! page (with `$select`, `$expand`, paging links and counts), and the checks shared by them
+//! (content type, bound devices).
 
 use http::{HeaderMap, StatusCode};
 use remediate_domain::collections::{Collection, ASSIGNMENTS};
@@ -9,7 +10,9 @@ use remediate_domain::query::{Filter, ListQuery, Scope};
 use remediate_domain::write::Write;
 use remediate_domain::Record;
 use remediate_store::EntityRef;
-use remediate_wire::{decode_entity_with, entity_object, RecordJson, Shape};
+use remediate_wire::{
+    decode_entity_with, entity_object, entity_type_annotation, RecordJson, Shape,
+};
 use serde_json::{Map, Value as Json};
 
 use crate::auth::Principal;
@@ -47,11 +50,26 @@ impl Ctx<'_> {
         Json::String(format!("{}/$metadata#{suffix}", self.req.base_url))
     }
 
+    /// Execute a write. A PATCH of an item answers 200 with the updated entity, read back after
+    /// the write committed and encoded exactly as a GET of the item answers (Graph: "returns a
+    /// 200 OK response code and an updated object in the response body"); every other write
+    /// (DELETE, actions without a result) answers 204.
     pub(crate) async fn write(&self, write: Write) -> Result<ApiResponse, ApiError> {
         self.state
             .store
             .write(&self.principal.tenant, write)
             .await?;
+        if self.req.method == http::Method::PATCH {
+            // The handler has already routed this path; routing it again here keeps every
+            // PATCH of every collection on this one path (no per-collection answer to forget).
+            if let Ok(route::Route::Item { of, keys }) = route::parse(&self.req.path) {
+                if let Some(response) = self.read_item(of, &keys).await? {
+                    return Ok(response);
+                }
+                // Deleted by another request since this write committed: the update did happen,
+                // so it is still a success, without a body.
+            }
+        }
         Ok(ApiResponse::no_content())
     }
 
@@ -89,17 +107,29 @@ impl Ctx<'_> {
         of: &'static Collection,
         keys: &[String],
     ) -> Result<ApiResponse, ApiError> {
+        match self.read_item(of, keys).await? {
+            Some(response) => Ok(response),
+            None => Err(ApiError::not_found(format!(
+                "The {} '{}' does not exist.",
+                of.item_name,
+                keys.last().map_or("", String::as_str)
+            ))),
+        }
+    }
+
+    /// The answer of a GET of one item (200), or `None` when it does not exist.
+    async fn read_item(
+        &self,
+        of: &'static Collection,
+        keys: &[String],
+    ) -> Result<Option<ApiResponse>, ApiError> {
         let bound = query::bind_item(of.entity, &self.options)?;
         let record = match EntityRef::of(of, keys) {
             Some(key) => self.state.store.get(&self.principal.tenant, &key).await?,
             None => None,
         };
         let Some(record) = record else {
-            return Err(ApiError::not_found(format!(
-                "The {} '{}' does not exist.",
-                of.item_name,
-                keys.last().map_or("", String::as_str)
-            )));
+            return Ok(None);
         };
         let parents = &keys[..keys.len().saturating_sub(1)];
         let context = format!("{}/$entity", of.context_path(parents));
@@ -117,10 +147,13 @@ impl Ctx<'_> {
             (None, _) => None,
         };
         let mut response_object = self.item_object(&record, &bound, context, device);
+        if let Some(odata_type) = entity_type_annotation(record.entity, of.declared_type) {
+            response_object = with_type(response_object, odata_type);
+        }
         let mut expanded = Vec::new();
         self.expand_script(&mut expanded, &record, &bound).await?;
         response_object.extend(expanded);
-        Ok(ApiResponse::json(StatusCode::OK, response_object))
+        Ok(Some(ApiResponse::json(StatusCode::OK, response_object)))
     }
 
     /// `$expand=assignments` / `$expand=runSummary` (bound only where the model declares them).
@@ -192,10 +225,9 @@ impl Ctx<'_> {
     ) -> Map<String, Json> {
         let mut object = Map::new();
         object.insert("@odata.context".into(), self.context(&context));
-        object.insert(
-            "@odata.type".into(),
-            Json::String(record.entity.type_annotation()),
-        );
+        // No `@odata.type`: the entity is of the declared type of its context (minimal metadata,
+        // as Graph answers; see `wire::encode`). Items of collections declared with a base type
+        // get theirs from `with_type`.
         object.extend(entity_object(record, bound.select.as_deref(), Shape::Item));
         if let (Some(device), Some(select)) = (device, &bound.expand_device) {
             object.insert(
@@ -235,6 +267,7 @@ impl Ctx<'_> {
                 .unwrap_or(usize::MAX)
                 .min(self.state.guard.limits.max_page_size)
         });
+        let declared = scope.of.declared_type;
         let list = ListQuery {
             scope,
             filter: bound.filter.clone(),
@@ -263,6 +296,7 @@ impl Ctx<'_> {
             self.expand_script(&mut extra, record, &bound).await?;
             items.push(RecordJson {
                 record,
+                odata_type: entity_type_annotation(record.entity, declared),
                 select: bound.select.as_deref(),
                 shape: Shape::ListItem,
                 extra,
@@ -340,6 +374,18 @@ struct ListBody<'a> {
     #[serde(rename = "@odata.nextLink", skip_serializing_if = "Option::is_none")]
     next_link: Option<String>,
     value: Vec<RecordJson<'a>>,
+}
+
+/// `object` (which starts with `@odata.context`) with `@odata.type` right after the context.
+fn with_type(object: Map<String, Json>, odata_type: String) -> Map<String, Json> {
+    let mut typed = Map::with_capacity(object.len() + 1);
+    let mut members = object.into_iter();
+    if let Some((name, context)) = members.next() {
+        typed.insert(name, context);
+    }
+    typed.insert("@odata.type".into(), Json::String(odata_type));
+    typed.extend(members);
+    typed
 }
 
 fn expanded_device(device: Option<&Record>, select: Option<&[usize]>) -> Json {

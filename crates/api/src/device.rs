@@ -7,8 +7,8 @@
 //! a write must bind, a registration under the token's own id.
 
 use remediate_domain::collections::{Collection, DeviceAccess, Parent};
+use remediate_domain::directory;
 use remediate_domain::model::{EntityType, NavId, MANAGED_DEVICE};
-use remediate_domain::ops;
 use remediate_domain::query::{Column, Filter};
 use remediate_domain::write::Write;
 use remediate_domain::Value;
@@ -124,7 +124,13 @@ pub(crate) async fn authorize(
             Route::Collection { .. } | Route::Item { .. },
             Verb::Patch | Verb::Delete | Verb::Post,
         )
-        | (Route::Count { .. } | Route::Navigation { .. } | Route::Operation(_), _)
+        | (
+            Route::Count { .. }
+            | Route::Navigation { .. }
+            | Route::Operation(_)
+            | Route::Ref { .. },
+            _,
+        )
         | (Route::Metadata, _) => Err(forbidden(NOT_ALLOWED)),
     }
 }
@@ -137,6 +143,7 @@ fn route_entity(route: &Route) -> Option<&'static EntityType> {
         | Route::Navigation { .. }
         | Route::Operation(_)
         | Route::PendingOnDemand { .. }
+        | Route::Ref { .. }
         | Route::Batch
         | Route::Metadata => None,
     }
@@ -150,17 +157,15 @@ struct Rules<'a, 'c> {
 impl Rules<'_, '_> {
     /// Scripts assigned to the device (targets and exclusions as the server evaluates them).
     async fn visible(&self) -> Result<Vec<String>, ApiError> {
-        let targets = self
-            .ctx
-            .state
-            .store
-            .assignment_targets(&self.ctx.principal.tenant)
-            .await?;
-        Ok(ops::visible_scripts(
-            &targets,
-            self.device,
-            &self.ctx.principal.groups,
-        ))
+        let tenant = &self.ctx.principal.tenant;
+        let store = &self.ctx.state.store;
+        let targets = store.assignment_targets(tenant).await?;
+        let mut targeting = store.device_targeting(tenant, self.device).await?;
+        // A token's `groups` claim adds memberships, as Entra's group claims would.
+        targeting
+            .groups
+            .extend(self.ctx.principal.groups.iter().cloned());
+        Ok(directory::visible_scripts(&targets, &targeting))
     }
 
     /// 404, as for a missing script, unless the script is assigned to the device.

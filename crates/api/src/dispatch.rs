@@ -92,11 +92,15 @@ fn permissions(route: &Route, verb: Verb) -> Option<&'static [&'static str]> {
         ) => Some(of.write_permissions),
         (Route::Navigation { of, nav, .. }, _) => Some(match nav.id {
             NavId::ManagedDevice | NavId::DeviceScriptStates => perm::RUN_STATE_DEVICE_READ,
-            NavId::RunSummary | NavId::DeviceRunStates | NavId::Assignments | NavId::History => {
-                of.read_permissions
-            }
+            NavId::RunSummary
+            | NavId::DeviceRunStates
+            | NavId::Assignments
+            | NavId::History
+            | NavId::Members
+            | NavId::MemberOf => of.read_permissions,
         }),
         (Route::PendingOnDemand { .. }, _) => Some(perm::DEVICES_READ),
+        (Route::Ref { of, .. }, _) => Some(of.write_permissions),
         (Route::Operation(_) | Route::Batch | Route::Metadata, _) => None,
     }
 }
@@ -153,6 +157,9 @@ async fn handle(
             crate::operations::run(ctx, operation).await
         }
         (Route::PendingOnDemand { device_id }, _) => pending_on_demand(ctx, &device_id).await,
+        (Route::Ref { of, parents, item }, _) => {
+            crate::directory::reference(ctx, of, parents, item).await
+        }
     }
 }
 
@@ -283,9 +290,14 @@ async fn navigation(
             Ok(ApiResponse::json(StatusCode::OK, object))
         }
         // Contained collections are routed as collections, never as navigations.
-        NavId::DeviceRunStates | NavId::Assignments | NavId::History => Err(ApiError::bad_request(
-            format!("'{}' is a collection.", nav.name),
-        )),
+        NavId::DeviceRunStates
+        | NavId::Assignments
+        | NavId::History
+        | NavId::Members
+        | NavId::MemberOf => Err(ApiError::bad_request(format!(
+            "'{}' is a collection.",
+            nav.name
+        ))),
     }
 }
 

@@ -82,7 +82,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(m) => ApiError::not_found(m),
             StoreError::Conflict(m) => ApiError::new(ErrorKind::Conflict, m),
-            StoreError::InvalidReference(m) => ApiError::bad_request(m),
+            StoreError::InvalidReference(m) | StoreError::Invalid(m) => ApiError::bad_request(m),
             StoreError::Unavailable(m) => {
                 tracing::warn!(error = %loggable(&m), "database unavailable");
                 ApiError::new(

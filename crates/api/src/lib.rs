@@ -5,6 +5,7 @@ pub mod auth;
 pub mod batch;
 mod ctx;
 mod device;
+mod directory;
 pub mod dispatch;
 pub mod error;
 pub mod guard;

@@ -1,7 +1,9 @@
 //! `$metadata`: the CSDL document of exactly what remediate serves, generated from the same model
 //! the server uses. A committed copy (`docs/metadata.xml`) is checked against a fresh generation
-//! by the tests, and every Graph type in it against Microsoft's CSDL (`crates/api/fixtures/csdl-subset.xml`, a copy of the
-//! project's `shared/spec/csdl-subset.xml`, so a clone anywhere tests it).
+//! by the tests, and every Graph type in it against Microsoft's CSDL
+//! (`crates/api/fixtures/csdl-subset.xml`: a copy of the project's `shared/spec/csdl-subset.xml`,
+//! so a clone anywhere tests it, extended with the neighbours' types transcribed from Graph's
+//! documentation and marked as such).
 
 use std::fmt::Write;
 use std::sync::OnceLock;
@@ -65,6 +67,9 @@ const COMPLEX_TYPES: &str = r#"      <ComplexType Name="deviceAndAppManagementAs
         <Property Name="remediatedDeviceCount" Type="Edm.Int32" />
         <Property Name="scriptCount" Type="Edm.Int32" />
       </ComplexType>
+      <ComplexType Name="assignmentFilterValidationResult">
+        <Property Name="isValidRule" Type="Edm.Boolean" Nullable="false" />
+      </ComplexType>
 "#;
 
 const OPERATIONS: &str = r#"      <Action Name="assign" IsBound="true">
@@ -86,6 +91,11 @@ const OPERATIONS: &str = r#"      <Action Name="assign" IsBound="true">
         <Parameter Name="bindingParameter" Type="graph.deviceHealthScript" />
         <Parameter Name="version" Type="Edm.String" Unicode="false" />
         <ReturnType Type="Edm.String" Unicode="false" />
+      </Action>
+      <Action Name="validateFilter" IsBound="true">
+        <Parameter Name="bindingParameter" Type="Collection(graph.deviceAndAppManagementAssignmentFilter)" />
+        <Parameter Name="deviceAndAppManagementAssignmentFilter" Type="graph.deviceAndAppManagementAssignmentFilter" />
+        <ReturnType Type="graph.assignmentFilterValidationResult" />
       </Action>
       <Function Name="areGlobalScriptsAvailable" IsBound="true">
         <Parameter Name="bindingParameter" Type="Collection(graph.deviceHealthScript)" />
@@ -139,6 +149,19 @@ pub fn generate() -> String {
     }
     x.push_str(COMPLEX_TYPES);
     x.push_str("      <EntityType Name=\"entity\" Abstract=\"true\">\n        <Key>\n          <PropertyRef Name=\"id\" />\n        </Key>\n        <Property Name=\"id\" Type=\"Edm.String\" Nullable=\"false\" />\n      </EntityType>\n");
+    // Base types Graph declares for collections of references (`directoryObject`).
+    let mut bases: Vec<&str> = ALL_COLLECTIONS
+        .iter()
+        .filter_map(|c| c.declared_type)
+        .collect();
+    bases.sort_unstable();
+    bases.dedup();
+    for base in &bases {
+        let _ = writeln!(
+            x,
+            "      <EntityType Name=\"{base}\" BaseType=\"graph.entity\" Abstract=\"true\" />"
+        );
+    }
     for entity in ALL_ENTITIES {
         let composite = std::ptr::eq(entity, &POLICY_STATE);
         if composite {
@@ -147,8 +170,9 @@ pub fn generate() -> String {
         } else {
             let _ = writeln!(
                 x,
-                "      <EntityType Name=\"{}\" BaseType=\"graph.entity\">",
-                entity.name
+                "      <EntityType Name=\"{}\" BaseType=\"graph.{}\">",
+                entity.name,
+                base_type(entity)
             );
         }
         if std::ptr::eq(entity, &RUN_RECORD) {
@@ -172,7 +196,16 @@ pub fn generate() -> String {
             );
         }
         for nav in entity.navigations {
-            let target = format!("graph.{}", nav.target.name);
+            // A collection of references declares Graph's type of its items.
+            let declared = ALL_COLLECTIONS.iter().find_map(|c| match c.parent {
+                Parent::Item(parent)
+                    if std::ptr::eq(parent.entity, entity) && c.segment == nav.name =>
+                {
+                    c.declared_type
+                }
+                _ => None,
+            });
+            let target = format!("graph.{}", declared.unwrap_or(nav.target.name));
             let ty = if nav.many {
                 format!("Collection({target})")
             } else {
@@ -203,9 +236,29 @@ pub fn generate() -> String {
     }
     x.push_str("      </EntityType>\n");
     x.push_str(OPERATIONS);
-    x.push_str("      <EntityContainer Name=\"GraphService\">\n        <Singleton Name=\"deviceManagement\" Type=\"graph.deviceManagement\" />\n      </EntityContainer>\n");
+    x.push_str("      <EntityContainer Name=\"GraphService\">\n");
+    for collection in ALL_COLLECTIONS {
+        if matches!(collection.parent, Parent::Root("")) {
+            let _ = writeln!(
+                x,
+                "        <EntitySet Name=\"{}\" EntityType=\"graph.{}\" />",
+                collection.segment, collection.entity.name
+            );
+        }
+    }
+    x.push_str("        <Singleton Name=\"deviceManagement\" Type=\"graph.deviceManagement\" />\n      </EntityContainer>\n");
     x.push_str("    </Schema>\n  </edmx:DataServices>\n</edmx:Edmx>\n");
     x
+}
+
+/// The base type of an entity: `directoryObject` for the items of collections Graph declares
+/// as `directoryObject`s (groups, devices), else `entity`.
+fn base_type(entity: &remediate_domain::model::EntityType) -> &'static str {
+    ALL_COLLECTIONS
+        .iter()
+        .filter(|c| std::ptr::eq(c.entity, entity))
+        .find_map(|c| c.declared_type)
+        .unwrap_or("entity")
 }
 
 pub fn document() -> &'static str {

@@ -179,6 +179,7 @@ fn operation(id: &str, params: Vec<Json>, body: Option<Json>, responses: Json) -
 /// The URL template of a collection and its path parameters (its ancestors' keys).
 fn collection_path(c: &Collection) -> (String, Vec<Json>) {
     match c.parent {
+        Parent::Root("") => (format!("/{}", c.segment), Vec::new()),
         Parent::Root(root) => (format!("/{root}/{}", c.segment), Vec::new()),
         Parent::Item(parent) => {
             let (path, mut params) = collection_path(parent);
@@ -280,6 +281,33 @@ fn generate() -> Json {
                     &format!("update{one}"),
                     item_params.clone(),
                     write(&name),
+                    responses("200", entity(&name), "application/json"),
+                ),
+            );
+        }
+        if c.via.is_some() {
+            // Collections of references change through `$ref`.
+            let reference = json!({
+                "type": "object", "required": ["@odata.id"], "additionalProperties": false,
+                "properties": {"@odata.id": {"type": "string"}}
+            });
+            add(
+                &format!("{path}/$ref"),
+                "post",
+                operation(
+                    &format!("add{one}Ref"),
+                    params.clone(),
+                    Some(reference),
+                    responses("204", None, ""),
+                ),
+            );
+            add(
+                &format!("{item}/$ref"),
+                "delete",
+                operation(
+                    &format!("remove{one}Ref"),
+                    item_params.clone(),
+                    None,
                     responses("204", None, ""),
                 ),
             );
@@ -319,7 +347,7 @@ fn generate() -> Json {
             Some(
                 json!({"type": "object", "required": ["deviceHealthScriptAssignments"], "additionalProperties": false, "properties": {"deviceHealthScriptAssignments": {"type": "array", "items": schema_ref(&format!("{assignment}.write"))}}}),
             ),
-            responses("204", None, ""),
+            responses("200", list(assignment), "application/json"),
         ),
     );
     add(
@@ -442,6 +470,26 @@ fn generate() -> Json {
         ),
     );
     add(
+        "/deviceManagement/assignmentFilters/validateFilter",
+        "post",
+        operation(
+            "validateFilter",
+            Vec::new(),
+            Some(json!({
+                "type": "object", "required": ["deviceAndAppManagementAssignmentFilter"],
+                "additionalProperties": false,
+                "properties": {"deviceAndAppManagementAssignmentFilter": {
+                    "type": "object", "properties": {"rule": {"type": "string"}}}}
+            })),
+            responses(
+                "200",
+                Some(json!({"type": "object", "required": ["isValidRule"],
+                            "properties": {"isValidRule": {"type": "boolean"}}})),
+                "application/json",
+            ),
+        ),
+    );
+    add(
         &format!("{device_item}/pendingOnDemandRemediations"),
         "get",
         operation(
@@ -462,7 +510,7 @@ fn generate() -> Json {
             "batch",
             vec![],
             Some(
-                json!({"type": "object", "required": ["requests"], "additionalProperties": false, "properties": {"requests": {"type": "array", "minItems": 1, "maxItems": 20, "items": {"type": "object", "required": ["id", "method", "url"], "properties": {"id": {"type": "string", "minLength": 1}, "method": {"type": "string", "enum": ["GET", "POST", "PATCH", "PUT", "DELETE"]}, "url": {"type": "string", "minLength": 1, "pattern": "^/"}, "headers": {"type": "object", "additionalProperties": {"type": "string"}}, "body": {}, "dependsOn": {"type": "array", "items": {"type": "string"}}}}}}}),
+                json!({"type": "object", "required": ["requests"], "additionalProperties": false, "properties": {"requests": {"type": "array", "minItems": 1, "maxItems": 20, "items": {"type": "object", "required": ["id", "method", "url"], "properties": {"id": {"oneOf": [{"type": "string", "minLength": 1}, {"type": "integer"}]}, "method": {"type": "string", "enum": ["GET", "POST", "PATCH", "PUT", "DELETE"]}, "url": {"type": "string", "minLength": 1, "pattern": "^/"}, "headers": {"type": "object", "additionalProperties": {"type": "string"}}, "body": {}, "dependsOn": {"type": "array", "items": {"oneOf": [{"type": "string", "minLength": 1}, {"type": "integer"}]}}}}}}}),
             ),
             responses(
                 "200",

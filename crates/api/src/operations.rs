@@ -1,4 +1,7 @@
-//! Bound actions and functions (SPEC §2, `graph-api.md` §4.3 and §4.7).
+//! Bound actions and functions (SPEC §2, `graph-api.md` §4.3 and §4.7). Statuses as Graph
+//! answers them: functions and `getGlobalScriptHighestAvailableVersion` 200 with their value,
+//! `assign` 200 with the new assignment set (docs/decisions.md), `enableGlobalScripts` and
+//! `initiateOnDemandProactiveRemediation` 204.
 
 use http::StatusCode;
 use remediate_domain::model::{DEVICE_HEALTH_SCRIPT_ASSIGNMENT, GLOBAL_SCRIPT_STATE};
@@ -6,6 +9,7 @@ use remediate_domain::ops;
 use remediate_domain::write::Write;
 use remediate_domain::Value;
 use remediate_store::EntityRef;
+use remediate_wire::{entity_object, Shape};
 use serde_json::{json, Map, Value as Json};
 
 use crate::ctx::{check_json_content_type, Ctx};
@@ -86,7 +90,25 @@ pub(crate) async fn run(ctx: &Ctx<'_>, operation: Operation) -> Result<ApiRespon
                 })?;
                 decoded.push(body.fields);
             }
-            ctx.write(ops::assign(&script_id, decoded)?).await
+            let write = ops::assign(&script_id, decoded)?;
+            // 200 with the new set, as a list of the script's assignments shows it (the records
+            // are stored exactly as built; encoded before the write so none is copied).
+            let Write::Assign { records, .. } = &write else {
+                return Err(ApiError::new(
+                    remediate_wire::ErrorKind::Internal,
+                    "The assign action did not build an assignment set.",
+                ));
+            };
+            let value = records
+                .iter()
+                .map(|r| Json::Object(entity_object(r, None, Shape::Item)))
+                .collect();
+            store.write(tenant, write).await?;
+            Ok(value_response(
+                ctx,
+                "Collection(microsoft.graph.deviceHealthScriptAssignment)",
+                Json::Array(value),
+            ))
         }
         Operation::GetRemediationHistory { script_id } => {
             ctx.principal.require(perm::SCRIPTS_READ)?;
@@ -209,5 +231,6 @@ pub(crate) async fn run(ctx: &Ctx<'_>, operation: Operation) -> Result<ApiRespon
             })
             .await
         }
+        Operation::ValidateFilter => crate::directory::validate_filter(ctx).await,
     }
 }

@@ -138,7 +138,11 @@ fn bind_projection(
             NavId::ManagedDevice => &mut bound.expand_device,
             NavId::Assignments => &mut bound.expand_assignments,
             NavId::RunSummary => &mut bound.expand_run_summary,
-            NavId::DeviceRunStates | NavId::History | NavId::DeviceScriptStates => {
+            NavId::DeviceRunStates
+            | NavId::History
+            | NavId::DeviceScriptStates
+            | NavId::Members
+            | NavId::MemberOf => {
                 return Err(ApiError::bad_request(format!(
                     "The navigation property '{name}' is declared expandable but has no expansion."
                 )))

@@ -33,6 +33,13 @@ pub enum Route {
         keys: Vec<String>,
         nav: &'static Navigation,
     },
+    /// `…/{collection}/$ref` (POST adds a reference) and `…/{collection}/{id}/$ref` (DELETE
+    /// removes it), for collections of references (`groups/{id}/members`).
+    Ref {
+        of: &'static Collection,
+        parents: Vec<String>,
+        item: Option<String>,
+    },
     /// A bound action or function (see [`Operation`]).
     Operation(Operation),
     /// Extension for device agents: on-demand runs queued for the device.
@@ -46,14 +53,26 @@ pub enum Route {
 /// Actions and functions bound to scripts and devices.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {
-    Assign { script_id: String },
-    GetRemediationHistory { script_id: String },
-    GetGlobalScriptHighestAvailableVersion { script_id: String },
-    UpdateGlobalScript { script_id: String },
+    Assign {
+        script_id: String,
+    },
+    GetRemediationHistory {
+        script_id: String,
+    },
+    GetGlobalScriptHighestAvailableVersion {
+        script_id: String,
+    },
+    UpdateGlobalScript {
+        script_id: String,
+    },
     GetRemediationSummary,
     AreGlobalScriptsAvailable,
     EnableGlobalScripts,
-    InitiateOnDemandProactiveRemediation { device_id: String },
+    InitiateOnDemandProactiveRemediation {
+        device_id: String,
+    },
+    /// `assignmentFilters/validateFilter`.
+    ValidateFilter,
 }
 
 impl Operation {
@@ -127,6 +146,8 @@ impl Route {
             | Route::PendingOnDemand { .. }
             | Route::Metadata => vec![Verb::Get],
             Route::Batch => vec![Verb::Post],
+            Route::Ref { item: None, .. } => vec![Verb::Post],
+            Route::Ref { item: Some(_), .. } => vec![Verb::Delete],
             Route::Operation(op) => match op.method() {
                 "GET" => vec![Verb::Get],
                 _ => vec![Verb::Post],
@@ -247,6 +268,30 @@ pub fn parse(path: &str) -> Result<Route, ApiError> {
     }
     if parts
         .last()
+        .is_some_and(|(name, raw)| name == "$ref" && raw == "$ref")
+    {
+        parts.pop();
+        return match parse_parts(&parts)? {
+            Route::Collection { of, parents } if of.via.is_some() => Ok(Route::Ref {
+                of,
+                parents,
+                item: None,
+            }),
+            Route::Item { of, mut keys } if of.via.is_some() => {
+                let item = keys.pop();
+                Ok(Route::Ref {
+                    of,
+                    parents: keys,
+                    item,
+                })
+            }
+            _ => Err(ApiError::bad_request(
+                "'$ref' is supported only after a collection of references (such as a group's members).",
+            )),
+        };
+    }
+    if parts
+        .last()
         .is_some_and(|(name, raw)| name == "$count" && raw == "$count")
     {
         parts.pop();
@@ -268,6 +313,7 @@ fn collection_operation(of: &Collection, name: &str) -> Option<Operation> {
             Some(Operation::AreGlobalScriptsAvailable)
         }
         (CollectionId::Scripts, "enableGlobalScripts") => Some(Operation::EnableGlobalScripts),
+        (CollectionId::AssignmentFilters, "validateFilter") => Some(Operation::ValidateFilter),
         _ => None,
     }
 }
@@ -308,19 +354,28 @@ fn parse_parts(parts: &[(String, String)]) -> Result<Route, ApiError> {
     let Some(root) = name_of(0) else {
         return Err(not_found(""));
     };
-    let roots: Vec<&'static Collection> = ALL_COLLECTIONS
+    // A collection at the top (`/groups`), or one under a fixed path (`/deviceManagement/…`).
+    let top = ALL_COLLECTIONS
         .into_iter()
-        .filter(|c| matches!(c.parent, Parent::Root(r) if r == root))
-        .collect();
-    if roots.is_empty() {
-        return Err(not_found(raw_of(0)));
-    }
-    let Some(mut of) = name_of(1).and_then(|n| roots.iter().find(|c| c.segment == n).copied())
-    else {
-        return Err(not_found(raw_of(1)));
+        .find(|c| matches!(c.parent, Parent::Root("")) && c.segment == root);
+    let (mut of, mut i) = match top {
+        Some(of) => (of, 1),
+        None => {
+            let roots: Vec<&'static Collection> = ALL_COLLECTIONS
+                .into_iter()
+                .filter(|c| matches!(c.parent, Parent::Root(r) if !r.is_empty() && r == root))
+                .collect();
+            if roots.is_empty() {
+                return Err(not_found(raw_of(0)));
+            }
+            let Some(of) = name_of(1).and_then(|n| roots.iter().find(|c| c.segment == n).copied())
+            else {
+                return Err(not_found(raw_of(1)));
+            };
+            (of, 2)
+        }
     };
     let mut keys: Vec<String> = Vec::new();
-    let mut i = 2;
     // After a route that must end the path, anything more is an unknown segment.
     let last = |route: Route, i: usize| {
         if parts.len() > i + 1 {

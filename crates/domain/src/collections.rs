@@ -6,9 +6,11 @@
 //! from its [`CollectionId`] by exhaustive matches — so a new collection that is declared but
 //! not given rules does not compile.
 
+use crate::directory;
 use crate::model::{
-    EntityType, Navigation, DEVICE_HEALTH_SCRIPT, DEVICE_HEALTH_SCRIPT_ASSIGNMENT,
-    DEVICE_RUN_STATE, MANAGED_DEVICE, RUN_RECORD,
+    EntityType, Navigation, ASSIGNMENT_FILTER, DEVICE_HEALTH_SCRIPT,
+    DEVICE_HEALTH_SCRIPT_ASSIGNMENT, DEVICE_RUN_STATE, DIRECTORY_DEVICE, GROUP, MANAGED_DEVICE,
+    ROLE_SCOPE_TAG, RUN_RECORD,
 };
 use crate::ops::{self, RuleError};
 use crate::query::Scope;
@@ -37,6 +39,43 @@ pub mod permissions {
         &["DeviceManagementManagedDevices.PrivilegedOperations.All"];
     /// `…/deviceRunStates/{id}/managedDevice` and a device's script states: a script reader
     /// or a device reader.
+    pub const TAGS_READ: &[&str] = &[
+        "DeviceManagementRBAC.Read.All",
+        "DeviceManagementRBAC.ReadWrite.All",
+    ];
+    pub const TAGS_WRITE: &[&str] = &["DeviceManagementRBAC.ReadWrite.All"];
+    pub const FILTERS_READ: &[&str] = &[
+        "DeviceManagementConfiguration.Read.All",
+        "DeviceManagementConfiguration.ReadWrite.All",
+    ];
+    pub const FILTERS_WRITE: &[&str] = &["DeviceManagementConfiguration.ReadWrite.All"];
+    pub const GROUPS_READ: &[&str] = &[
+        "Group.Read.All",
+        "Group.ReadWrite.All",
+        "Directory.Read.All",
+        "Directory.ReadWrite.All",
+    ];
+    pub const GROUPS_WRITE: &[&str] = &["Group.ReadWrite.All", "Directory.ReadWrite.All"];
+    /// `groups/{id}/members` and its `$ref` (Graph's least privileged: `GroupMember.*`).
+    pub const MEMBERS_READ: &[&str] = &[
+        "GroupMember.Read.All",
+        "GroupMember.ReadWrite.All",
+        "Group.Read.All",
+        "Group.ReadWrite.All",
+        "Directory.Read.All",
+        "Directory.ReadWrite.All",
+    ];
+    pub const MEMBERS_WRITE: &[&str] = &[
+        "GroupMember.ReadWrite.All",
+        "Group.ReadWrite.All",
+        "Directory.ReadWrite.All",
+    ];
+    pub const DIRECTORY_DEVICES_READ: &[&str] = &[
+        "Device.Read.All",
+        "Device.ReadWrite.All",
+        "Directory.Read.All",
+        "Directory.ReadWrite.All",
+    ];
     pub const RUN_STATE_DEVICE_READ: &[&str] = &[
         "DeviceManagementScripts.Read.All",
         "DeviceManagementScripts.ReadWrite.All",
@@ -55,6 +94,25 @@ pub enum CollectionId {
     Assignments,
     History,
     Devices,
+    RoleScopeTags,
+    AssignmentFilters,
+    Groups,
+    DirectoryDevices,
+    GroupMembers,
+    DeviceMemberOf,
+}
+
+/// A collection of references (`groups/{id}/members`): its items are entities of another
+/// collection, related to the parent item by rows of a link table rather than contained in it.
+#[derive(Debug)]
+pub struct Via {
+    /// The link table (`group_members`).
+    pub table: &'static str,
+    /// Its column holding the parent item's key, and the one holding the item's key.
+    pub parent_column: &'static str,
+    pub item_column: &'static str,
+    /// The collection the items belong to (where `$ref` targets are looked up).
+    pub items: &'static Collection,
 }
 
 /// Where a collection hangs in the URL tree.
@@ -111,6 +169,11 @@ pub struct Collection {
     /// its operation ids (`getScript`, `listScripts`) in the OpenAPI document.
     pub key_param: &'static str,
     pub names: (&'static str, &'static str),
+    /// A collection of references (see [`Via`]); `None` for stored or contained collections.
+    pub via: Option<Via>,
+    /// The type Graph declares for its items when it differs from the entity's own (members
+    /// are `directoryObject`s: each item then carries its `@odata.type`).
+    pub declared_type: Option<&'static str>,
 }
 
 pub static SCRIPTS: Collection = Collection {
@@ -130,6 +193,8 @@ pub static SCRIPTS: Collection = Collection {
     item_name: "deviceHealthScript",
     key_param: "scriptId",
     names: ("Script", "Scripts"),
+    via: None,
+    declared_type: None,
 };
 
 pub static RUN_STATES: Collection = Collection {
@@ -149,6 +214,8 @@ pub static RUN_STATES: Collection = Collection {
     item_name: "deviceRunState",
     key_param: "stateId",
     names: ("RunState", "RunStates"),
+    via: None,
+    declared_type: None,
 };
 
 pub static ASSIGNMENTS: Collection = Collection {
@@ -168,6 +235,8 @@ pub static ASSIGNMENTS: Collection = Collection {
     item_name: "deviceHealthScriptAssignment",
     key_param: "assignmentId",
     names: ("Assignment", "Assignments"),
+    via: None,
+    declared_type: None,
 };
 
 /// remediate's extension: the run records of a run state (read-only).
@@ -188,6 +257,8 @@ pub static HISTORY: Collection = Collection {
     item_name: "deviceHealthScriptRunRecord",
     key_param: "recordId",
     names: ("RunStateHistoryRecord", "RunStateHistory"),
+    via: None,
+    declared_type: None,
 };
 
 pub static DEVICES: Collection = Collection {
@@ -207,6 +278,147 @@ pub static DEVICES: Collection = Collection {
     item_name: "managedDevice",
     key_param: "deviceId",
     names: ("Device", "Devices"),
+    via: None,
+    declared_type: None,
+};
+
+pub static ROLE_SCOPE_TAGS: Collection = Collection {
+    id: CollectionId::RoleScopeTags,
+    entity: &ROLE_SCOPE_TAG,
+    segment: "roleScopeTags",
+    parent: Parent::Root("deviceManagement"),
+    list: true,
+    create: true,
+    read: true,
+    update: true,
+    delete: true,
+    read_permissions: permissions::TAGS_READ,
+    write_permissions: permissions::TAGS_WRITE,
+    device_reads: DeviceAccess::None,
+    device_writes: DeviceAccess::None,
+    item_name: "roleScopeTag",
+    key_param: "roleScopeTagId",
+    names: ("RoleScopeTag", "RoleScopeTags"),
+    via: None,
+    declared_type: None,
+};
+
+pub static ASSIGNMENT_FILTERS: Collection = Collection {
+    id: CollectionId::AssignmentFilters,
+    entity: &ASSIGNMENT_FILTER,
+    segment: "assignmentFilters",
+    parent: Parent::Root("deviceManagement"),
+    list: true,
+    create: true,
+    read: true,
+    update: true,
+    delete: true,
+    read_permissions: permissions::FILTERS_READ,
+    write_permissions: permissions::FILTERS_WRITE,
+    device_reads: DeviceAccess::None,
+    device_writes: DeviceAccess::None,
+    item_name: "deviceAndAppManagementAssignmentFilter",
+    key_param: "filterId",
+    names: ("AssignmentFilter", "AssignmentFilters"),
+    via: None,
+    declared_type: None,
+};
+
+pub static GROUPS: Collection = Collection {
+    id: CollectionId::Groups,
+    entity: &GROUP,
+    segment: "groups",
+    parent: Parent::Root(""),
+    list: true,
+    create: true,
+    read: true,
+    update: true,
+    delete: true,
+    read_permissions: permissions::GROUPS_READ,
+    write_permissions: permissions::GROUPS_WRITE,
+    device_reads: DeviceAccess::None,
+    device_writes: DeviceAccess::None,
+    item_name: "group",
+    key_param: "groupId",
+    names: ("Group", "Groups"),
+    via: None,
+    declared_type: None,
+};
+
+/// Entra devices: the directory objects of the managed devices (read-only).
+pub static DIRECTORY_DEVICES: Collection = Collection {
+    id: CollectionId::DirectoryDevices,
+    entity: &DIRECTORY_DEVICE,
+    segment: "devices",
+    parent: Parent::Root(""),
+    list: true,
+    create: false,
+    read: true,
+    update: false,
+    delete: false,
+    read_permissions: permissions::DIRECTORY_DEVICES_READ,
+    write_permissions: &[],
+    device_reads: DeviceAccess::None,
+    device_writes: DeviceAccess::None,
+    item_name: "device",
+    key_param: "deviceObjectId",
+    names: ("DirectoryDevice", "DirectoryDevices"),
+    via: None,
+    declared_type: None,
+};
+
+/// `groups/{id}/members`: read here, changed through `members/$ref`.
+pub static GROUP_MEMBERS: Collection = Collection {
+    id: CollectionId::GroupMembers,
+    entity: &DIRECTORY_DEVICE,
+    segment: "members",
+    parent: Parent::Item(&GROUPS),
+    list: true,
+    create: false,
+    read: false,
+    update: false,
+    delete: false,
+    read_permissions: permissions::MEMBERS_READ,
+    write_permissions: permissions::MEMBERS_WRITE,
+    device_reads: DeviceAccess::None,
+    device_writes: DeviceAccess::None,
+    item_name: "member",
+    key_param: "memberId",
+    names: ("GroupMember", "GroupMembers"),
+    via: Some(Via {
+        table: "group_members",
+        parent_column: "groupId",
+        item_column: "memberId",
+        items: &DIRECTORY_DEVICES,
+    }),
+    declared_type: Some("directoryObject"),
+};
+
+/// `devices/{id}/memberOf`: the groups (static and dynamic) a device is a member of.
+pub static DEVICE_MEMBER_OF: Collection = Collection {
+    id: CollectionId::DeviceMemberOf,
+    entity: &GROUP,
+    segment: "memberOf",
+    parent: Parent::Item(&DIRECTORY_DEVICES),
+    list: true,
+    create: false,
+    read: false,
+    update: false,
+    delete: false,
+    read_permissions: permissions::DIRECTORY_DEVICES_READ,
+    write_permissions: &[],
+    device_reads: DeviceAccess::None,
+    device_writes: DeviceAccess::None,
+    item_name: "group",
+    key_param: "groupId",
+    names: ("DeviceMemberOf", "DeviceMemberOf"),
+    via: Some(Via {
+        table: "group_members",
+        parent_column: "memberId",
+        item_column: "groupId",
+        items: &GROUPS,
+    }),
+    declared_type: Some("directoryObject"),
 };
 
 /// Collections are compared by identity (each is one static declaration).
@@ -219,8 +431,19 @@ impl PartialEq for Collection {
 impl Eq for Collection {}
 
 /// Every collection, in the order `$metadata` and the OpenAPI document list them.
-pub static ALL_COLLECTIONS: [&Collection; 5] =
-    [&SCRIPTS, &RUN_STATES, &ASSIGNMENTS, &HISTORY, &DEVICES];
+pub static ALL_COLLECTIONS: [&Collection; 11] = [
+    &SCRIPTS,
+    &RUN_STATES,
+    &ASSIGNMENTS,
+    &HISTORY,
+    &DEVICES,
+    &ROLE_SCOPE_TAGS,
+    &ASSIGNMENT_FILTERS,
+    &GROUPS,
+    &DIRECTORY_DEVICES,
+    &GROUP_MEMBERS,
+    &DEVICE_MEMBER_OF,
+];
 
 impl Collection {
     /// The collections contained in this one's items.
@@ -250,6 +473,7 @@ impl Collection {
     /// `deviceManagement/deviceHealthScripts('1')/deviceRunStates`.
     pub fn context_path(&self, parents: &[String]) -> String {
         match self.parent {
+            Parent::Root("") => self.segment.to_owned(),
             Parent::Root(root) => format!("{root}/{}", self.segment),
             Parent::Item(parent) => {
                 let (last, rest) = parents.split_last().map_or(("", &[][..]), |(l, r)| (l, r));
@@ -267,11 +491,16 @@ impl Collection {
     /// `encode`): `deviceManagement/deviceHealthScripts/1/deviceRunStates/1:2`.
     pub fn item_path(&self, keys: &[String], encode: impl Fn(&str) -> String + Copy) -> String {
         let (last, rest) = keys.split_last().map_or(("", &[][..]), |(l, r)| (l, r));
-        let base = match self.parent {
-            Parent::Root(root) => root.to_owned(),
-            Parent::Item(parent) => parent.item_path(rest, encode),
-        };
-        format!("{base}/{}/{}", self.segment, encode(last))
+        match self.parent {
+            Parent::Root("") => format!("{}/{}", self.segment, encode(last)),
+            Parent::Root(root) => format!("{root}/{}/{}", self.segment, encode(last)),
+            Parent::Item(parent) => format!(
+                "{}/{}/{}",
+                parent.item_path(rest, encode),
+                self.segment,
+                encode(last)
+            ),
+        }
     }
 
     /// The storage scope of the collection under the given ancestor keys.
@@ -292,7 +521,7 @@ pub mod rules {
 
     /// A create in the collection. `device` is the bound `managedDevice` (run states only).
     pub fn create(
-        of: &Collection,
+        of: &'static Collection,
         parents: &[String],
         fields: Vec<(usize, Value)>,
         device: Option<String>,
@@ -303,13 +532,19 @@ pub mod rules {
             CollectionId::RunStates => Ok(ops::create_run_state(parent(), fields, device)),
             CollectionId::Assignments => ops::create_assignment(&parent(), fields),
             CollectionId::Devices => Ok(ops::create_device(fields)),
-            CollectionId::History => Err(not_writable(of)),
+            CollectionId::RoleScopeTags
+            | CollectionId::AssignmentFilters
+            | CollectionId::Groups => directory::create(of, fields),
+            CollectionId::History
+            | CollectionId::DirectoryDevices
+            | CollectionId::GroupMembers
+            | CollectionId::DeviceMemberOf => Err(not_writable(of)),
         }
     }
 
     /// An update of an item. `device`: a `managedDevice` bound by the update (run states only).
     pub fn update(
-        of: &Collection,
+        of: &'static Collection,
         keys: &[String],
         fields: Vec<(usize, Value)>,
         device: Option<String>,
@@ -328,12 +563,18 @@ pub mod rules {
                 id,
                 changes: fields,
             }),
-            CollectionId::History => Err(not_writable(of)),
+            CollectionId::RoleScopeTags
+            | CollectionId::AssignmentFilters
+            | CollectionId::Groups => directory::update(of, keys, fields),
+            CollectionId::History
+            | CollectionId::DirectoryDevices
+            | CollectionId::GroupMembers
+            | CollectionId::DeviceMemberOf => Err(not_writable(of)),
         }
     }
 
     /// A delete of an item.
-    pub fn delete(of: &Collection, keys: &[String]) -> Result<Write, RuleError> {
+    pub fn delete(of: &'static Collection, keys: &[String]) -> Result<Write, RuleError> {
         let (id, parent) = split(keys);
         match of.id {
             CollectionId::Scripts => Ok(Write::DeleteScript { id }),
@@ -346,7 +587,13 @@ pub mod rules {
                 id,
             }),
             CollectionId::Devices => Ok(Write::DeleteDevice { id }),
-            CollectionId::History => Err(not_writable(of)),
+            CollectionId::RoleScopeTags
+            | CollectionId::AssignmentFilters
+            | CollectionId::Groups => directory::delete(of, keys),
+            CollectionId::History
+            | CollectionId::DirectoryDevices
+            | CollectionId::GroupMembers
+            | CollectionId::DeviceMemberOf => Err(not_writable(of)),
         }
     }
 
@@ -379,7 +626,13 @@ mod tests {
                     let nav = c.navigation().unwrap_or_else(|| {
                         panic!("{} has no navigation {}", parent.entity.name, c.segment)
                     });
-                    assert!(nav.contained && nav.many, "{}", c.segment);
+                    // Contained collections are contained navigations; reference collections
+                    // (members) are not, and name the collection their items belong to.
+                    assert_eq!(nav.contained, c.via.is_none(), "{}", c.segment);
+                    assert!(nav.many, "{}", c.segment);
+                    if let Some(via) = &c.via {
+                        assert!(std::ptr::eq(via.items.entity, c.entity), "{}", c.segment);
+                    }
                     assert!(std::ptr::eq(nav.target, c.entity), "{}", c.segment);
                     assert!(parent.children().any(|child| std::ptr::eq(child, c)));
                 }

@@ -4,9 +4,12 @@
 //! the wire layer produces them from request bodies, storage persists them.
 
 pub mod collections;
+pub mod directory;
 pub mod model;
+pub mod neighbours;
 pub mod ops;
 pub mod query;
+pub mod rule;
 pub mod time;
 pub mod value;
 pub mod write;

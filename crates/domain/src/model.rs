@@ -274,7 +274,12 @@ pub struct Property {
     pub max_len: Option<usize>,
 }
 
-const fn prop(name: &'static str, kind: Kind, nullable: bool, default: DefaultValue) -> Property {
+pub(crate) const fn prop(
+    name: &'static str,
+    kind: Kind,
+    nullable: bool,
+    default: DefaultValue,
+) -> Property {
     Property {
         name,
         kind,
@@ -287,22 +292,22 @@ const fn prop(name: &'static str, kind: Kind, nullable: bool, default: DefaultVa
     }
 }
 
-const fn read_only(mut p: Property) -> Property {
+pub(crate) const fn read_only(mut p: Property) -> Property {
     p.access = Access::ReadOnly;
     p
 }
 
-const fn limited(mut p: Property, max: usize) -> Property {
+pub(crate) const fn limited(mut p: Property, max: usize) -> Property {
     p.max_len = Some(max);
     p
 }
 
-const fn not_filterable(mut p: Property) -> Property {
+pub(crate) const fn not_filterable(mut p: Property) -> Property {
     p.filterable = false;
     p
 }
 
-const fn detail_only(mut p: Property) -> Property {
+pub(crate) const fn detail_only(mut p: Property) -> Property {
     p.in_list = false;
     p.filterable = false;
     p
@@ -330,6 +335,10 @@ pub enum NavId {
     History,
     /// `managedDevice/deviceHealthScriptStates` (computed).
     DeviceScriptStates,
+    /// `group/members` (references to directory objects: devices).
+    Members,
+    /// `device/memberOf` (the groups a device is a member of).
+    MemberOf,
 }
 
 /// A navigation property: from an entity to one or many others.
@@ -365,7 +374,12 @@ impl PartialEq for Navigation {
 
 impl Eq for Navigation {}
 
-const fn nav(id: NavId, name: &'static str, target: &'static EntityType, many: bool) -> Navigation {
+pub(crate) const fn nav(
+    id: NavId,
+    name: &'static str,
+    target: &'static EntityType,
+    many: bool,
+) -> Navigation {
     Navigation {
         id,
         name,
@@ -378,7 +392,7 @@ const fn nav(id: NavId, name: &'static str, target: &'static EntityType, many: b
     }
 }
 
-const fn expandable(mut n: Navigation) -> Navigation {
+pub(crate) const fn expandable(mut n: Navigation) -> Navigation {
     n.expand = true;
     n
 }
@@ -398,6 +412,9 @@ pub struct EntityType {
     pub links: &'static [Link],
     /// Navigation properties (`$expand`, paths, binds, `$metadata`).
     pub navigations: &'static [Navigation],
+    /// Rows stored under the empty tenant are built-ins every tenant reads (the `Default` role
+    /// scope tag); writes never reach them (the domain rules refuse changing a built-in).
+    pub shared_builtins: bool,
 }
 
 impl EntityType {
@@ -435,6 +452,11 @@ impl EntityType {
     }
 }
 
+pub use crate::neighbours::{
+    ASSIGNMENT_FILTER, ASSIGNMENT_FILTER_MANAGEMENT_TYPE, DEVICE_PLATFORM_TYPE, DIRECTORY_DEVICE,
+    GROUP, ROLE_SCOPE_TAG,
+};
+
 use DefaultValue as D;
 use Kind as K;
 
@@ -443,6 +465,7 @@ pub static DEVICE_HEALTH_SCRIPT: EntityType = EntityType {
     table: "device_health_scripts",
     accepted_types: &["microsoft.management.services.api.deviceHealthScript"],
     links: &[],
+    shared_builtins: false,
     navigations: &[
         expandable(nav(
             NavId::Assignments,
@@ -529,6 +552,7 @@ pub static DEVICE_RUN_STATE: EntityType = EntityType {
     table: "device_run_states",
     accepted_types: &["microsoft.management.services.api.deviceHealthScriptDeviceState"],
     links: &[Link::Script, Link::Device],
+    shared_builtins: false,
     navigations: &[
         Navigation {
             contained: false,
@@ -625,6 +649,7 @@ pub static MANAGED_DEVICE: EntityType = EntityType {
     table: "managed_devices",
     accepted_types: &[],
     links: &[],
+    shared_builtins: false,
     navigations: &[Navigation {
         contained: false,
         ..nav(
@@ -728,6 +753,7 @@ pub static DEVICE_HEALTH_SCRIPT_ASSIGNMENT: EntityType = EntityType {
     table: "device_health_script_assignments",
     accepted_types: &[],
     links: &[Link::Script],
+    shared_builtins: false,
     navigations: &[],
     properties: &[
         read_only(prop("id", K::String, false, D::Server)),
@@ -754,6 +780,7 @@ pub static RUN_RECORD: EntityType = EntityType {
     table: "run_history",
     accepted_types: &[],
     links: &[Link::Script, Link::State],
+    shared_builtins: false,
     navigations: &[],
     properties: &[
         read_only(prop("id", K::String, false, D::Server)),
@@ -831,6 +858,7 @@ pub static RUN_SUMMARY: EntityType = EntityType {
     table: "",
     accepted_types: &[],
     links: &[],
+    shared_builtins: false,
     navigations: &[],
     properties: &[
         read_only(prop("id", K::String, false, D::Server)),
@@ -904,6 +932,7 @@ pub static POLICY_STATE: EntityType = EntityType {
     table: "",
     accepted_types: &[],
     links: &[],
+    shared_builtins: false,
     navigations: &[],
     properties: &[
         read_only(prop("id", K::String, false, D::Server)),
@@ -978,7 +1007,7 @@ pub static POLICY_STATE: EntityType = EntityType {
 };
 
 /// Every entity type served, for `$metadata` and model-wide checks.
-pub static ALL_ENTITIES: [&EntityType; 7] = [
+pub static ALL_ENTITIES: [&EntityType; 11] = [
     &DEVICE_HEALTH_SCRIPT,
     &DEVICE_RUN_STATE,
     &MANAGED_DEVICE,
@@ -986,10 +1015,14 @@ pub static ALL_ENTITIES: [&EntityType; 7] = [
     &RUN_SUMMARY,
     &POLICY_STATE,
     &RUN_RECORD,
+    &ROLE_SCOPE_TAG,
+    &GROUP,
+    &DIRECTORY_DEVICE,
+    &ASSIGNMENT_FILTER,
 ];
 
 /// Every enum type served.
-pub static ALL_ENUMS: [&EnumType; 12] = [
+pub static ALL_ENUMS: [&EnumType; 14] = [
     &RUN_STATE,
     &REMEDIATION_STATE,
     &RUN_AS_ACCOUNT,
@@ -1002,6 +1035,8 @@ pub static ALL_ENUMS: [&EnumType; 12] = [
     &JOIN_TYPE,
     &FILTER_TYPE,
     &GLOBAL_SCRIPT_STATE,
+    &DEVICE_PLATFORM_TYPE,
+    &ASSIGNMENT_FILTER_MANAGEMENT_TYPE,
 ];
 
 /// The well-known pseudo-group ids Intune uses in assignment ids.

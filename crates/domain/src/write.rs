@@ -1,6 +1,7 @@
 //! Write commands: every change to stored data is one of these, validated before storage sees it.
 //! Storage executes each command in one transaction; a command either happens completely or not at all.
 
+use crate::collections::Collection;
 use crate::value::{Record, Value};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +68,36 @@ pub enum Write {
     },
     DeleteDevice {
         id: String,
+    },
+    /// A create in a collection whose storage needs no statements of its own (role scope tags,
+    /// groups, assignment filters): the record is inserted, then the collection's checks run
+    /// (references, dynamic membership) in the same transaction.
+    Create {
+        of: &'static Collection,
+        record: Record,
+    },
+    /// A change of an item of such a collection (keys outermost first).
+    Update {
+        of: &'static Collection,
+        keys: Vec<String>,
+        changes: Vec<(usize, Value)>,
+    },
+    /// A deletion of an item of such a collection (refused while something still uses it).
+    Delete {
+        of: &'static Collection,
+        keys: Vec<String>,
+    },
+    /// `POST …/{collection}/$ref`: relate `item` to the parent item (a device to a group).
+    AddReference {
+        of: &'static Collection,
+        parent: String,
+        item: String,
+    },
+    /// `DELETE …/{collection}/{item}/$ref`.
+    RemoveReference {
+        of: &'static Collection,
+        parent: String,
+        item: String,
     },
 }
 

@@ -90,11 +90,34 @@ pub(crate) fn insert_sql(tenant: &str, record: &Record) -> Sql {
     sql
 }
 
+/// The condition placing rows of `entity` in `tenant` (alias `t`): built-ins stored under the
+/// empty tenant are every tenant's (`EntityType::shared_builtins`).
+pub(crate) fn tenant_condition(sql: &mut Sql, entity: &EntityType, tenant: &str) {
+    sql.push("t.\"tenant\" = ")
+        .arg(Arg::Text(Some(tenant.to_owned())));
+    if entity.shared_builtins {
+        sql.push(" OR t.\"tenant\" = ''");
+    }
+}
+
 /// `WHERE` clause addressing one entity (alias `t`).
 pub(crate) fn key_where(sql: &mut Sql, tenant: &str, key: &EntityRef) {
-    sql.push(" WHERE t.\"tenant\" = ")
-        .arg(Arg::Text(Some(tenant.to_owned())));
+    sql.push(" WHERE (");
+    tenant_condition(sql, entity_of(key), tenant);
+    sql.push(")");
     match key {
+        EntityRef::Item { of, keys } => {
+            let scope = remediate_domain::query::Scope::new(
+                of,
+                keys[..keys.len().saturating_sub(1)].to_vec(),
+            );
+            for (column, value) in scope.conditions() {
+                sql.push(&format!(" AND t.\"{column}\" = "))
+                    .arg(Arg::Text(Some(value.to_owned())));
+            }
+            sql.push(" AND t.\"id\" = ")
+                .arg(Arg::Text(Some(keys.last().cloned().unwrap_or_default())));
+        }
         EntityRef::Script(id) | EntityRef::Device(id) => {
             sql.push(" AND t.\"id\" = ")
                 .arg(Arg::Text(Some(id.clone())));
@@ -115,5 +138,6 @@ pub(crate) fn entity_of(key: &EntityRef) -> &'static EntityType {
         EntityRef::RunState { .. } => &DEVICE_RUN_STATE,
         EntityRef::Device(_) => &MANAGED_DEVICE,
         EntityRef::Assignment { .. } => &DEVICE_HEALTH_SCRIPT_ASSIGNMENT,
+        EntityRef::Item { of, .. } => of.entity,
     }
 }

@@ -78,14 +78,28 @@ impl Writer {
         write: Write,
     ) -> Result<WriteOutcome, ExecError> {
         match write {
+            Write::Create { of, record } => self.create_item(c, tenant, of, record).await,
+            Write::Update { of, keys, changes } => {
+                self.update_item(c, tenant, of, keys, changes).await
+            }
+            Write::Delete { of, keys } => self.delete_item(c, tenant, of, keys).await,
+            Write::AddReference { of, parent, item } => {
+                self.add_reference(c, tenant, of, parent, item).await
+            }
+            Write::RemoveReference { of, parent, item } => {
+                self.remove_reference(c, tenant, of, parent, item).await
+            }
             Write::CreateScript { record } => {
+                self.check_references(c, tenant, &record).await?;
                 let sql = insert_sql(tenant, &record);
                 c.execute(&sql.text, &sql.args).await?;
                 Ok(WriteOutcome::Created(record))
             }
             Write::CreateDevice { record } => {
+                self.check_references(c, tenant, &record).await?;
                 let sql = insert_sql(tenant, &record);
                 c.execute(&sql.text, &sql.args).await?;
+                self.refresh_device(c, tenant, &record).await?;
                 counters::bump(c, tenant, counters::DEVICES, self.shard, 1).await?;
                 Ok(WriteOutcome::Created(record))
             }
@@ -115,6 +129,7 @@ impl Writer {
                 }
                 record.set("lastModifiedDateTime", Value::Time(Instant::now()));
                 changed.push(record.entity.index("lastModifiedDateTime"));
+                self.check_references(c, tenant, &record).await?;
                 self.update_columns(c, tenant, &key, &record, &changed, None)
                     .await?;
                 Ok(WriteOutcome::Updated)
@@ -131,8 +146,10 @@ impl Writer {
                 for (index, value) in changes {
                     record.values[index] = value;
                 }
+                self.check_references(c, tenant, &record).await?;
                 self.update_columns(c, tenant, &key, &record, &changed, None)
                     .await?;
+                self.refresh_device(c, tenant, &record).await?;
                 Ok(WriteOutcome::Updated)
             }
             Write::UpdateRunState {
@@ -185,6 +202,8 @@ impl Writer {
                     ))
                     .into());
                 }
+                self.check_target_filter(c, tenant, record.get("target"))
+                    .await?;
                 let sql = insert_sql(tenant, &record);
                 c.execute(&sql.text, &sql.args).await?;
                 Ok(WriteOutcome::Created(record))
@@ -210,6 +229,8 @@ impl Writer {
                 for (index, value) in changes {
                     record.values[index] = value;
                 }
+                self.check_target_filter(c, tenant, record.get("target"))
+                    .await?;
                 self.update_columns(c, tenant, &key, &record, &changed, None)
                     .await?;
                 Ok(WriteOutcome::Updated)
@@ -228,6 +249,8 @@ impl Writer {
                 }
                 c.execute("DELETE FROM device_health_script_assignments WHERE \"tenant\" = $1 AND \"scriptId\" = $2", &[db::text(tenant), db::text(&script_id)]).await?;
                 for record in &records {
+                    self.check_target_filter(c, tenant, record.get("target"))
+                        .await?;
                     let sql = insert_sql(tenant, record);
                     c.execute(&sql.text, &sql.args).await?;
                 }
@@ -282,6 +305,11 @@ impl Writer {
                     )
                     .await?;
                 counters::bump(c, tenant, counters::DEVICES, self.shard, -1).await?;
+                c.execute(
+                    "DELETE FROM group_members WHERE \"tenant\" = $1 AND \"memberId\" = $2",
+                    &[db::text(tenant), db::text(&id)],
+                )
+                .await?;
                 Ok(deleted)
             }
             Write::DeleteRunState { script_id, id } => {
@@ -440,7 +468,7 @@ impl Writer {
 
     /// The entity, its row locked until the transaction ends (PostgreSQL; SQLite's single
     /// writer needs no lock) when `lock`.
-    async fn fetch(
+    pub(crate) async fn fetch(
         &self,
         c: &mut dyn Conn,
         tenant: &str,
@@ -495,7 +523,7 @@ impl Writer {
             .is_some())
     }
 
-    async fn update_columns(
+    pub(crate) async fn update_columns(
         &self,
         c: &mut dyn Conn,
         tenant: &str,
@@ -612,7 +640,7 @@ impl Writer {
     }
 
     /// Delete one entity; rejected with `missing` when there is none.
-    async fn delete(
+    pub(crate) async fn delete(
         &self,
         c: &mut dyn Conn,
         tenant: &str,

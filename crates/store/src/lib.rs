@@ -12,6 +12,8 @@
 //!   PostgreSQL write transaction with its retry loop, and maintenance transactions;
 //! - `commands`: the write-command executor (one [`Write`] inside an open transaction);
 //! - `reads`: single entities and pages of collections;
+//! - `directory`: role scope tags, assignment filters and groups (generic writes with their
+//!   checks), group membership (`$ref`, dynamic rules) and what targeting reads of a device;
 //! - `views`: computed views; `counters`: the summary counters;
 //! - `codec`: rows ↔ records; `translate`: filters, orderings and values → SQL;
 //! - `db`: the two drivers behind one `Conn` interface; `migrate`: the schema;
@@ -23,6 +25,7 @@ mod commands;
 mod connect;
 mod counters;
 mod db;
+mod directory;
 mod error;
 mod migrate;
 mod reads;
@@ -51,6 +54,9 @@ pub enum StoreError {
     /// The request refers to another entity that does not exist (a bind to a missing device).
     #[error("{0}")]
     InvalidReference(String),
+    /// The change breaks a rule about the stored entity as a whole (checked once merged).
+    #[error("{0}")]
+    Invalid(String),
     /// The database cannot be reached or is overloaded; the client should retry.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
@@ -66,15 +72,26 @@ pub enum StoreError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntityRef {
     Script(String),
-    RunState { script_id: String, id: String },
+    RunState {
+        script_id: String,
+        id: String,
+    },
     Device(String),
-    Assignment { script_id: String, id: String },
+    Assignment {
+        script_id: String,
+        id: String,
+    },
+    /// An item of any other declared collection: its ancestors' keys, then its own.
+    Item {
+        of: &'static Collection,
+        keys: Vec<String>,
+    },
 }
 
 impl EntityRef {
     /// The key of an item of a declared collection (keys outermost first); `None` for
     /// collections whose items are not addressable one by one (a run state's history).
-    pub fn of(collection: &Collection, keys: &[String]) -> Option<EntityRef> {
+    pub fn of(collection: &'static Collection, keys: &[String]) -> Option<EntityRef> {
         let key = |i: usize| keys.get(i).cloned().unwrap_or_default();
         match collection.id {
             CollectionId::Scripts => Some(EntityRef::Script(key(0))),
@@ -87,6 +104,21 @@ impl EntityRef {
                 script_id: key(0),
                 id: key(1),
             }),
+            CollectionId::RoleScopeTags
+            | CollectionId::AssignmentFilters
+            | CollectionId::Groups
+            | CollectionId::DirectoryDevices => Some(EntityRef::Item {
+                of: collection,
+                keys: keys.to_vec(),
+            }),
+            // Rows of reference collections are items of another collection.
+            CollectionId::GroupMembers | CollectionId::DeviceMemberOf => {
+                let via = collection.via.as_ref()?;
+                Some(EntityRef::Item {
+                    of: via.items,
+                    keys: vec![keys.last()?.clone()],
+                })
+            }
             CollectionId::History => None,
         }
     }
@@ -133,6 +165,14 @@ pub trait Store: Send + Sync + 'static {
     async fn global_scripts_state(&self, tenant: &str) -> Result<i64, StoreError>;
     /// Delete history records older than `cutoff` (retention); returns how many were deleted.
     async fn prune_history(&self, cutoff: remediate_domain::Instant) -> Result<u64, StoreError>;
+    /// What targeting reads of a device: its group memberships (static and dynamic), its
+    /// properties for filter rules, and the tenant's filters. A device that does not exist has
+    /// no memberships.
+    async fn device_targeting(
+        &self,
+        tenant: &str,
+        device_id: &str,
+    ) -> Result<remediate_domain::directory::DeviceTargeting, StoreError>;
     /// Every assignment of the tenant as (script id, target JSON), for device visibility.
     async fn assignment_targets(&self, tenant: &str) -> Result<Vec<(String, String)>, StoreError>;
     /// Rebuild every counter from the rows (after rows were changed outside the server).

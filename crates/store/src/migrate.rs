@@ -36,6 +36,13 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0003_counters.sql"),
         then: Some(crate::counters::FILL),
     },
+    Migration {
+        version: 4,
+        name: "directory",
+        sqlite: include_str!("../migrations/sqlite/0004_directory.sql"),
+        postgres: include_str!("../migrations/postgres/0004_directory.sql"),
+        then: None,
+    },
 ];
 
 /// Apply every migration that is not yet applied. On PostgreSQL an advisory lock serializes

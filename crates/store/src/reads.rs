@@ -8,7 +8,9 @@ use remediate_domain::model::MANAGED_DEVICE;
 use remediate_domain::query::{After, Filter, ListQuery, Page};
 use remediate_domain::{Record, Value};
 
-use crate::codec::{column_count, decode_record, entity_of, key_where, select_columns};
+use crate::codec::{
+    column_count, decode_record, entity_of, key_where, select_columns, tenant_condition,
+};
 use crate::counters;
 use crate::db::{self, Conn, DbError};
 use crate::error::ExecError;
@@ -105,10 +107,24 @@ async fn page_of(c: &mut dyn Conn, tenant: &str, query: &ListQuery) -> Result<Pa
     if join_device {
         from.push(" LEFT JOIN managed_devices d ON d.\"tenant\" = t.\"tenant\" AND d.\"id\" = t.\"managedDeviceId\"");
     }
-    from.push(" WHERE t.\"tenant\" = ").arg(db::text(tenant));
-    for (column, key) in query.scope.conditions() {
-        from.push(&format!(" AND t.\"{column}\" = "))
-            .arg(db::text(key));
+    if let Some(via) = &query.scope.of.via {
+        // A collection of references: the items related to the parent by the link table.
+        from.push(&format!(
+            " JOIN \"{}\" v ON v.\"tenant\" = t.\"tenant\" AND v.\"{}\" = t.\"id\" AND v.\"{}\" = ",
+            via.table, via.item_column, via.parent_column
+        ))
+        .arg(db::text(
+            query.scope.parents.last().map_or("", String::as_str),
+        ));
+    }
+    from.push(" WHERE (");
+    tenant_condition(&mut from, entity, tenant);
+    from.push(")");
+    if query.scope.of.via.is_none() {
+        for (column, key) in query.scope.conditions() {
+            from.push(&format!(" AND t.\"{column}\" = "))
+                .arg(db::text(key));
+        }
     }
     if let Some(filter) = &query.filter {
         from.push(" AND ");
@@ -127,7 +143,13 @@ async fn page_of(c: &mut dyn Conn, tenant: &str, query: &ListQuery) -> Result<Pa
                 | CollectionId::Assignments
                 | CollectionId::History
                 | CollectionId::RunStates
-                | CollectionId::Devices,
+                | CollectionId::Devices
+                | CollectionId::RoleScopeTags
+                | CollectionId::AssignmentFilters
+                | CollectionId::Groups
+                | CollectionId::DirectoryDevices
+                | CollectionId::GroupMembers
+                | CollectionId::DeviceMemberOf,
                 _,
             ) => {
                 let text = format!("SELECT COUNT(*){}", from.text);

@@ -106,6 +106,20 @@ impl Store for SqlStore {
         .await
     }
 
+    async fn device_targeting(
+        &self,
+        tenant: &str,
+        device_id: &str,
+    ) -> Result<remediate_domain::directory::DeviceTargeting, StoreError> {
+        let (tenant, device_id) = (tenant.to_owned(), device_id.to_owned());
+        self.read(move |c| {
+            Box::pin(
+                async move { crate::directory::device_targeting(c, &tenant, &device_id).await },
+            )
+        })
+        .await
+    }
+
     async fn assignment_targets(&self, tenant: &str) -> Result<Vec<(String, String)>, StoreError> {
         let tenant = tenant.to_owned();
         self.read(move |c| Box::pin(async move { reads::assignment_targets(c, &tenant).await }))

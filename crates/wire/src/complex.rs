@@ -172,21 +172,11 @@ fn assignment_target(at: &str, json: &Json) -> Result<Json, DecodeError> {
         "@odata.type".into(),
         Json::String(format!("#microsoft.graph.{type_name}")),
     );
-    match map.get("deviceAndAppManagementAssignmentFilterId") {
-        None | Some(Json::Null) => out.insert("deviceAndAppManagementAssignmentFilterId".into(), Json::Null),
-        Some(Json::String(s)) => out.insert("deviceAndAppManagementAssignmentFilterId".into(), Json::String(s.clone())),
-        Some(other) => return Err(DecodeError(format!("'{at}.deviceAndAppManagementAssignmentFilterId' must be a string, but the request has {}.", describe(other)))),
-    };
-    let filter_type = match map.get("deviceAndAppManagementAssignmentFilterType") {
-        None => "none".to_owned(),
-        Some(Json::String(s)) if ["none", "include", "exclude"].contains(&s.as_str()) => s.clone(),
-        Some(other) => {
-            return Err(DecodeError(format!(
-                "'{at}.deviceAndAppManagementAssignmentFilterType' has {}, which is not a member of microsoft.graph.deviceAndAppManagementAssignmentFilterType; expected one of 'none', 'include', 'exclude'.",
-                describe(other)
-            )))
-        }
-    };
+    let (filter_id, filter_type) = assignment_filter(at, map)?;
+    out.insert(
+        "deviceAndAppManagementAssignmentFilterId".into(),
+        Json::String(filter_id),
+    );
     out.insert(
         "deviceAndAppManagementAssignmentFilterType".into(),
         Json::String(filter_type),
@@ -205,6 +195,114 @@ fn assignment_target(at: &str, json: &Json) -> Result<Json, DecodeError> {
     }
     reject_unknown(at, type_name, map, &out)?;
     Ok(Json::Object(out))
+}
+
+/// The filter id Intune answers for a target without an assignment filter (with the filter type
+/// `none`): targets never carry a null filter id.
+pub const NO_FILTER_ID: &str = "00000000-0000-0000-0000-000000000000";
+
+/// A target's filter, as (id, type): no filter is ([`NO_FILTER_ID`], `none`) however it is sent
+/// (id left out, null or the zero GUID; type left out or `none`). A filter id with the type `none`
+/// and the type `include`/`exclude` without a filter id are refused: either would store a filter
+/// that does nothing, or no filter where one was meant.
+fn assignment_filter(at: &str, map: &Map<String, Json>) -> Result<(String, String), DecodeError> {
+    const ID: &str = "deviceAndAppManagementAssignmentFilterId";
+    const TYPE: &str = "deviceAndAppManagementAssignmentFilterType";
+    let filter_id = match map.get(ID) {
+        None | Some(Json::Null) => None,
+        Some(Json::String(s)) if s == NO_FILTER_ID => None,
+        Some(Json::String(s)) if is_guid(s) => Some(s.clone()),
+        Some(other) => {
+            return Err(DecodeError(format!(
+                "'{at}.{ID}' must be the id of an assignment filter (a GUID) or null, but the request has {}.",
+                describe(other)
+            )))
+        }
+    };
+    let (filter_type, type_given) = match map.get(TYPE) {
+        None => ("none".to_owned(), false),
+        Some(Json::String(s)) if ["none", "include", "exclude"].contains(&s.as_str()) => {
+            (s.clone(), true)
+        }
+        Some(other) => {
+            return Err(DecodeError(format!(
+                "'{at}.{TYPE}' has {}, which is not a member of microsoft.graph.deviceAndAppManagementAssignmentFilterType; expected one of 'none', 'include', 'exclude'.",
+                describe(other)
+            )))
+        }
+    };
+    match (filter_id, filter_type.as_str()) {
+        (None, "none") => Ok((NO_FILTER_ID.to_owned(), filter_type)),
+        (Some(id), "include" | "exclude") => Ok((id, filter_type)),
+        (Some(id), _) => {
+            let given = if type_given {
+                "is 'none'"
+            } else {
+                "is left out, so it is 'none'"
+            };
+            Err(DecodeError(format!(
+                "'{at}.{ID}' is '{id}', but '{at}.{TYPE}' {given}: a filter applies only with the type 'include' or 'exclude' (or leave the filter id out, or send {NO_FILTER_ID}, for no filter)."
+            )))
+        }
+        (None, _) => Err(DecodeError(format!(
+            "'{at}.{TYPE}' is '{filter_type}', which needs a filter, but '{at}.{ID}' is {}: give the id (a GUID) of the assignment filter, or the type 'none' for no filter.",
+            match map.get(ID) {
+                None => "left out".to_owned(),
+                Some(Json::Null) => "null".to_owned(),
+                Some(_) => format!("the zero GUID {NO_FILTER_ID} (no filter)"),
+            }
+        ))),
+    }
+}
+
+/// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` in hexadecimal digits of either case.
+fn is_guid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// A stored complex value made to read as Graph answers it today: an assignment target stored
+/// before filter ids defaulted to [`NO_FILTER_ID`] (a null or missing filter id, a missing
+/// filter type) reads as having no filter. Other values are left as they are.
+pub fn normalize_stored(kind: ComplexKind, json: &mut Json) {
+    const ID: &str = "deviceAndAppManagementAssignmentFilterId";
+    const TYPE: &str = "deviceAndAppManagementAssignmentFilterType";
+    if kind != ComplexKind::AssignmentTarget {
+        return;
+    }
+    let Json::Object(map) = json else {
+        return;
+    };
+    let has_id = map.get(ID).is_some_and(|v| !v.is_null());
+    let has_type = map.get(TYPE).is_some_and(|v| !v.is_null());
+    if has_id && has_type {
+        return;
+    }
+    // Rebuilt in the canonical member order: @odata.type, the filter id and type, the rest.
+    let mut out = Map::with_capacity(map.len() + 2);
+    if let Some(t) = map.get("@odata.type") {
+        out.insert("@odata.type".into(), t.clone());
+    }
+    let id = match map.get(ID) {
+        Some(v) if !v.is_null() => v.clone(),
+        _ => Json::String(NO_FILTER_ID.to_owned()),
+    };
+    out.insert(ID.into(), id);
+    let filter_type = match map.get(TYPE) {
+        Some(v) if !v.is_null() => v.clone(),
+        _ => Json::String("none".to_owned()),
+    };
+    out.insert(TYPE.into(), filter_type);
+    for (key, value) in std::mem::take(map) {
+        if !out.contains_key(&key) {
+            out.insert(key, value);
+        }
+    }
+    *map = out;
 }
 
 const SCHEDULE_TYPES: [&str; 3] = [
@@ -376,7 +474,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             t,
-            r##"{"@odata.type":"#microsoft.graph.groupAssignmentTarget","deviceAndAppManagementAssignmentFilterId":null,"deviceAndAppManagementAssignmentFilterType":"none","groupId":"g1"}"##
+            r##"{"@odata.type":"#microsoft.graph.groupAssignmentTarget","deviceAndAppManagementAssignmentFilterId":"00000000-0000-0000-0000-000000000000","deviceAndAppManagementAssignmentFilterType":"none","groupId":"g1"}"##
         );
         assert!(check(
             ComplexKind::AssignmentTarget,
@@ -391,6 +489,7 @@ mod tests {
         .unwrap_err()
         .contains("not a concrete"));
         let s = check(ComplexKind::RunSchedule, r##"{"@odata.type":"#microsoft.graph.deviceHealthScriptDailySchedule","interval":1,"time":"20:00:00","useUtc":false}"##).unwrap();
+        assert!(!s.contains("FilterId"), "{s}");
         assert!(s.contains(r#""time":"20:00:00.0000000""#), "{s}");
         assert!(check(
             ComplexKind::RunSchedule,
@@ -409,5 +508,64 @@ mod tests {
             once.contains(r#""date":"2025-02-28""#) && once.contains("11:58:36.2550000"),
             "{once}"
         );
+    }
+
+    #[test]
+    fn targets_without_a_filter_get_the_zero_guid_and_none() {
+        let target = |members: &str| {
+            check(
+                ComplexKind::AssignmentTarget,
+                &format!(
+                    r##"{{"@odata.type":"#microsoft.graph.allDevicesAssignmentTarget"{members}}}"##
+                ),
+            )
+        };
+        let none = r##"{"@odata.type":"#microsoft.graph.allDevicesAssignmentTarget","deviceAndAppManagementAssignmentFilterId":"00000000-0000-0000-0000-000000000000","deviceAndAppManagementAssignmentFilterType":"none"}"##;
+        for members in [
+            "",
+            r#","deviceAndAppManagementAssignmentFilterId":null"#,
+            r#","deviceAndAppManagementAssignmentFilterType":"none""#,
+            r#","deviceAndAppManagementAssignmentFilterId":"00000000-0000-0000-0000-000000000000","deviceAndAppManagementAssignmentFilterType":"none""#,
+        ] {
+            assert_eq!(target(members).unwrap(), none, "{members}");
+        }
+        let filter = "9D8C3F3E-2d6a-4b0f-8a59-5c7e1f0a2b11";
+        assert!(target(&format!(
+            r#","deviceAndAppManagementAssignmentFilterId":"{filter}","deviceAndAppManagementAssignmentFilterType":"exclude""#
+        ))
+        .unwrap()
+        .contains(filter));
+        for (members, needle) in [
+            (format!(r#","deviceAndAppManagementAssignmentFilterId":"{filter}""#), "is left out, so it is 'none'"),
+            (format!(r#","deviceAndAppManagementAssignmentFilterId":"{filter}","deviceAndAppManagementAssignmentFilterType":"none""#), "is 'none'"),
+            (r#","deviceAndAppManagementAssignmentFilterType":"include""#.to_owned(), "is left out"),
+            (r#","deviceAndAppManagementAssignmentFilterId":null,"deviceAndAppManagementAssignmentFilterType":"include""#.to_owned(), "is null"),
+            (r#","deviceAndAppManagementAssignmentFilterId":"00000000-0000-0000-0000-000000000000","deviceAndAppManagementAssignmentFilterType":"exclude""#.to_owned(), "zero GUID"),
+            (r#","deviceAndAppManagementAssignmentFilterId":"f1","deviceAndAppManagementAssignmentFilterType":"include""#.to_owned(), "a GUID"),
+            (r#","deviceAndAppManagementAssignmentFilterId":7"#.to_owned(), "a GUID"),
+        ] {
+            let error = target(&members).unwrap_err();
+            assert!(error.contains(needle), "{members}: {error}");
+        }
+    }
+
+    #[test]
+    fn stored_targets_without_a_filter_read_as_the_zero_guid() {
+        let mut old: Json = serde_json::from_str(
+            r##"{"@odata.type":"#microsoft.graph.groupAssignmentTarget","deviceAndAppManagementAssignmentFilterId":null,"groupId":"g1"}"##,
+        )
+        .unwrap();
+        normalize_stored(ComplexKind::AssignmentTarget, &mut old);
+        assert_eq!(
+            old.to_string(),
+            r##"{"@odata.type":"#microsoft.graph.groupAssignmentTarget","deviceAndAppManagementAssignmentFilterId":"00000000-0000-0000-0000-000000000000","deviceAndAppManagementAssignmentFilterType":"none","groupId":"g1"}"##
+        );
+        let current = r##"{"@odata.type":"#microsoft.graph.groupAssignmentTarget","deviceAndAppManagementAssignmentFilterId":"9d8c3f3e-2d6a-4b0f-8a59-5c7e1f0a2b11","deviceAndAppManagementAssignmentFilterType":"include","groupId":"g1"}"##;
+        let mut json: Json = serde_json::from_str(current).unwrap();
+        normalize_stored(ComplexKind::AssignmentTarget, &mut json);
+        assert_eq!(json.to_string(), current);
+        let mut schedule: Json = serde_json::from_str(r#"{"interval":1}"#).unwrap();
+        normalize_stored(ComplexKind::RunSchedule, &mut schedule);
+        assert_eq!(schedule.to_string(), r#"{"interval":1}"#);
     }
 }

@@ -1,8 +1,15 @@
 //! Records out: Graph JSON in wire property order, enums as member names, times in UTC with `Z`,
-//! binary as base64.
+//! binary as base64, complex values as stored (assignment targets of older rows with their
+//! filter defaults, `wire::complex::normalize_stored`).
+//!
+//! Minimal metadata, as Graph answers: a value carries `@odata.type` only when its type is not
+//! the type its context declares ([`entity_type_annotation`]). An entity of the declared type of
+//! its collection carries none; items of a collection declared with a base type (group members
+//! are `directoryObject`s) carry their own; complex values keep theirs, because their declared
+//! types are abstract (assignment targets, run schedules, script parameters).
 
 use base64::Engine;
-use remediate_domain::model::{Kind, Property};
+use remediate_domain::model::{EntityType, Kind, Property};
 use remediate_domain::{Record, Value};
 use serde_json::{Map, Value as Json};
 
@@ -13,6 +20,16 @@ pub enum Shape {
     Item,
     /// An item of a collection: properties that Intune leaves out of lists are `null`.
     ListItem,
+}
+
+/// The `@odata.type` an entity carries in an answer: `None` when `declared` (the type its
+/// context declares, bare name; `None`: the entity's own) is the entity's type.
+pub fn entity_type_annotation(entity: &EntityType, declared: Option<&str>) -> Option<String> {
+    let declared = declared?;
+    let bare = declared
+        .trim_start_matches('#')
+        .trim_start_matches("microsoft.graph.");
+    (bare != entity.name).then(|| entity.type_annotation())
 }
 
 /// The JSON object of a record. `select` limits the properties (by index; `id` is always kept).
@@ -50,14 +67,22 @@ pub fn value_json(property: &Property, value: &Value) -> Json {
             _ => Json::from(*v),
         },
         Value::StrList(items) => Json::Array(items.iter().cloned().map(Json::String).collect()),
-        Value::Json(text) => serde_json::from_str(text).unwrap_or(Json::Null),
+        Value::Json(text) => {
+            let mut json = serde_json::from_str(text).unwrap_or(Json::Null);
+            if let Kind::Complex(kind) = property.kind {
+                crate::complex::normalize_stored(kind, &mut json);
+            }
+            json
+        }
     }
 }
 
-/// A record serialized straight into the response (no intermediate JSON tree): the same
-/// properties, order and values as [`entity_object`], then `extra` members (expansions).
+/// A record serialized straight into the response (no intermediate JSON tree): its
+/// `@odata.type` when it has one (see [`entity_type_annotation`]), then the same properties, order
+/// and values as [`entity_object`], then `extra` members (expansions).
 pub struct RecordJson<'a> {
     pub record: &'a Record,
+    pub odata_type: Option<String>,
     pub select: Option<&'a [usize]>,
     pub shape: Shape,
     pub extra: Vec<(String, Json)>,
@@ -67,6 +92,9 @@ impl serde::Serialize for RecordJson<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut map = serializer.serialize_map(None)?;
+        if let Some(odata_type) = &self.odata_type {
+            map.serialize_entry("@odata.type", odata_type)?;
+        }
         for (index, property) in self.record.entity.properties.iter().enumerate() {
             if let Some(selected) = self.select {
                 if index != 0 && !selected.contains(&index) {
@@ -159,10 +187,13 @@ mod tests {
                 let every: Vec<usize> = (0..record.entity.properties.len()).collect();
                 let some: Vec<usize> = every.iter().copied().filter(|i| i % 3 == 1).collect();
                 for select in [None, Some(&every[..]), Some(&some[..])] {
-                    let mut built = entity_object(&record, select, shape);
+                    let mut built = Map::new();
+                    built.insert("@odata.type".into(), Json::from("#t"));
+                    built.extend(entity_object(&record, select, shape));
                     built.insert("extra".into(), Json::from(7));
                     let streamed = RecordJson {
                         record: &record,
+                        odata_type: Some("#t".into()),
                         select,
                         shape,
                         extra: vec![("extra".into(), Json::from(7))],
@@ -176,5 +207,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn only_instances_of_a_derived_type_are_annotated() {
+        assert_eq!(entity_type_annotation(&MANAGED_DEVICE, None), None);
+        assert_eq!(
+            entity_type_annotation(&MANAGED_DEVICE, Some("managedDevice")),
+            None
+        );
+        assert_eq!(
+            entity_type_annotation(&MANAGED_DEVICE, Some("microsoft.graph.managedDevice")),
+            None
+        );
+        assert_eq!(
+            entity_type_annotation(&MANAGED_DEVICE, Some("directoryObject")).as_deref(),
+            Some("#microsoft.graph.managedDevice")
+        );
     }
 }

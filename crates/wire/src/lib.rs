@@ -9,7 +9,7 @@ pub mod encode;
 pub mod error;
 
 pub use decode::{decode_entity, decode_entity_with, DecodeError, EntityBody, Limits};
-pub use encode::{entity_object, RecordJson, Shape};
+pub use encode::{entity_object, entity_type_annotation, RecordJson, Shape};
 pub use error::ErrorKind;
 
 /// The `Content-Type` of every JSON response (Graph's exact value).

@@ -20,6 +20,10 @@ use serde_json::Value;
 pub const WRITE_SCOPES: &[&str] = &[
     "DeviceManagementScripts.ReadWrite.All",
     "DeviceManagementManagedDevices.ReadWrite.All",
+    "DeviceManagementRBAC.ReadWrite.All",
+    "DeviceManagementConfiguration.ReadWrite.All",
+    "Group.ReadWrite.All",
+    "Device.Read.All",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

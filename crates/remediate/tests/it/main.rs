@@ -7,10 +7,13 @@ mod harness;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod batch_exact;
 mod cli;
 mod differential;
+mod directory;
 mod durability;
 mod errors;
+mod exactness;
 mod limits;
 mod oracle;
 mod paging;

@@ -113,7 +113,7 @@ async fn two_processes_share_one_postgres_database() {
                 .send()
                 .await
                 .unwrap();
-            assert_eq!(patched.status().as_u16(), 204);
+            assert_eq!(patched.status().as_u16(), 200);
         }));
     }
     for task in tasks {

@@ -5,11 +5,19 @@ use serde_json::json;
 use crate::both;
 
 both!(scripts_round_trip_and_lists_hide_content, |app| {
+    let tag = app
+        .post(
+            "deviceManagement/roleScopeTags",
+            r#"{"displayName":"Paris"}"#,
+        )
+        .await;
+    assert_eq!(tag.status, 201, "{}", tag.text);
+    let tag = tag.json["id"].as_str().unwrap().to_owned();
     let body = json!({
         "@odata.type": "#microsoft.graph.deviceHealthScript",
         "displayName": "Disk cleanup", "description": "d", "publisher": "IT",
         "detectionScriptContent": "IyEvYmluL3NoCmV4aXQgMQ==", "remediationScriptContent": "ZWNobyBmaXg=",
-        "runAsAccount": "user", "enforceSignatureCheck": true, "runAs32Bit": true, "roleScopeTagIds": ["0", "7"],
+        "runAsAccount": "user", "enforceSignatureCheck": true, "runAs32Bit": true, "roleScopeTagIds": ["0", tag],
         "detectionScriptParameters": [{"@odata.type": "#microsoft.graph.deviceHealthScriptStringParameter", "name": "p", "defaultValue": "v"}]
     });
     let created = app
@@ -30,7 +38,7 @@ both!(scripts_round_trip_and_lists_hide_content, |app| {
         "IyEvYmluL3NoCmV4aXQgMQ=="
     );
     assert_eq!(item.json["runAsAccount"], "user");
-    assert_eq!(item.json["roleScopeTagIds"], json!(["0", "7"]));
+    assert_eq!(item.json["roleScopeTagIds"], json!(["0", tag]));
     assert_eq!(
         item.json["detectionScriptParameters"][0]["@odata.type"],
         "#microsoft.graph.deviceHealthScriptStringParameter"
@@ -41,31 +49,29 @@ both!(scripts_round_trip_and_lists_hide_content, |app| {
         list.json["value"][0]["detectionScriptContent"].is_null(),
         "lists leave out script content"
     );
-    // Changing content bumps the version; other changes do not.
-    assert_eq!(
-        app.patch(
+    // Changing content bumps the version; other changes do not. A PATCH answers the entity.
+    let patched = app
+        .patch(
             &format!("deviceManagement/deviceHealthScripts/{id}"),
-            r#"{"description":"new"}"#
+            r#"{"description":"new"}"#,
         )
-        .await
-        .status,
-        204
-    );
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.text);
+    assert_eq!(patched.json["version"], "1");
     assert_eq!(
         app.get(&format!("deviceManagement/deviceHealthScripts/{id}"))
             .await
             .json["version"],
         "1"
     );
-    assert_eq!(
-        app.patch(
+    let patched = app
+        .patch(
             &format!("deviceManagement/deviceHealthScripts/{id}"),
-            r#"{"detectionScriptContent":"ZXhpdCAw"}"#
+            r#"{"detectionScriptContent":"ZXhpdCAw"}"#,
         )
-        .await
-        .status,
-        204
-    );
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.text);
+    assert_eq!(patched.json["version"], "2");
     let item = app
         .get(&format!("deviceManagement/deviceHealthScripts/{id}"))
         .await;
@@ -135,15 +141,14 @@ both!(managed_devices_crud_with_graph_defaults, |app| {
     assert_eq!(created.json["enrolledDateTime"], "0001-01-01T00:00:00Z");
     assert_eq!(created.json["managementAgent"], "unknown");
     assert_eq!(created.json["totalStorageSpaceInBytes"], 512110190592_i64);
-    assert_eq!(
-        app.patch(
+    let patched = app
+        .patch(
             &format!("deviceManagement/managedDevices('{id}')"),
-            r#"{"managedDeviceName":"renamed","complianceState":"noncompliant"}"#
+            r#"{"managedDeviceName":"renamed","complianceState":"noncompliant"}"#,
         )
-        .await
-        .status,
-        204
-    );
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.text);
+    assert_eq!(patched.json["managedDeviceName"], "renamed");
     let item = app
         .get(&format!("deviceManagement/managedDevices/{id}"))
         .await;

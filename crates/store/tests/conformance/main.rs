@@ -7,7 +7,8 @@
 //! name, dropped afterwards. Without a reachable PostgreSQL the PostgreSQL half is skipped with a
 //! message, except under `CI=true`, where that is a failure (as in `crates/remediate/tests/it`).
 //!
-//! Modules: `writes` (every write command), `refusals` (refused writes change nothing, also
+//! Modules: `writes` (every write command), `directory` (role scope tags, groups, membership
+//! by hand and by rule, filters, targeting reads), `refusals` (refused writes change nothing, also
 //! beside accepted ones; tenant isolation), `queries` (filters, ordering, keyset paging, counts,
 //! expansion), `text` (the filter → SQL translation of strings: case, exact `id`, LIKE
 //! metacharacters, NUL), `counting` (counters, summaries, history, pruning, concurrent writes),
@@ -15,6 +16,7 @@
 //! tests share).
 
 mod counting;
+mod directory;
 mod queries;
 mod refusals;
 mod schema;

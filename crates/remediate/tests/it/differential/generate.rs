@@ -616,14 +616,16 @@ pub(crate) async fn random_run_state(
     state
 }
 
-/// PATCH `path` with `body` (204), then GET it and check that the change reads back.
+/// PATCH `path` with `body` (200 with the entity), then GET it and check that the change reads
+/// back, in the PATCH's answer as in the GET.
 pub(crate) async fn patch_and_read(app: &TestApp, path: &str, body: Map<String, Value>) -> Value {
     let reply = app
         .patch(path, &Value::Object(body.clone()).to_string())
         .await;
-    assert_eq!(reply.status, 204, "PATCH {path} {:?}: {}", body, reply.text);
+    assert_eq!(reply.status, 200, "PATCH {path} {:?}: {}", body, reply.text);
     let item = app.get(path).await;
     assert_eq!(item.status, 200, "GET {path}: {}", item.text);
+    assert_eq!(reply.json, item.json, "PATCH {path} answers what GET does");
     assert_written(&format!("PATCH {path}"), &body, &item.json, &[]);
     item.json
 }

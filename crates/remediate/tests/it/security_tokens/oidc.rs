@@ -233,7 +233,7 @@ both!(oidc_tokens_are_verified_against_the_jwks, |app| {
             Some(r#"{"description":"via ES256"}"#),
         )
         .await;
-    assert_eq!(patched.status, 204, "{}", patched.text);
+    assert_eq!(patched.status, 200, "{}", patched.text);
     // The tid partitions OIDC callers too; local tokens keep working beside OIDC.
     let other_tenant = jwt(
         Algorithm::RS256,
@@ -548,7 +548,7 @@ async fn oidc_deviceid_claim_without_permissions_grants_nothing() {
             Some(r##"{"deviceHealthScriptAssignments":[{"target":{"@odata.type":"#microsoft.graph.allDevicesAssignmentTarget"}}]}"##),
         )
         .await;
-    assert_eq!(assigned.status, 204, "{}", assigned.text);
+    assert_eq!(assigned.status, 200, "{}", assigned.text);
     // A user's Graph token (User.Read only) from an Entra-registered device.
     let user = jwt(
         Algorithm::ES256,
