@@ -103,7 +103,8 @@ def _backup(api):
         item = answer["body"]
         # Minimal metadata: no @odata.type on an entity of the declared type.
         assert "@odata.type" not in item, item.get("@odata.type")
-        entry = {k: v for k, v in item.items() if not k.startswith("@") and k not in SERVER_SET and k != "assignments"}
+        # Like backup tools: no annotations (`@odata.context`, `assignments@odata.context`), no server-set values.
+        entry = {k: v for k, v in item.items() if "@" not in k and k not in SERVER_SET and k != "assignments"}
         entry["roleScopeTagIds"] = [tags[t] for t in item["roleScopeTagIds"]]
         entry["assignments"] = []
         for a in item["assignments"]:

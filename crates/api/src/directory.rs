@@ -64,14 +64,7 @@ pub(crate) fn referenced_id(url: &str) -> Result<String, ApiError> {
             "'@odata.id' must be the URL of a directory object, e.g. 'https://graph.microsoft.com/beta/directoryObjects/{{id}}'; got '{url}'."
         ))
     };
-    let path = match url.find("://") {
-        Some(end) => {
-            let after = &url[end + 3..];
-            after.find('/').map_or("", |slash| &after[slash..])
-        }
-        None => url,
-    };
-    let path = path.split(['?', '#']).next().unwrap_or("");
+    let path = crate::urls::url_path(url);
     let segments: Vec<String> = path
         .split('/')
         .filter(|s| !s.is_empty())

@@ -419,14 +419,7 @@ pub fn bound_device_id(url: &str) -> Result<String, ApiError> {
             "'managedDevice@odata.bind' must be the URL of a managed device, e.g. 'https://graph.microsoft.com/beta/deviceManagement/managedDevices('{{id}}')'; got '{url}'."
         ))
     };
-    let path = match url.find("://") {
-        Some(scheme_end) => {
-            let after = &url[scheme_end + 3..];
-            after.find('/').map_or("", |slash| &after[slash..])
-        }
-        None => url,
-    };
-    let path = path.split(['?', '#']).next().unwrap_or("");
+    let path = crate::urls::url_path(url);
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let position = segments.iter().rposition(|s| {
         decode(s)

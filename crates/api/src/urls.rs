@@ -12,3 +12,16 @@ pub(crate) fn enc(key: &str) -> String {
         .remove(b':');
     percent_encoding::utf8_percent_encode(key, SEGMENT).to_string()
 }
+
+/// The path of a URL in a body (`@odata.bind`, `@odata.id`): absolute (any scheme and host) or
+/// relative, without its query and fragment.
+pub(crate) fn url_path(url: &str) -> &str {
+    let path = match url.find("://") {
+        Some(scheme_end) => {
+            let after = &url[scheme_end + 3..];
+            after.find('/').map_or("", |slash| &after[slash..])
+        }
+        None => url,
+    };
+    path.split(['?', '#']).next().unwrap_or("")
+}

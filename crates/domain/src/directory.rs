@@ -246,3 +246,90 @@ pub fn visible_scripts(assignments: &[(String, String)], device: &DeviceTargetin
     included.dedup();
     included
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_see_scripts_assigned_to_them_minus_exclusions_and_filtered() {
+        let all = r##"{"@odata.type":"#microsoft.graph.allDevicesAssignmentTarget"}"##.to_owned();
+        let target = |kind: &str, id: &str| {
+            format!(r##"{{"@odata.type":"#microsoft.graph.{kind}","groupId":"{id}"}}"##)
+        };
+        let filtered = |mode: &str| {
+            format!(
+                r##"{{"@odata.type":"#microsoft.graph.allDevicesAssignmentTarget","deviceAndAppManagementAssignmentFilterId":"f","deviceAndAppManagementAssignmentFilterType":"{mode}"}}"##
+            )
+        };
+        let assignments = vec![
+            ("a".to_owned(), all.clone()),
+            ("b".to_owned(), target("groupAssignmentTarget", "g1")),
+            ("c".to_owned(), target("groupAssignmentTarget", "g2")),
+            ("d".to_owned(), all),
+            (
+                "d".to_owned(),
+                target("exclusionGroupAssignmentTarget", "g1"),
+            ),
+            ("e".to_owned(), filtered("include")),
+            ("f".to_owned(), filtered("exclude")),
+            (
+                "g".to_owned(),
+                r##"{"@odata.type":"#microsoft.graph.allLicensedUsersAssignmentTarget"}"##
+                    .to_owned(),
+            ),
+        ];
+        let rule =
+            parse_rule(r#"device.manufacturer -eq "Dell""#, Dialect::Filter, "rule").unwrap();
+        let dell = DeviceTargeting {
+            groups: vec!["g1".into()],
+            facts: DeviceFacts {
+                manufacturer: Some("Dell".into()),
+                ..DeviceFacts::default()
+            },
+            has_user: true,
+            filters: HashMap::from([("f".to_owned(), rule)]),
+        };
+        assert_eq!(visible_scripts(&assignments, &dell), ["a", "b", "e", "g"]);
+        let other = DeviceTargeting {
+            filters: dell.filters.clone(),
+            ..DeviceTargeting::default()
+        };
+        assert_eq!(visible_scripts(&assignments, &other), ["a", "d", "f"]);
+        // A filter that no longer exists: includes nobody, excludes nobody.
+        let orphan = DeviceTargeting::default();
+        assert_eq!(visible_scripts(&assignments, &orphan), ["a", "d", "f"]);
+    }
+
+    #[test]
+    fn groups_need_consistent_dynamic_settings() {
+        let group = |fields: Vec<(&str, Value)>| {
+            let mut record = Record::with_defaults(&GROUP);
+            record.set("displayName", Value::Str("g".into()));
+            record.set("mailNickname", Value::Str("g".into()));
+            for (name, value) in fields {
+                record.set(name, value);
+            }
+            record
+        };
+        let dynamic = Value::StrList(vec![DYNAMIC_MEMBERSHIP.into()]);
+        assert!(check(&group(vec![])).is_ok());
+        let no_rule = check(&group(vec![("groupTypes", dynamic.clone())])).unwrap_err();
+        assert!(no_rule.0.contains("membershipRule"), "{}", no_rule.0);
+        let stray = check(&group(vec![(
+            "membershipRule",
+            Value::Str("device.displayName -eq \"x\"".into()),
+        )]));
+        assert!(stray.unwrap_err().0.contains("DynamicMembership"));
+        let bad = check(&group(vec![
+            ("groupTypes", dynamic),
+            (
+                "membershipRule",
+                Value::Str("device.colour -eq \"x\"".into()),
+            ),
+        ]));
+        assert!(bad.unwrap_err().0.contains("device.colour"));
+        let mail = check(&group(vec![("mailEnabled", Value::Bool(true))]));
+        assert!(mail.unwrap_err().0.contains("mailEnabled"));
+    }
+}

@@ -179,40 +179,6 @@ pub fn assign(script_id: &str, items: Vec<Vec<(usize, Value)>>) -> Result<Write,
     })
 }
 
-/// Which scripts a device agent may read: those with an assignment that includes the device (all
-/// devices, all users, or a group the device's token names; a group id equal to the device id
-/// targets that one device) and no exclusion-group assignment that matches it.
-pub fn visible_scripts(
-    assignments: &[(String, String)],
-    device: &str,
-    groups: &[String],
-) -> Vec<String> {
-    let member = |group: &str| group == device || groups.iter().any(|g| g == group);
-    let mut included: Vec<String> = Vec::new();
-    let mut excluded: Vec<&str> = Vec::new();
-    for (script, target) in assignments {
-        let Ok(json) = serde_json::from_str::<serde_json::Value>(target) else {
-            continue;
-        };
-        let group = json["groupId"].as_str().unwrap_or("");
-        match json["@odata.type"].as_str().unwrap_or("") {
-            "#microsoft.graph.allDevicesAssignmentTarget"
-            | "#microsoft.graph.allLicensedUsersAssignmentTarget" => included.push(script.clone()),
-            "#microsoft.graph.groupAssignmentTarget" if member(group) => {
-                included.push(script.clone())
-            }
-            "#microsoft.graph.exclusionGroupAssignmentTarget" if member(group) => {
-                excluded.push(script)
-            }
-            _ => {}
-        }
-    }
-    included.retain(|s| !excluded.contains(&s.as_str()));
-    included.sort();
-    included.dedup();
-    included
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,30 +207,6 @@ mod tests {
             record.get("roleScopeTagIds"),
             &Value::StrList(vec!["0".into()])
         );
-    }
-
-    #[test]
-    fn devices_see_scripts_assigned_to_them_minus_exclusions() {
-        let all = r##"{"@odata.type":"#microsoft.graph.allDevicesAssignmentTarget"}"##.to_owned();
-        let group = |kind: &str, id: &str| {
-            format!(r##"{{"@odata.type":"#microsoft.graph.{kind}","groupId":"{id}"}}"##)
-        };
-        let assignments = vec![
-            ("a".to_owned(), all.clone()),
-            ("b".to_owned(), group("groupAssignmentTarget", "g1")),
-            ("c".to_owned(), group("groupAssignmentTarget", "g2")),
-            ("d".to_owned(), all),
-            (
-                "d".to_owned(),
-                group("exclusionGroupAssignmentTarget", "g1"),
-            ),
-            ("e".to_owned(), group("groupAssignmentTarget", "dev")),
-        ];
-        assert_eq!(
-            visible_scripts(&assignments, "dev", &["g1".to_owned()]),
-            ["a", "b", "e"]
-        );
-        assert_eq!(visible_scripts(&assignments, "other", &[]), ["a", "d"]);
     }
 
     #[test]

@@ -163,6 +163,10 @@ pub fn decode_entity_with(
                         return fail(format!("'{key}' must be a string."));
                     }
                 }
+                // Echoed from an answer with `$expand` by clients that round-trip entities
+                // (`assignments@odata.context`); they carry no data.
+                "odata.context" | "odata.count" | "odata.nextLink"
+                    if entity.navigation(name).is_some() => {}
                 _ => {
                     return fail(format!(
                         "The annotation '{key}' is not supported on a request body."
@@ -367,6 +371,21 @@ mod tests {
         .unwrap();
         assert_eq!(body.fields.len(), 10);
         assert_eq!(body.fields[0], (1, Value::Enum(2)));
+    }
+
+    #[test]
+    fn annotations_echoed_from_expanded_answers_are_ignored_on_navigations_only() {
+        let script =
+            |json: &str| decode_entity(&DEVICE_HEALTH_SCRIPT, json.as_bytes()).map_err(|e| e.0);
+        let body = script(
+            r#"{"displayName": "x", "assignments@odata.context": "https://h/beta/$metadata#x"}"#,
+        )
+        .unwrap();
+        assert_eq!(body.fields.len(), 1);
+        let err = script(r#"{"displayName@odata.context": "c"}"#).unwrap_err();
+        assert!(err.contains("not supported"), "{err}");
+        let err = script(r#"{"assignments@odata.deltaLink": "c"}"#).unwrap_err();
+        assert!(err.contains("not supported"), "{err}");
     }
 
     #[test]
