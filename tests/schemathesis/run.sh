@@ -22,7 +22,9 @@ for _ in $(seq 1 100); do grep -q 'listening on' "$work/out" 2>/dev/null && brea
 address="$(grep -o 'http://[0-9.:]*' "$work/out")"
 token="$("$bin" token --data-dir "$work/data" --tenant schemathesis \
   --scope DeviceManagementScripts.ReadWrite.All --scope DeviceManagementManagedDevices.ReadWrite.All \
-  --scope DeviceManagementManagedDevices.PrivilegedOperations.All)"
+  --scope DeviceManagementManagedDevices.PrivilegedOperations.All \
+  --scope DeviceManagementRBAC.ReadWrite.All --scope DeviceManagementConfiguration.ReadWrite.All \
+  --scope Group.ReadWrite.All --scope Device.Read.All)"
 cd "$work"
 "$venv/bin/schemathesis" run "$address/openapi.json" --url "$address/beta" \
   -H "Authorization: Bearer $token" \

@@ -4,8 +4,10 @@
 
 use http::StatusCode;
 use remediate_domain::collections::{permissions as perm, Collection};
+use remediate_domain::model::ASSIGNMENT_FILTER;
 use remediate_domain::rule::{self, Dialect};
 use remediate_domain::write::Write;
+use remediate_domain::Value;
 use serde_json::{Map, Value as Json};
 
 use crate::ctx::{check_json_content_type, Ctx};
@@ -108,14 +110,23 @@ pub(crate) async fn validate_filter(ctx: &Ctx<'_>) -> Result<ApiResponse, ApiErr
             }
         }
     }
-    let Some(Json::Object(filter)) = filter else {
+    let Some(filter @ Json::Object(_)) = filter else {
         return Err(ApiError::bad_request(
             "The body must be {\"deviceAndAppManagementAssignmentFilter\": {\"rule\": \"…\", …}}.",
         ));
     };
-    let valid = match filter.get("rule") {
-        Some(Json::String(text)) => rule::parse(text, Dialect::Filter).is_ok(),
-        _ => false,
+    // The filter is decoded as one (every property checked for its type), then its rule judged.
+    let bytes = serde_json::to_vec(&filter).unwrap_or_default();
+    let body =
+        remediate_wire::decode_entity_with(&ASSIGNMENT_FILTER, &bytes, &ctx.state.config.limits)?;
+    let rule_index = ASSIGNMENT_FILTER.index("rule");
+    let valid = match body.fields.iter().find(|(i, _)| *i == rule_index) {
+        Some((_, Value::Str(text))) => rule::parse(text, Dialect::Filter).is_ok(),
+        _ => {
+            return Err(ApiError::bad_request(
+                "The filter to validate needs its 'rule' (a string).",
+            ))
+        }
     };
     let mut object = Map::new();
     object.insert(

@@ -479,7 +479,7 @@ fn generate() -> Json {
                 "type": "object", "required": ["deviceAndAppManagementAssignmentFilter"],
                 "additionalProperties": false,
                 "properties": {"deviceAndAppManagementAssignmentFilter": {
-                    "type": "object", "properties": {"rule": {"type": "string"}}}}
+                    "type": "object", "required": ["rule"], "properties": {"rule": {"type": "string"}}}}
             })),
             responses(
                 "200",

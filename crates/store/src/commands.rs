@@ -49,6 +49,17 @@ fn script_not_found(id: &str) -> ExecError {
     StoreError::NotFound(format!("The deviceHealthScript '{id}' does not exist.")).into()
 }
 
+/// Merge changes into a record; the indexes of the properties they set.
+pub(crate) fn apply(record: &mut Record, changes: Vec<(usize, Value)>) -> Vec<usize> {
+    changes
+        .into_iter()
+        .map(|(index, value)| {
+            record.values[index] = value;
+            index
+        })
+        .collect()
+}
+
 /// What the counters know of a run state.
 fn counted(record: &Record) -> counters::Counted {
     let state = |name: &str| match record.get(name) {
@@ -142,10 +153,7 @@ impl Writer {
                     ))
                     .into());
                 };
-                let changed: Vec<usize> = changes.iter().map(|(i, _)| *i).collect();
-                for (index, value) in changes {
-                    record.values[index] = value;
-                }
+                let changed = apply(&mut record, changes);
                 self.check_references(c, tenant, &record).await?;
                 self.update_columns(c, tenant, &key, &record, &changed, None)
                     .await?;
@@ -225,10 +233,7 @@ impl Writer {
                             "The deviceHealthScriptAssignment '{id}' does not exist in deviceHealthScript '{script_id}'."
                         ))
                     })?;
-                let changed: Vec<usize> = changes.iter().map(|(i, _)| *i).collect();
-                for (index, value) in changes {
-                    record.values[index] = value;
-                }
+                let changed = apply(&mut record, changes);
                 self.check_target_filter(c, tenant, record.get("target"))
                     .await?;
                 self.update_columns(c, tenant, &key, &record, &changed, None)
@@ -443,10 +448,7 @@ impl Writer {
             "lastStateUpdateDateTime",
         ];
         let before: Vec<Value> = tracked.iter().map(|n| record.get(n).clone()).collect();
-        let changed: Vec<usize> = changes.iter().map(|(i, _)| *i).collect();
-        for (index, value) in changes {
-            record.values[index] = value;
-        }
+        let changed = apply(&mut record, changes);
         self.update_columns(c, tenant, &key, &record, &changed, new_device.as_deref())
             .await?;
         counters::state_changed(

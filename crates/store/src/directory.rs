@@ -20,7 +20,7 @@ use remediate_domain::write::WriteOutcome;
 use remediate_domain::{Instant, Record, Value};
 
 use crate::codec::{decode_record, insert_sql, select_columns};
-use crate::commands::Writer;
+use crate::commands::{apply, Writer};
 use crate::connect::Dialect as DbDialect;
 use crate::db::{self, Conn, DbError};
 use crate::error::ExecError;
@@ -75,10 +75,7 @@ impl Writer {
         let Some(mut record) = self.fetch(c, tenant, &key, true).await? else {
             return Err(missing(of, &id));
         };
-        let mut changed: Vec<usize> = changes.iter().map(|(i, _)| *i).collect();
-        for (index, value) in changes {
-            record.values[index] = value;
-        }
+        let mut changed = apply(&mut record, changes);
         if let Some((index, _)) = of.entity.property("lastModifiedDateTime") {
             record.values[index] = Value::Time(Instant::now());
             changed.push(index);

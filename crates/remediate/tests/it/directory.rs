@@ -341,6 +341,15 @@ both!(assignment_filters_are_validated_and_guarded, |app| {
         )
         .await;
     assert_eq!(invalid.json["isValidRule"], false);
+    for body in [
+        r#"{"deviceAndAppManagementAssignmentFilter":{"rule":{}}}"#,
+        r#"{"deviceAndAppManagementAssignmentFilter":{"rule":null}}"#,
+        r#"{"deviceAndAppManagementAssignmentFilter":{"displayName":"no rule"}}"#,
+        r#"{"deviceAndAppManagementAssignmentFilter":{"rule":"x","colour":"red"}}"#,
+    ] {
+        let reply = app.post(&format!("{FILTERS}/validateFilter"), body).await;
+        assert_eq!(reply.status, 400, "{body}: {}", reply.text);
+    }
     // An assignment names an existing filter; a filter in use cannot be deleted.
     let script = app.script("s").await;
     let assign = |filter_id: &str| {
