@@ -39,6 +39,8 @@ pub struct Principal {
     pub groups: Vec<String>,
     /// The token's `exp` (Unix seconds).
     pub expires: u64,
+    /// A device token an enrolled agent got for its credential (see `crate::agents`).
+    pub agent: bool,
 }
 
 impl Principal {
@@ -110,6 +112,7 @@ pub(crate) fn claims_to_principal(
         tenant: tid.to_owned(),
         permissions,
         app,
+        agent: device.is_some() && claims.get("agent").and_then(Json::as_bool) == Some(true),
         device,
         groups,
         expires,

@@ -81,6 +81,11 @@ impl Ctx<'_> {
         collection: String,
         location: impl Fn(&Record) -> String,
     ) -> Result<ApiResponse, ApiError> {
+        // An enrollment secret is shown once: in this answer (storage keeps only its hash).
+        let shown_secret = match &write {
+            Write::CreateEnrollmentSecret { secret, .. } => Some(secret.clone()),
+            _ => None,
+        };
         let remediate_domain::write::WriteOutcome::Created(record) = self
             .state
             .store
@@ -95,6 +100,14 @@ impl Ctx<'_> {
         let context = format!("{collection}/$entity");
         let mut response = self.item_response(&record, &Bound::default(), context, None);
         response.status = StatusCode::CREATED;
+        if let (Some(secret), crate::respond::Body::Json(bytes)) =
+            (shown_secret, &mut response.body)
+        {
+            if let Ok(Json::Object(mut object)) = serde_json::from_slice::<Json>(bytes) {
+                object.insert("secret".into(), Json::String(secret));
+                *bytes = serde_json::to_vec(&object).unwrap_or_default();
+            }
+        }
         Ok(response.with_header(
             "location",
             format!("{}/{}", self.req.base_url, location(&record)),

@@ -115,7 +115,7 @@ pub(crate) async fn authorize(
                 ..Narrowing::default()
             })
         }
-        (Route::PendingOnDemand { device_id }, _) => {
+        (Route::PendingOnDemand { device_id } | Route::AgentCheckIn { device_id }, _) => {
             rules.own_device(device_id)?;
             Ok(Narrowing::default())
         }
@@ -143,6 +143,7 @@ fn route_entity(route: &Route) -> Option<&'static EntityType> {
         | Route::Navigation { .. }
         | Route::Operation(_)
         | Route::PendingOnDemand { .. }
+        | Route::AgentCheckIn { .. }
         | Route::Ref { .. }
         | Route::Batch
         | Route::Metadata => None,

@@ -51,6 +51,7 @@ async fn dispatch_inner(state: &AppState, req: &ApiRequest) -> Result<ApiRespons
         return Ok(crate::metadata::response());
     }
     let principal = authenticate(state, &req.headers).await?;
+    crate::agents::check_credential(state, &principal).await?;
     let route = route::parse(&req.path)?;
     // Inner requests of a batch are counted one by one, not the batch itself.
     if route != Route::Batch {
@@ -100,6 +101,7 @@ fn permissions(route: &Route, verb: Verb) -> Option<&'static [&'static str]> {
             | NavId::MemberOf => of.read_permissions,
         }),
         (Route::PendingOnDemand { .. }, _) => Some(perm::DEVICES_READ),
+        (Route::AgentCheckIn { .. }, _) => Some(perm::DEVICES_WRITE),
         (Route::Ref { of, .. }, _) => Some(of.write_permissions),
         (Route::Operation(_) | Route::Batch | Route::Metadata, _) => None,
     }
@@ -157,6 +159,7 @@ async fn handle(
             crate::operations::run(ctx, operation).await
         }
         (Route::PendingOnDemand { device_id }, _) => pending_on_demand(ctx, &device_id).await,
+        (Route::AgentCheckIn { device_id }, _) => crate::agents::check_in(ctx, &device_id).await,
         (Route::Ref { of, parents, item }, _) => {
             crate::directory::reference(ctx, of, parents, item).await
         }

@@ -1,6 +1,7 @@
 //! The HTTP API of remediate: the axum edge, routing, authentication and authorization, OData
 //! query binding, paging tokens and response shaping. See `ARCHITECTURE.md` for the request flow.
 
+pub mod agents;
 pub mod auth;
 pub mod batch;
 mod ctx;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub config: ApiConfig,
     /// Limits, throttling and injected faults.
     pub guard: guard::Guard,
+    /// When each agent's credential was last seen to exist (revocation within a minute).
+    pub credentials: agents::CredentialCache,
 }
 
 impl AppState {

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use remediate_domain::collections::{Parent, ALL_COLLECTIONS};
 use remediate_domain::model::{
-    ComplexKind, Kind, ALL_ENTITIES, ALL_ENUMS, POLICY_STATE, RUN_RECORD,
+    ComplexKind, Kind, ALL_ENTITIES, ALL_ENUMS, ENROLLMENT_SECRET, POLICY_STATE, RUN_RECORD,
 };
 
 use crate::respond::{ApiResponse, Body};
@@ -178,6 +178,9 @@ pub fn generate() -> String {
         if std::ptr::eq(entity, &RUN_RECORD) {
             x.push_str("        <Annotation Term=\"Org.OData.Core.V1.Description\" String=\"remediate extension: an immutable record of a run-state change (SPEC 3.2 History).\" />\n");
         }
+        if std::ptr::eq(entity, &ENROLLMENT_SECRET) {
+            x.push_str("        <Annotation Term=\"Org.OData.Core.V1.Description\" String=\"remediate extension: a secret device agents enroll with (SPEC 7); the secret is shown once, at creation.\" />\n");
+        }
         for p in entity
             .properties
             .iter()
@@ -305,7 +308,7 @@ mod tests {
         let ours = generate();
         for entity in ALL_ENTITIES
             .iter()
-            .filter(|e| !std::ptr::eq(**e, &RUN_RECORD))
+            .filter(|e| !std::ptr::eq(**e, &RUN_RECORD) && !std::ptr::eq(**e, &ENROLLMENT_SECRET))
         {
             let block = |doc: &str| -> String {
                 let start = doc

@@ -46,6 +46,10 @@ pub enum Route {
     PendingOnDemand {
         device_id: String,
     },
+    /// Extension for device agents: the check-in (`crate::agents::check_in`).
+    AgentCheckIn {
+        device_id: String,
+    },
     Batch,
     Metadata,
 }
@@ -145,7 +149,7 @@ impl Route {
             | Route::Navigation { .. }
             | Route::PendingOnDemand { .. }
             | Route::Metadata => vec![Verb::Get],
-            Route::Batch => vec![Verb::Post],
+            Route::Batch | Route::AgentCheckIn { .. } => vec![Verb::Post],
             Route::Ref { item: None, .. } => vec![Verb::Post],
             Route::Ref { item: Some(_), .. } => vec![Verb::Delete],
             Route::Operation(op) => match op.method() {
@@ -339,6 +343,11 @@ fn item_route(of: &Collection, id: &str, name: &str) -> Option<Route> {
         }
         (CollectionId::Devices, "pendingOnDemandRemediations") => {
             return Some(Route::PendingOnDemand {
+                device_id: id.to_owned(),
+            })
+        }
+        (CollectionId::Devices, "agentCheckIn") => {
+            return Some(Route::AgentCheckIn {
                 device_id: id.to_owned(),
             })
         }

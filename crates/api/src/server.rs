@@ -176,6 +176,36 @@ async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Respons
     .await
 }
 
+/// `POST /agent/enroll` and `POST /agent/token` (no token; `crate::agents`).
+async fn agent_endpoint(
+    state: &AppState,
+    endpoint: &str,
+    request: Request,
+) -> Result<ApiResponse, ApiError> {
+    let known = matches!(endpoint, "enroll" | "token");
+    if !known {
+        return Err(ApiError::new(
+            remediate_wire::ErrorKind::NotFound,
+            format!("There is no agent endpoint '{endpoint}'; use /agent/enroll or /agent/token."),
+        ));
+    }
+    if request.method() != Method::POST {
+        return Err(ApiError::new(
+            remediate_wire::ErrorKind::MethodNotAllowed,
+            format!("Only POST is allowed on /agent/{endpoint}."),
+        )
+        .with_header("allow", "POST".into()));
+    }
+    crate::ctx::check_json_content_type(request.headers())?;
+    let (_, body) = request.into_parts();
+    let body = read_body(body, &state.guard.limits).await?;
+    let _slot = state.guard.admit()?;
+    match endpoint {
+        "enroll" => crate::agents::enroll(state, &body).await,
+        _ => crate::agents::token(state, &body).await,
+    }
+}
+
 async fn route(state: &AppState, request: Request) -> Result<ApiResponse, ApiError> {
     let path = request.uri().path().to_owned();
     match path.as_str() {
@@ -190,6 +220,9 @@ async fn route(state: &AppState, request: Request) -> Result<ApiResponse, ApiErr
         _ => {}
     }
     state.guard.check_sizes(request.uri(), request.headers())?;
+    if let Some(endpoint) = path.strip_prefix("/agent/") {
+        return agent_endpoint(state, endpoint, request).await;
+    }
     let Some(rest) = path
         .strip_prefix("/beta/")
         .or_else(|| (path == "/beta").then_some(""))

@@ -9,8 +9,8 @@
 use crate::directory;
 use crate::model::{
     EntityType, Navigation, ASSIGNMENT_FILTER, DEVICE_HEALTH_SCRIPT,
-    DEVICE_HEALTH_SCRIPT_ASSIGNMENT, DEVICE_RUN_STATE, DIRECTORY_DEVICE, GROUP, MANAGED_DEVICE,
-    ROLE_SCOPE_TAG, RUN_RECORD,
+    DEVICE_HEALTH_SCRIPT_ASSIGNMENT, DEVICE_RUN_STATE, DIRECTORY_DEVICE, ENROLLMENT_SECRET, GROUP,
+    MANAGED_DEVICE, ROLE_SCOPE_TAG, RUN_RECORD,
 };
 use crate::ops::{self, RuleError};
 use crate::query::Scope;
@@ -100,6 +100,7 @@ pub enum CollectionId {
     DirectoryDevices,
     GroupMembers,
     DeviceMemberOf,
+    EnrollmentSecrets,
 }
 
 /// A collection of references (`groups/{id}/members`): its items are entities of another
@@ -421,6 +422,30 @@ pub static DEVICE_MEMBER_OF: Collection = Collection {
     declared_type: Some("directoryObject"),
 };
 
+/// remediate's extension: enrollment secrets for device agents (SPEC §7), managed by whoever may
+/// write managed devices. Created through its own command (the secret's hash is stored, never the
+/// secret); deleting one revokes it.
+pub static ENROLLMENT_SECRETS: Collection = Collection {
+    id: CollectionId::EnrollmentSecrets,
+    entity: &ENROLLMENT_SECRET,
+    segment: "agentEnrollmentSecrets",
+    parent: Parent::Root("deviceManagement"),
+    list: true,
+    create: true,
+    read: true,
+    update: false,
+    delete: true,
+    read_permissions: permissions::DEVICES_WRITE,
+    write_permissions: permissions::DEVICES_WRITE,
+    device_reads: DeviceAccess::None,
+    device_writes: DeviceAccess::None,
+    item_name: "agentEnrollmentSecret",
+    key_param: "secretId",
+    names: ("EnrollmentSecret", "EnrollmentSecrets"),
+    via: None,
+    declared_type: None,
+};
+
 /// Collections are compared by identity (each is one static declaration).
 impl PartialEq for Collection {
     fn eq(&self, other: &Self) -> bool {
@@ -431,7 +456,7 @@ impl PartialEq for Collection {
 impl Eq for Collection {}
 
 /// Every collection, in the order `$metadata` and the OpenAPI document list them.
-pub static ALL_COLLECTIONS: [&Collection; 11] = [
+pub static ALL_COLLECTIONS: [&Collection; 12] = [
     &SCRIPTS,
     &RUN_STATES,
     &ASSIGNMENTS,
@@ -443,6 +468,7 @@ pub static ALL_COLLECTIONS: [&Collection; 11] = [
     &DIRECTORY_DEVICES,
     &GROUP_MEMBERS,
     &DEVICE_MEMBER_OF,
+    &ENROLLMENT_SECRETS,
 ];
 
 impl Collection {
@@ -535,6 +561,7 @@ pub mod rules {
             CollectionId::RoleScopeTags
             | CollectionId::AssignmentFilters
             | CollectionId::Groups => directory::create(of, fields),
+            CollectionId::EnrollmentSecrets => crate::agents::create_secret(fields),
             CollectionId::History
             | CollectionId::DirectoryDevices
             | CollectionId::GroupMembers
@@ -567,6 +594,7 @@ pub mod rules {
             | CollectionId::AssignmentFilters
             | CollectionId::Groups => directory::update(of, keys, fields),
             CollectionId::History
+            | CollectionId::EnrollmentSecrets
             | CollectionId::DirectoryDevices
             | CollectionId::GroupMembers
             | CollectionId::DeviceMemberOf => Err(not_writable(of)),
@@ -590,6 +618,11 @@ pub mod rules {
             CollectionId::RoleScopeTags
             | CollectionId::AssignmentFilters
             | CollectionId::Groups => directory::delete(of, keys),
+            // Deleting a secret revokes it.
+            CollectionId::EnrollmentSecrets => Ok(Write::Delete {
+                of,
+                keys: keys.to_vec(),
+            }),
             CollectionId::History
             | CollectionId::DirectoryDevices
             | CollectionId::GroupMembers

@@ -332,4 +332,30 @@ mod tests {
         let mail = check(&group(vec![("mailEnabled", Value::Bool(true))]));
         assert!(mail.unwrap_err().0.contains("mailEnabled"));
     }
+
+    /// Storage skips re-evaluating memberships when no rule input changed: the list must name
+    /// every property the facts read.
+    #[test]
+    fn rule_inputs_name_every_property_the_facts_read() {
+        use crate::model::MANAGED_DEVICE;
+        let base = Record::with_defaults(&MANAGED_DEVICE);
+        let facts = |r: &Record| format!("{:?}", DeviceFacts::of_managed_device(r, "x"));
+        for (i, p) in MANAGED_DEVICE.properties.iter().enumerate() {
+            let mut changed = base.clone();
+            changed.values[i] = match (&p.kind, &base.values[i]) {
+                (crate::model::Kind::String, _) => Value::Str("changed".into()),
+                (crate::model::Kind::Enum(e), _) => {
+                    Value::Enum(e.members.last().map_or(1, |(_, v)| *v))
+                }
+                _ => continue,
+            };
+            if facts(&changed) != facts(&base) {
+                assert!(
+                    crate::rule::MANAGED_DEVICE_RULE_INPUTS.contains(&p.name),
+                    "{} changes the facts but is not a rule input",
+                    p.name
+                );
+            }
+        }
+    }
 }

@@ -3,6 +3,7 @@
 //! Nothing here knows about HTTP, JSON envelopes or SQL. Values in these types are already valid:
 //! the wire layer produces them from request bodies, storage persists them.
 
+pub mod agents;
 pub mod collections;
 pub mod directory;
 pub mod model;

@@ -454,7 +454,7 @@ impl EntityType {
 
 pub use crate::neighbours::{
     ASSIGNMENT_FILTER, ASSIGNMENT_FILTER_MANAGEMENT_TYPE, DEVICE_PLATFORM_TYPE, DIRECTORY_DEVICE,
-    GROUP, ROLE_SCOPE_TAG,
+    ENROLLMENT_SECRET, GROUP, ROLE_SCOPE_TAG,
 };
 
 use DefaultValue as D;
@@ -1007,7 +1007,7 @@ pub static POLICY_STATE: EntityType = EntityType {
 };
 
 /// Every entity type served, for `$metadata` and model-wide checks.
-pub static ALL_ENTITIES: [&EntityType; 11] = [
+pub static ALL_ENTITIES: [&EntityType; 12] = [
     &DEVICE_HEALTH_SCRIPT,
     &DEVICE_RUN_STATE,
     &MANAGED_DEVICE,
@@ -1019,6 +1019,7 @@ pub static ALL_ENTITIES: [&EntityType; 11] = [
     &GROUP,
     &DIRECTORY_DEVICE,
     &ASSIGNMENT_FILTER,
+    &ENROLLMENT_SECRET,
 ];
 
 /// Every enum type served.

@@ -186,3 +186,31 @@ pub static ASSIGNMENT_FILTER: EntityType = EntityType {
         ),
     ],
 };
+
+/// remediate's extension: an enrollment secret (`deviceManagement/agentEnrollmentSecrets`). The
+/// secret itself is shown once, in the create answer; storage keeps only its hash.
+pub static ENROLLMENT_SECRET: EntityType = EntityType {
+    name: "agentEnrollmentSecret",
+    table: "enrollment_secrets",
+    accepted_types: &[],
+    links: &[],
+    navigations: &[],
+    shared_builtins: false,
+    properties: &[
+        read_only(prop("id", K::String, false, D::Server)),
+        limited(
+            prop("displayName", K::String, true, D::Null),
+            SHORT_STRING_MAX,
+        ),
+        not_filterable(prop(
+            "groupIds",
+            K::StringCollection,
+            false,
+            D::StrList(&[]),
+        )),
+        read_only(prop("createdDateTime", K::DateTimeOffset, false, D::Server)),
+        prop("expirationDateTime", K::DateTimeOffset, true, D::Null),
+        prop("usesRemaining", K::Int64, true, D::Null),
+        read_only(prop("usesCount", K::Int64, false, D::Int(0))),
+    ],
+};

@@ -143,6 +143,21 @@ pub struct DeviceFacts {
     pub member_of: Vec<String>,
 }
 
+/// The managedDevice properties [`DeviceFacts::of_managed_device`] reads: a change of any other
+/// property cannot change what a rule says of the device.
+pub const MANAGED_DEVICE_RULE_INPUTS: &[&str] = &[
+    "deviceName",
+    "azureADDeviceId",
+    "operatingSystem",
+    "osVersion",
+    "manufacturer",
+    "model",
+    "ownerType",
+    "managedDeviceOwnerType",
+    "joinType",
+    "managementAgent",
+];
+
 impl DeviceFacts {
     /// From a stored managedDevice record (entity `crate::model::MANAGED_DEVICE`) and the object id of its Entra `device`.
     ///

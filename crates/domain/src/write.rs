@@ -93,6 +93,23 @@ pub enum Write {
         parent: String,
         item: String,
     },
+    /// A new enrollment secret: the record and the hash of the secret, which storage keeps; the
+    /// secret itself travels only to the answer of the create (storage ignores it).
+    CreateEnrollmentSecret {
+        record: Record,
+        secret: String,
+        secret_hash: String,
+    },
+    /// An agent enrolls with a secret (found by its hash in this tenant): a new managed device
+    /// (`device`, with its id) and its credential's hash — or, when `existing` names a device whose
+    /// credential hash matches, that device updated with `device`'s properties. The secret's use is
+    /// counted; the device joins the secret's groups.
+    Enroll {
+        secret_hash: String,
+        device: Record,
+        credential_hash: String,
+        existing: Option<(String, String)>,
+    },
     /// `DELETE …/{collection}/{item}/$ref`.
     RemoveReference {
         of: &'static Collection,

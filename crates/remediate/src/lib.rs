@@ -89,6 +89,7 @@ impl Server {
                 },
             },
             guard: remediate_api::guard::Guard::new(config.limits.clone(), config.realism.clone()),
+            credentials: remediate_api::agents::CredentialCache::default(),
         });
         Ok(Server {
             config,
@@ -168,6 +169,64 @@ pub async fn recount(config: Config, check: bool) -> anyhow::Result<()> {
         println!("the counters were rebuilt from the rows");
     }
     Ok(())
+}
+
+/// What `remediate enrollment create` makes.
+#[derive(Debug, Clone, Default)]
+pub struct EnrollmentRequest {
+    pub tenant: String,
+    pub groups: Vec<String>,
+    /// Lifetime in seconds (default 7 days).
+    pub expires_in: Option<u64>,
+    pub uses: Option<i64>,
+    pub name: Option<String>,
+}
+
+/// `remediate enrollment create`: a new enrollment secret in the configured database (the same
+/// command as `POST deviceManagement/agentEnrollmentSecrets`); returns the secret.
+pub async fn create_enrollment(
+    config: Config,
+    request: &EnrollmentRequest,
+) -> anyhow::Result<String> {
+    use remediate_domain::model::ENROLLMENT_SECRET;
+    use remediate_domain::{Instant, Value};
+    use remediate_store::Store;
+    let store = open_store(&config).await?;
+    let mut fields = vec![(
+        ENROLLMENT_SECRET.index("groupIds"),
+        Value::StrList(request.groups.clone()),
+    )];
+    if let Some(name) = &request.name {
+        fields.push((
+            ENROLLMENT_SECRET.index("displayName"),
+            Value::Str(name.clone()),
+        ));
+    }
+    if let Some(seconds) = request.expires_in {
+        let ticks = i64::try_from(seconds)
+            .ok()
+            .and_then(|s| s.checked_mul(10_000_000))
+            .and_then(|t| t.checked_add(Instant::now().ticks()))
+            .and_then(Instant::from_ticks)
+            .ok_or_else(|| anyhow::anyhow!("--expires-in is too large"))?;
+        fields.push((
+            ENROLLMENT_SECRET.index("expirationDateTime"),
+            Value::Time(ticks),
+        ));
+    }
+    if let Some(uses) = request.uses {
+        fields.push((ENROLLMENT_SECRET.index("usesRemaining"), Value::Int(uses)));
+    }
+    let write =
+        remediate_domain::agents::create_secret(fields).map_err(|e| anyhow::anyhow!(e.0))?;
+    let remediate_domain::write::Write::CreateEnrollmentSecret { secret, .. } = &write else {
+        anyhow::bail!("the enrollment secret was not made");
+    };
+    let secret = secret.clone();
+    let result = store.write(&request.tenant, write).await;
+    store.close().await;
+    result.map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(secret)
 }
 
 /// What `remediate token` mints.

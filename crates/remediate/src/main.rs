@@ -28,6 +28,57 @@ enum Command {
     /// Rebuild the summary counters from the rows (after editing the database by hand), or
     /// with --check only compare them and exit 1 when they differ. Takes serve's options.
     Recount(RecountArgs),
+    /// Enrollment secrets for device agents (`remediate-agent enroll --secret …`).
+    #[command(subcommand)]
+    Enrollment(EnrollmentCommand),
+}
+
+#[derive(Subcommand)]
+enum EnrollmentCommand {
+    /// Make a secret; it is printed as the last line of stdout (and never stored: only its hash).
+    Create(EnrollmentCreateArgs),
+}
+
+#[derive(clap::Args)]
+struct EnrollmentCreateArgs {
+    /// Tenant the enrolled devices join.
+    #[arg(long)]
+    tenant: String,
+    /// Group the enrolled devices become members of (repeatable; must exist).
+    #[arg(long = "group")]
+    groups: Vec<String>,
+    /// Lifetime: seconds, or with a unit: 30m, 12h, 7d (default 7d).
+    #[arg(long, value_parser = parse_duration)]
+    expires_in: Option<u64>,
+    /// How many enrollments it allows (default: no limit until it expires).
+    #[arg(long)]
+    uses: Option<i64>,
+    /// A label shown in the list of secrets.
+    #[arg(long)]
+    name: Option<String>,
+    #[command(flatten)]
+    serve: Box<config::ServeArgs>,
+}
+
+/// `90`, `30m`, `12h`, `7d` → seconds.
+fn parse_duration(text: &str) -> Result<u64, String> {
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration (e.g. 90, 30m, 12h, 7d)"))?;
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("'{text}': the unit must be s, m, h or d")),
+    };
+    n.checked_mul(factor)
+        .filter(|s| *s > 0)
+        .ok_or_else(|| format!("'{text}' is not a positive duration"))
 }
 
 #[derive(clap::Args)]
@@ -90,6 +141,25 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(remediate::recount(config, args.check))
+        }
+        Command::Enrollment(EnrollmentCommand::Create(args)) => {
+            let config = config::Config::resolve(*args.serve)?;
+            remediate::init_tracing(config.log_json);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let secret = runtime.block_on(remediate::create_enrollment(
+                config,
+                &remediate::EnrollmentRequest {
+                    tenant: args.tenant,
+                    groups: args.groups,
+                    expires_in: args.expires_in,
+                    uses: args.uses,
+                    name: args.name,
+                },
+            ))?;
+            println!("{secret}");
+            Ok(())
         }
         Command::Token(args) => {
             let token = remediate::mint_token(

@@ -63,9 +63,18 @@ pub(crate) fn decode_record(
 
 /// `INSERT` of a whole record (its links, every property and every shadow column).
 pub(crate) fn insert_sql(tenant: &str, record: &Record) -> Sql {
+    insert_sql_with(tenant, record, Vec::new())
+}
+
+/// [`insert_sql`] with columns the entity does not show (an enrollment secret's hash).
+pub(crate) fn insert_sql_with(tenant: &str, record: &Record, hidden: Vec<(&str, Arg)>) -> Sql {
     let entity = record.entity;
     let mut columns = vec!["\"tenant\"".to_owned()];
     let mut args = vec![Arg::Text(Some(tenant.to_owned()))];
+    for (column, arg) in hidden {
+        columns.push(format!("\"{column}\""));
+        args.push(arg);
+    }
     for link in entity.links {
         columns.push(format!("\"{}\"", link.column()));
         args.push(Arg::Text(record.link(*link).map(str::to_owned)));

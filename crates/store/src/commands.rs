@@ -100,6 +100,20 @@ impl Writer {
             Write::RemoveReference { of, parent, item } => {
                 self.remove_reference(c, tenant, of, parent, item).await
             }
+            Write::CreateEnrollmentSecret {
+                record,
+                secret_hash,
+                ..
+            } => self.create_secret(c, tenant, record, secret_hash).await,
+            Write::Enroll {
+                secret_hash,
+                device,
+                credential_hash,
+                existing,
+            } => {
+                self.enroll(c, tenant, secret_hash, device, credential_hash, existing)
+                    .await
+            }
             Write::CreateScript { record } => {
                 self.check_references(c, tenant, &record).await?;
                 let sql = insert_sql(tenant, &record);
@@ -157,7 +171,15 @@ impl Writer {
                 self.check_references(c, tenant, &record).await?;
                 self.update_columns(c, tenant, &key, &record, &changed, None)
                     .await?;
-                self.refresh_device(c, tenant, &record).await?;
+                // Memberships follow only the properties rules read (a check-in's
+                // lastSyncDateTime does not pay for re-evaluating every dynamic group).
+                let read_by_rules = changed.iter().any(|&i| {
+                    remediate_domain::rule::MANAGED_DEVICE_RULE_INPUTS
+                        .contains(&record.entity.properties[i].name)
+                });
+                if read_by_rules {
+                    self.refresh_device(c, tenant, &record).await?;
+                }
                 Ok(WriteOutcome::Updated)
             }
             Write::UpdateRunState {
@@ -310,11 +332,14 @@ impl Writer {
                     )
                     .await?;
                 counters::bump(c, tenant, counters::DEVICES, self.shard, -1).await?;
-                c.execute(
+                // Its memberships go, and its credential: the agent's next exchange is refused.
+                for statement in [
                     "DELETE FROM group_members WHERE \"tenant\" = $1 AND \"memberId\" = $2",
-                    &[db::text(tenant), db::text(&id)],
-                )
-                .await?;
+                    "DELETE FROM device_credentials WHERE \"tenant\" = $1 AND \"deviceId\" = $2",
+                ] {
+                    c.execute(statement, &[db::text(tenant), db::text(&id)])
+                        .await?;
+                }
                 Ok(deleted)
             }
             Write::DeleteRunState { script_id, id } => {

@@ -120,7 +120,8 @@ impl Writer {
             | CollectionId::Devices
             | CollectionId::DirectoryDevices
             | CollectionId::GroupMembers
-            | CollectionId::DeviceMemberOf => {}
+            | CollectionId::DeviceMemberOf
+            | CollectionId::EnrollmentSecrets => {}
         }
         self.delete(c, tenant, &key, String::new()).await
     }

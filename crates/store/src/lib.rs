@@ -14,12 +14,14 @@
 //! - `reads`: single entities and pages of collections;
 //! - `directory`: role scope tags, assignment filters and groups (generic writes with their
 //!   checks), group membership (`$ref`, dynamic rules) and what targeting reads of a device;
+//! - `agents`: enrollment secrets, enrolling devices, device credentials;
 //! - `views`: computed views; `counters`: the summary counters;
 //! - `codec`: rows ↔ records; `translate`: filters, orderings and values → SQL;
 //! - `db`: the two drivers behind one `Conn` interface; `migrate`: the schema;
 //! - `error`: the one internal error type of commands and reads;
 //! - `store`: [`Store`] for [`SqlStore`], forwarding to the modules above.
 
+mod agents;
 mod codec;
 mod commands;
 mod connect;
@@ -107,7 +109,8 @@ impl EntityRef {
             CollectionId::RoleScopeTags
             | CollectionId::AssignmentFilters
             | CollectionId::Groups
-            | CollectionId::DirectoryDevices => Some(EntityRef::Item {
+            | CollectionId::DirectoryDevices
+            | CollectionId::EnrollmentSecrets => Some(EntityRef::Item {
                 of: collection,
                 keys: keys.to_vec(),
             }),
@@ -173,6 +176,14 @@ pub trait Store: Send + Sync + 'static {
         tenant: &str,
         device_id: &str,
     ) -> Result<remediate_domain::directory::DeviceTargeting, StoreError>;
+    /// The tenant an enrollment secret belongs to, by the secret's hash (`None`: unknown).
+    async fn secret_tenant(&self, secret_hash: &str) -> Result<Option<String>, StoreError>;
+    /// The credential hash of an enrolled device (`None`: not enrolled, or deleted since).
+    async fn credential_hash(
+        &self,
+        tenant: &str,
+        device_id: &str,
+    ) -> Result<Option<String>, StoreError>;
     /// Every assignment of the tenant as (script id, target JSON), for device visibility.
     async fn assignment_targets(&self, tenant: &str) -> Result<Vec<(String, String)>, StoreError>;
     /// Rebuild every counter from the rows (after rows were changed outside the server).

@@ -43,6 +43,13 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0004_directory.sql"),
         then: None,
     },
+    Migration {
+        version: 5,
+        name: "agents",
+        sqlite: include_str!("../migrations/sqlite/0005_agents.sql"),
+        postgres: include_str!("../migrations/postgres/0005_agents.sql"),
+        then: None,
+    },
 ];
 
 /// Apply every migration that is not yet applied. On PostgreSQL an advisory lock serializes

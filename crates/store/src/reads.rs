@@ -149,7 +149,8 @@ async fn page_of(c: &mut dyn Conn, tenant: &str, query: &ListQuery) -> Result<Pa
                 | CollectionId::Groups
                 | CollectionId::DirectoryDevices
                 | CollectionId::GroupMembers
-                | CollectionId::DeviceMemberOf,
+                | CollectionId::DeviceMemberOf
+                | CollectionId::EnrollmentSecrets,
                 _,
             ) => {
                 let text = format!("SELECT COUNT(*){}", from.text);

@@ -120,6 +120,24 @@ impl Store for SqlStore {
         .await
     }
 
+    async fn secret_tenant(&self, secret_hash: &str) -> Result<Option<String>, StoreError> {
+        let hash = secret_hash.to_owned();
+        self.read(move |c| Box::pin(async move { crate::agents::secret_tenant(c, &hash).await }))
+            .await
+    }
+
+    async fn credential_hash(
+        &self,
+        tenant: &str,
+        device_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let (tenant, device_id) = (tenant.to_owned(), device_id.to_owned());
+        self.read(move |c| {
+            Box::pin(async move { crate::agents::credential_hash(c, &tenant, &device_id).await })
+        })
+        .await
+    }
+
     async fn assignment_targets(&self, tenant: &str) -> Result<Vec<(String, String)>, StoreError> {
         let tenant = tenant.to_owned();
         self.read(move |c| Box::pin(async move { reads::assignment_targets(c, &tenant).await }))

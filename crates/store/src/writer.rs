@@ -24,7 +24,7 @@ pub(crate) enum Job {
     /// A write command, answered after its group's commit.
     Write {
         tenant: String,
-        write: Write,
+        write: Box<Write>,
         reply: Reply,
     },
     /// Maintenance that must not run beside the writer (history pruning, `PRAGMA optimize`).
@@ -79,7 +79,7 @@ impl SqlStore {
                 let (reply, answer) = tokio::sync::oneshot::channel();
                 let job = Job::Write {
                     tenant: tenant.to_owned(),
-                    write,
+                    write: Box::new(write),
                     reply,
                 };
                 writer.send(job).await.map_err(|_| writer_stopped())?;
@@ -207,7 +207,7 @@ fn writer_thread(mut conn: SqliteConn, mut jobs: tokio::sync::mpsc::Receiver<Job
                     tenant,
                     write,
                     reply,
-                } => group.push((tenant, write, reply)),
+                } => group.push((tenant, *write, reply)),
                 Job::Task(task) => {
                     // Maintenance runs alone, after the writes that came before it.
                     flush_group(&mut conn, writer, std::mem::take(&mut group));

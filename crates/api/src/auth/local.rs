@@ -31,6 +31,10 @@ pub struct Claims {
     pub deviceid: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
+    /// Issued to an enrolled agent for its credential (`/agent/token`): the server checks, at most
+    /// a minute apart, that the credential still exists (deleting the device revokes it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub agent: bool,
 }
 
 /// The local Ed25519 key pair.
@@ -138,6 +142,7 @@ pub fn local_claims(
         appid: Some("remediate-cli".to_owned()),
         deviceid: None,
         groups: Vec::new(),
+        agent: false,
     }
 }
 

@@ -160,12 +160,12 @@ impl TestApp {
 
     /// `serve`'s flags for this app: port 0, its data directory and database, then `args`.
     fn serve_flags(&self) -> Vec<std::ffi::OsString> {
-        let mut flags: Vec<std::ffi::OsString> = vec![
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--data-dir".into(),
-            self.data_dir.clone().into(),
-        ];
+        let mut flags: Vec<std::ffi::OsString> = Vec::new();
+        // A test that restarts on the same address names it in `args`.
+        if !self.args.iter().any(|a| a == "--listen") {
+            flags.extend(["--listen".into(), "127.0.0.1:0".into()]);
+        }
+        flags.extend(["--data-dir".into(), self.data_dir.clone().into()]);
         if let Some(url) = self.database_url() {
             flags.push("--database".into());
             flags.push(url.into());
@@ -178,6 +178,8 @@ impl TestApp {
     /// (the app's [`Mode`]), with `args` as extra `serve` flags.
     pub fn spawn(&mut self) {
         assert!(self.server.is_none(), "the server is already running");
+        // No pooled connection may outlive the server it was made to (a restart can reuse the port).
+        self.client = reqwest::Client::new();
         match self.mode {
             Mode::InProcess => self.start_in_process(),
             Mode::Process => self.start_process(),

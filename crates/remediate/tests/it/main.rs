@@ -7,6 +7,7 @@ mod harness;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod agent;
 mod batch_exact;
 mod cli;
 mod differential;

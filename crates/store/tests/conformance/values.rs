@@ -368,7 +368,10 @@ pub fn label(write: &Write) -> String {
             script_id,
         } => format!("{device_id}/{script_id}"),
         Write::SetGlobalScriptsState { state } => state.to_string(),
-        Write::Create { record, .. } => record.id().to_owned(),
+        Write::Create { record, .. } | Write::CreateEnrollmentSecret { record, .. } => {
+            record.id().to_owned()
+        }
+        Write::Enroll { device, .. } => device.id().to_owned(),
         Write::Update { keys, .. } | Write::Delete { keys, .. } => keys.join("/"),
         Write::AddReference { parent, item, .. } | Write::RemoveReference { parent, item, .. } => {
             format!("{parent}/{item}")

@@ -1,0 +1,412 @@
+//! The device agent end to end: the real server and real `remediate-agent` processes running
+//! shell scripts written by the tests — enrollment, the outcome table, reports through the
+//! seed's endpoint, on-demand runs, pending scripts, revocation, and reports queued while the
+//! server is away and delivered exactly once when it is back.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use crate::both;
+use crate::harness::TestApp;
+
+const AGENT: &str = env!("CARGO_BIN_EXE_remediate-agent");
+const SCRIPTS: &str = "deviceManagement/deviceHealthScripts";
+
+fn b64(text: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+fn state_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("remediate-agent-it-{}", uuid::Uuid::new_v4()));
+    // The agent creates it (0700) itself.
+    dir
+}
+
+fn server_url(app: &TestApp) -> String {
+    app.base.trim_end_matches("/beta").to_owned()
+}
+
+/// Run the agent with `args`; (exit code, stdout, stderr).
+fn agent(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(AGENT)
+        .args(args)
+        .env("REMEDIATE_AGENT_LOG", "info")
+        .output()
+        .expect("the agent runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+async fn secret(app: &TestApp, body: Value) -> String {
+    let reply = app
+        .post("deviceManagement/agentEnrollmentSecrets", &body.to_string())
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    assert!(reply.json["secret"].as_str().unwrap().starts_with("rmd_"));
+    reply.json["secret"].as_str().unwrap().to_owned()
+}
+
+async fn enroll(app: &TestApp, dir: &std::path::Path, name: &str, secret: &str) -> String {
+    let (code, out, err) = agent(&[
+        "enroll",
+        "--server",
+        &server_url(app),
+        "--secret",
+        secret,
+        "--state-dir",
+        dir.to_str().unwrap(),
+        "--name",
+        name,
+    ]);
+    assert_eq!(code, 0, "enroll: {out}{err}");
+    out.trim().rsplit(' ').next().unwrap_or_default().to_owned()
+}
+
+fn run_once(dir: &std::path::Path) -> (i32, String, String) {
+    agent(&[
+        "run",
+        "--once",
+        "--state-dir",
+        dir.to_str().unwrap(),
+        "--script-timeout",
+        "20",
+    ])
+}
+
+/// A script with these detection and remediation shell scripts, assigned to all devices.
+async fn assigned(
+    app: &TestApp,
+    name: &str,
+    detection: &str,
+    remediation: Option<&str>,
+    remediate: bool,
+    schedule: Value,
+) -> String {
+    let mut body = json!({"displayName": name, "detectionScriptContent": b64(detection)});
+    if let Some(r) = remediation {
+        body["remediationScriptContent"] = json!(b64(r));
+    }
+    let reply = app.post(SCRIPTS, &body.to_string()).await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let id = reply.json["id"].as_str().unwrap().to_owned();
+    let assign = json!({"deviceHealthScriptAssignments": [{
+        "target": {"@odata.type": "#microsoft.graph.allDevicesAssignmentTarget"},
+        "runRemediationScript": remediate, "runSchedule": schedule}]});
+    let reply = app
+        .post(&format!("{SCRIPTS}/{id}/assign"), &assign.to_string())
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    id
+}
+
+async fn state_of(app: &TestApp, script: &str, device: &str) -> Value {
+    let reply = app
+        .get(&format!(
+            "{SCRIPTS}/{script}/deviceRunStates/{script}:{device}"
+        ))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    reply.json
+}
+
+async fn history_len(app: &TestApp, script: &str, device: &str) -> usize {
+    let reply = app
+        .get(&format!(
+            "{SCRIPTS}/{script}/deviceRunStates/{script}:{device}/history"
+        ))
+        .await;
+    reply.json["value"].as_array().map_or(0, Vec::len)
+}
+
+fn daily() -> Value {
+    json!({"@odata.type": "#microsoft.graph.deviceHealthScriptHourlySchedule", "interval": 23})
+}
+
+both!(
+    an_enrolled_agent_runs_its_scripts_and_reports_every_outcome,
+    |app| {
+        let marker =
+            std::env::temp_dir().join(format!("remediate-marker-{}", uuid::Uuid::new_v4()));
+        let m = marker.display();
+        // Every row of the outcome table (docs/agent-runs.md).
+        let rows = [
+            (
+                "clean",
+                "#!/bin/sh\necho all good\nexit 0\n".to_owned(),
+                None,
+                true,
+                "success",
+                "unknown",
+            ),
+            (
+                "not allowed",
+                "#!/bin/sh\nexit 1\n".to_owned(),
+                Some("#!/bin/sh\nexit 0\n".to_owned()),
+                false,
+                "fail",
+                "skipped",
+            ),
+            (
+                "fixed",
+                format!("#!/bin/sh\n[ -f {m} ] && exit 0\necho missing\nexit 1\n"),
+                Some(format!("#!/bin/sh\ntouch {m}\n")),
+                true,
+                "fail",
+                "success",
+            ),
+            (
+                "still broken",
+                "#!/bin/sh\necho broken\nexit 1\n".to_owned(),
+                Some("#!/bin/sh\nexit 0\n".to_owned()),
+                true,
+                "fail",
+                "remediationFailed",
+            ),
+            (
+                "fix fails",
+                "#!/bin/sh\nexit 1\n".to_owned(),
+                Some("#!/bin/sh\necho cannot >&2\nexit 2\n".to_owned()),
+                true,
+                "fail",
+                "scriptError",
+            ),
+            (
+                "detection error",
+                "#!/bin/sh\necho oops >&2\nexit 3\n".to_owned(),
+                None,
+                true,
+                "scriptError",
+                "unknown",
+            ),
+        ];
+        let mut ids = Vec::new();
+        for (name, detection, remediation, allowed, _, _) in &rows {
+            ids.push(
+                assigned(
+                    &app,
+                    name,
+                    detection,
+                    remediation.as_deref(),
+                    *allowed,
+                    daily(),
+                )
+                .await,
+            );
+        }
+        let secret = secret(&app, json!({"displayName": "lab"})).await;
+        let dir = state_dir();
+        let device = enroll(&app, &dir, "LAB-AGENT-1", &secret).await;
+        let item = app
+            .get(&format!("deviceManagement/managedDevices/{device}"))
+            .await;
+        assert_eq!(item.json["deviceName"], "LAB-AGENT-1");
+        assert_eq!(item.json["operatingSystem"], "Linux");
+        let (code, out, err) = run_once(&dir);
+        assert_eq!(code, 0, "{out}{err}");
+        let mut wrong = Vec::new();
+        for ((name, _, _, _, detection, remediation), id) in rows.iter().zip(&ids) {
+            let state = state_of(&app, id, &device).await;
+            if state["detectionState"] != *detection || state["remediationState"] != *remediation {
+                wrong.push(format!(
+                    "{name}: {} / {} ({state})",
+                    state["detectionState"], state["remediationState"]
+                ));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+        let clean = state_of(&app, &ids[0], &device).await;
+        assert_eq!(clean["preRemediationDetectionScriptOutput"], "all good\n");
+        assert!(clean["expectedStateUpdateDateTime"].is_string());
+        let fails = state_of(&app, &ids[4], &device).await;
+        assert!(fails["remediationScriptError"]
+            .as_str()
+            .unwrap()
+            .contains("cannot"));
+        // The check-in recorded the sync; the run summary counts the device.
+        let summary = app.get(&format!("{SCRIPTS}/{}/runSummary", ids[2])).await;
+        assert_eq!(
+            summary.json["issueRemediatedDeviceCount"], 1,
+            "{}",
+            summary.text
+        );
+        // A second pass: nothing is due (every 23 hours), nothing reported again.
+        let (code, _, err) = run_once(&dir);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(history_len(&app, &ids[0], &device).await, 1);
+        // Enrolling again with the same state directory keeps the device.
+        let again = enroll(&app, &dir, "LAB-AGENT-1", &secret).await;
+        assert_eq!(again, device);
+        let (_, status, _) = agent(&["status", "--state-dir", dir.to_str().unwrap()]);
+        assert!(
+            status.contains(&device) && status.contains("queued reports: 0"),
+            "{status}"
+        );
+        let _ = std::fs::remove_file(&marker);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+);
+
+both!(on_demand_runs_pending_scripts_and_revocation, |app| {
+    let now_script = assigned(&app, "now", "#!/bin/sh\nexit 0\n", None, false, daily()).await;
+    let later = assigned(
+        &app,
+        "later",
+        "#!/bin/sh\nexit 0\n",
+        None,
+        false,
+        json!({"@odata.type": "#microsoft.graph.deviceHealthScriptRunOnceSchedule", "interval": 1,
+               "date": "2099-01-01", "time": "08:00:00.0000000", "useUtc": true}),
+    )
+    .await;
+    let secret = secret(&app, json!({"usesRemaining": 1})).await;
+    let dir = state_dir();
+    let device = enroll(&app, &dir, "LAB-AGENT-2", &secret).await;
+    let (code, _, err) = run_once(&dir);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(history_len(&app, &now_script, &device).await, 1);
+    // Not due yet: reported pending, with the time it will run.
+    let pending = state_of(&app, &later, &device).await;
+    assert_eq!(pending["detectionState"], "pending");
+    assert!(pending["expectedStateUpdateDateTime"]
+        .as_str()
+        .unwrap()
+        .starts_with("2099-01-01T08:00:00"));
+    // On demand: run at the next check-in, whatever the schedule.
+    let operator = app.mint(
+        "tenant-a",
+        &["DeviceManagementManagedDevices.PrivilegedOperations.All"],
+        &[],
+    );
+    let reply = app
+        .send(
+            "POST",
+            &format!(
+                "deviceManagement/managedDevices/{device}/initiateOnDemandProactiveRemediation"
+            ),
+            Some(&operator),
+            Some(&json!({"scriptPolicyId": now_script}).to_string()),
+        )
+        .await;
+    assert_eq!(reply.status, 204, "{}", reply.text);
+    let (code, _, err) = run_once(&dir);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(history_len(&app, &now_script, &device).await, 2);
+    // The secret allowed one use.
+    let (code, _, err) = agent(&[
+        "enroll",
+        "--server",
+        &server_url(&app),
+        "--secret",
+        &secret,
+        "--state-dir",
+        state_dir().to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not valid"), "{err}");
+    // Deleting the device revokes the credential: the agent stops and says so.
+    assert_eq!(
+        app.delete(&format!("deviceManagement/managedDevices/{device}"))
+            .await
+            .status,
+        204
+    );
+    let (code, _, err) = run_once(&dir);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("credential"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+});
+
+both!(
+    reports_queue_while_the_server_is_away_and_arrive_once,
+    |app| {
+        let mut app = app;
+        // Run once, a few seconds from now (UTC): the first pass reports the scripts pending, the
+        // second (server away) runs them and must queue the reports.
+        let soon = std::time::SystemTime::now() + std::time::Duration::from_secs(4);
+        let secs = soon
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let (days, rest) = (secs / 86_400, secs % 86_400);
+        let date = civil_date(days as i64);
+        let time = format!(
+            "{:02}:{:02}:{:02}.0000000",
+            rest / 3600,
+            rest % 3600 / 60,
+            rest % 60
+        );
+        let schedule = json!({"@odata.type": "#microsoft.graph.deviceHealthScriptRunOnceSchedule",
+                          "interval": 1, "date": date, "time": time, "useUtc": true});
+        let script = assigned(
+            &app,
+            "q",
+            "#!/bin/sh\necho queued\nexit 1\n",
+            None,
+            false,
+            schedule.clone(),
+        )
+        .await;
+        let other = assigned(&app, "q2", "#!/bin/sh\nexit 0\n", None, false, schedule).await;
+        let secret = secret(&app, json!({})).await;
+        let dir = state_dir();
+        let device = enroll(&app, &dir, "LAB-AGENT-3", &secret).await;
+        let (code, _, err) = run_once(&dir);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(
+            state_of(&app, &script, &device).await["detectionState"],
+            "pending"
+        );
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        let address = app
+            .base
+            .trim_start_matches("http://")
+            .trim_end_matches("/beta")
+            .to_owned();
+        app.stop();
+        let (code, _, err) = run_once(&dir);
+        assert_eq!(
+            code, 75,
+            "reports stay queued while the server is away: {err}"
+        );
+        let (_, status, _) = agent(&["status", "--state-dir", dir.to_str().unwrap()]);
+        assert!(status.contains("queued reports: 2"), "{status}");
+        app.args = vec!["--listen".into(), address];
+        app.spawn();
+        let (code, _, err) = run_once(&dir);
+        assert_eq!(code, 0, "{err}");
+        // Once more: nothing new is sent.
+        let (code, _, err) = run_once(&dir);
+        assert_eq!(code, 0, "{err}");
+        for id in [&script, &other] {
+            // The pending report and the run: each exactly once.
+            assert_eq!(history_len(&app, id, &device).await, 2, "{id}");
+        }
+        let state = state_of(&app, &script, &device).await;
+        assert_eq!(state["detectionState"], "fail");
+        assert_eq!(state["remediationState"], "skipped");
+        assert_eq!(state["preRemediationDetectionScriptOutput"], "queued\n");
+        let (ok, report) = app.recount_check();
+        assert!(ok, "{report}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+);
+
+/// `YYYY-MM-DD` of a day count since 1970-01-01 (civil-from-days).
+fn civil_date(days: i64) -> String {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}

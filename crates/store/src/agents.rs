@@ -1,0 +1,217 @@
+//! Device agents' enrollment in storage: enrollment secrets (their hash in a column the entity
+//! does not show), enrolling a device with one (use counted atomically, groups joined, credential
+//! hash stored — all in one transaction), and the reads of the unauthenticated agent endpoints:
+//! which tenant a secret belongs to, and a device's credential hash.
+
+use remediate_domain::directory;
+use remediate_domain::model::{GROUP, MANAGED_DEVICE};
+use remediate_domain::write::WriteOutcome;
+use remediate_domain::{Instant, Record, Value};
+
+use crate::codec::{insert_sql, insert_sql_with};
+use crate::commands::Writer;
+use crate::connect::Dialect;
+use crate::counters;
+use crate::db::{self, Conn, DbError};
+use crate::error::ExecError;
+use crate::reads::fetch_entity;
+use crate::{EntityRef, StoreError};
+
+fn refused(message: &str) -> ExecError {
+    StoreError::InvalidReference(message.to_owned()).into()
+}
+
+impl Writer {
+    /// `Write::CreateEnrollmentSecret`: the groups it names must exist.
+    pub(crate) async fn create_secret(
+        &self,
+        c: &mut dyn Conn,
+        tenant: &str,
+        record: Record,
+        secret_hash: String,
+    ) -> Result<WriteOutcome, ExecError> {
+        if let Value::StrList(groups) = record.get("groupIds") {
+            for group in groups {
+                let key = EntityRef::of(
+                    &remediate_domain::collections::GROUPS,
+                    std::slice::from_ref(group),
+                )
+                .ok_or_else(|| refused("The group cannot be resolved."))?;
+                if fetch_entity(c, tenant, &key, false).await?.is_none() {
+                    return Err(StoreError::InvalidReference(format!(
+                        "The groupIds value '{group}' does not name a group of this tenant."
+                    ))
+                    .into());
+                }
+            }
+        }
+        let sql = insert_sql_with(
+            tenant,
+            &record,
+            vec![("secretHash", db::text(&secret_hash))],
+        );
+        c.execute(&sql.text, &sql.args).await?;
+        Ok(WriteOutcome::Created(record))
+    }
+
+    /// `Write::Enroll`: count the secret's use, then register the device (or update the device
+    /// whose credential the agent proved) and join the secret's groups.
+    pub(crate) async fn enroll(
+        &self,
+        c: &mut dyn Conn,
+        tenant: &str,
+        secret_hash: String,
+        mut device: Record,
+        credential_hash: String,
+        existing: Option<(String, String)>,
+    ) -> Result<WriteOutcome, ExecError> {
+        let lock = match self.dialect {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE",
+        };
+        let row = c
+            .query_opt(
+                &format!("SELECT \"id\", \"expirationDateTime\", \"usesRemaining\", \"groupIds\" FROM enrollment_secrets WHERE \"tenant\" = $1 AND \"secretHash\" = $2{lock}"),
+                &[db::text(tenant), db::text(&secret_hash)],
+            )
+            .await?;
+        let invalid =
+            "The enrollment secret is not valid: it is unknown, revoked, expired or used up.";
+        let Some(row) = row else {
+            return Err(refused(invalid));
+        };
+        let secret_id = row.text(0)?.unwrap_or_default();
+        let expires = row.int(1)?;
+        let remaining = row.int(2)?;
+        let groups: Vec<String> = row
+            .text(3)?
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        if expires.is_some_and(|t| t <= Instant::now().ticks()) || remaining.is_some_and(|n| n < 1)
+        {
+            return Err(refused(invalid));
+        }
+        c.execute(
+            "UPDATE enrollment_secrets SET \"usesCount\" = \"usesCount\" + 1, \
+             \"usesRemaining\" = CASE WHEN \"usesRemaining\" IS NULL THEN NULL ELSE \"usesRemaining\" - 1 END \
+             WHERE \"tenant\" = $1 AND \"id\" = $2",
+            &[db::text(tenant), db::text(&secret_id)],
+        )
+        .await?;
+        // Enrolling again with a proven credential keeps the device (and its credential).
+        if let Some((id, proof)) = existing {
+            if self.credential_matches(c, tenant, &id, &proof).await? {
+                let key = EntityRef::Device(id.clone());
+                let Some(mut current) = self.fetch(c, tenant, &key, true).await? else {
+                    return Err(refused("The enrolled device no longer exists."));
+                };
+                let mut changed = Vec::new();
+                for (index, p) in MANAGED_DEVICE.properties.iter().enumerate() {
+                    let keep = matches!(p.name, "id" | "enrolledDateTime");
+                    if !keep && current.values[index] != device.values[index] {
+                        current.values[index] = device.values[index].clone();
+                        changed.push(index);
+                    }
+                }
+                self.update_columns(c, tenant, &key, &current, &changed, None)
+                    .await?;
+                self.refresh_device(c, tenant, &current).await?;
+                self.join_groups(c, tenant, &id, &groups).await?;
+                return Ok(WriteOutcome::Created(current));
+            }
+        }
+        self.check_references(c, tenant, &device).await?;
+        device.device_id = None;
+        let sql = insert_sql(tenant, &device);
+        c.execute(&sql.text, &sql.args).await?;
+        counters::bump(c, tenant, counters::DEVICES, self.shard, 1).await?;
+        c.execute(
+            "INSERT INTO device_credentials (\"tenant\", \"deviceId\", \"credentialHash\", \"createdDateTime\") VALUES ($1, $2, $3, $4)",
+            &[
+                db::text(tenant),
+                db::text(device.id()),
+                db::text(&credential_hash),
+                db::int(Instant::now().ticks()),
+            ],
+        )
+        .await?;
+        self.refresh_device(c, tenant, &device).await?;
+        self.join_groups(c, tenant, device.id(), &groups).await?;
+        Ok(WriteOutcome::Created(device))
+    }
+
+    async fn credential_matches(
+        &self,
+        c: &mut dyn Conn,
+        tenant: &str,
+        device: &str,
+        hash: &str,
+    ) -> Result<bool, DbError> {
+        Ok(credential_hash(c, tenant, device).await?.as_deref() == Some(hash))
+    }
+
+    /// By-hand membership of the secret's groups that still exist (and are not dynamic).
+    async fn join_groups(
+        &self,
+        c: &mut dyn Conn,
+        tenant: &str,
+        device: &str,
+        groups: &[String],
+    ) -> Result<(), ExecError> {
+        for group in groups {
+            let key = EntityRef::of(
+                &remediate_domain::collections::GROUPS,
+                std::slice::from_ref(group),
+            )
+            .ok_or_else(|| refused("The group cannot be resolved."))?;
+            match fetch_entity(c, tenant, &key, false).await? {
+                Some(g) if std::ptr::eq(g.entity, &GROUP) && !directory::is_dynamic(&g) => {
+                    c.execute(
+                        "INSERT INTO group_members (\"tenant\", \"groupId\", \"memberId\", \"dynamic\") VALUES ($1, $2, $3, 0) \
+                         ON CONFLICT (\"tenant\", \"groupId\", \"memberId\") DO UPDATE SET \"dynamic\" = 0",
+                        &[db::text(tenant), db::text(group), db::text(device)],
+                    )
+                    .await?;
+                }
+                // A group deleted (or made dynamic) since the secret was made is skipped.
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The tenant an enrollment secret (by its hash) belongs to.
+pub(crate) async fn secret_tenant(
+    c: &mut dyn Conn,
+    secret_hash: &str,
+) -> Result<Option<String>, DbError> {
+    let row = c
+        .query_opt(
+            "SELECT \"tenant\" FROM enrollment_secrets WHERE \"secretHash\" = $1",
+            &[db::text(secret_hash)],
+        )
+        .await?;
+    match row {
+        Some(row) => row.text(0),
+        None => Ok(None),
+    }
+}
+
+/// The credential hash of an enrolled device (`None`: never enrolled, or deleted: revoked).
+pub(crate) async fn credential_hash(
+    c: &mut dyn Conn,
+    tenant: &str,
+    device: &str,
+) -> Result<Option<String>, DbError> {
+    let row = c
+        .query_opt(
+            "SELECT \"credentialHash\" FROM device_credentials WHERE \"tenant\" = $1 AND \"deviceId\" = $2",
+            &[db::text(tenant), db::text(device)],
+        )
+        .await?;
+    match row {
+        Some(row) => row.text(0),
+        None => Ok(None),
+    }
+}
