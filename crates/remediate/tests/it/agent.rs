@@ -410,3 +410,225 @@ fn civil_date(days: i64) -> String {
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}-{m:02}-{d:02}")
 }
+
+both!(
+    changed_scripts_are_downloaded_again_and_unassigned_ones_stop,
+    |app| {
+        let marker = std::env::temp_dir().join(format!("remediate-v2-{}", uuid::Uuid::new_v4()));
+        let script = assigned(
+            &app,
+            "versioned",
+            "#!/bin/sh\necho v1\nexit 0\n",
+            None,
+            false,
+            daily(),
+        )
+        .await;
+        let secret = secret(&app, json!({})).await;
+        let dir = state_dir();
+        let device = enroll(&app, &dir, "LAB-AGENT-4", &secret).await;
+        let (code, _, err) = run_once(&dir);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(
+            state_of(&app, &script, &device).await["preRemediationDetectionScriptOutput"],
+            "v1\n"
+        );
+        // New content: a new version; the agent downloads it at the next check-in. It runs on
+        // demand (its schedule is not due again).
+        let v2 = format!("#!/bin/sh\ntouch {}\necho v2\nexit 0\n", marker.display());
+        let reply = app
+            .patch(
+                &format!("{SCRIPTS}/{script}"),
+                &json!({"detectionScriptContent": b64(&v2)}).to_string(),
+            )
+            .await;
+        assert_eq!(reply.json["version"], "2", "{}", reply.text);
+        let operator = app.mint(
+            "tenant-a",
+            &["DeviceManagementManagedDevices.PrivilegedOperations.All"],
+            &[],
+        );
+        let on_demand = |id: String| {
+            let app = &app;
+            let operator = operator.clone();
+            let device = device.clone();
+            async move {
+                app.send(
+                "POST",
+                &format!("deviceManagement/managedDevices/{device}/initiateOnDemandProactiveRemediation"),
+                Some(&operator),
+                Some(&json!({"scriptPolicyId": id}).to_string()),
+            )
+            .await
+            .status
+            }
+        };
+        assert_eq!(on_demand(script.clone()).await, 204);
+        let (code, _, err) = run_once(&dir);
+        assert_eq!(code, 0, "{err}");
+        assert!(err.contains("script content downloaded"), "{err}");
+        assert_eq!(
+            state_of(&app, &script, &device).await["preRemediationDetectionScriptOutput"],
+            "v2\n"
+        );
+        assert!(marker.exists());
+        // Unassigned: the agent forgets it and never runs it again, even when asked.
+        let reply = app
+            .post(
+                &format!("{SCRIPTS}/{script}/assign"),
+                r#"{"deviceHealthScriptAssignments":[]}"#,
+            )
+            .await;
+        assert_eq!(reply.status, 200);
+        let _ = std::fs::remove_file(&marker);
+        let (code, _, err) = run_once(&dir);
+        assert_eq!(code, 0, "{err}");
+        assert!(!marker.exists(), "an unassigned script ran");
+        let (_, status, _) = agent(&["status", "--state-dir", dir.to_str().unwrap()]);
+        assert!(status.contains("scripts: 0"), "{status}");
+        assert_eq!(history_len(&app, &script, &device).await, 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+);
+
+both!(
+    long_outputs_are_cut_visibly_and_hung_scripts_are_killed,
+    |app| {
+        let pid_file =
+            std::env::temp_dir().join(format!("remediate-hang-{}", uuid::Uuid::new_v4()));
+        let loud = assigned(
+        &app,
+        "loud",
+        "#!/bin/sh\ni=0\nwhile [ $i -lt 2000 ]; do echo line-$i-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; i=$((i+1)); done\nexit 0\n",
+        None,
+        false,
+        daily(),
+    )
+    .await;
+        let hang = assigned(
+            &app,
+            "hang",
+            &format!(
+                "#!/bin/sh\nsleep 300 &\necho $! > {}\nwait\n",
+                pid_file.display()
+            ),
+            None,
+            false,
+            daily(),
+        )
+        .await;
+        let secret = secret(&app, json!({})).await;
+        let dir = state_dir();
+        let device = enroll(&app, &dir, "LAB-AGENT-5", &secret).await;
+        let (code, _, err) = agent(&[
+            "run",
+            "--once",
+            "--state-dir",
+            dir.to_str().unwrap(),
+            "--script-timeout",
+            "2",
+            "--output-chars",
+            "500",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let output = state_of(&app, &loud, &device).await["preRemediationDetectionScriptOutput"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            output.starts_with("[remediate: "),
+            "the cut is marked: {}",
+            &output[..80.min(output.len())]
+        );
+        assert!(
+            output.ends_with("line-1999-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n"),
+            "the tail is kept"
+        );
+        assert!(
+            output.chars().count() < 600,
+            "{} characters",
+            output.chars().count()
+        );
+        let hung = state_of(&app, &hang, &device).await;
+        assert_eq!(hung["detectionState"], "scriptError", "{hung}");
+        // The whole process group was killed: the backgrounded sleep is gone.
+        let pid = std::fs::read_to_string(&pid_file).unwrap_or_default();
+        let pid = pid.trim();
+        assert!(!pid.is_empty());
+        // Gone, or a zombie waiting for its new parent to reap it (killed either way).
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit(')').next().unwrap_or("").trim_start().chars().next();
+        assert!(
+            matches!(state, None | Some('Z') | Some('X')),
+            "the grandchild {pid} survived the timeout: {stat}"
+        );
+        let _ = std::fs::remove_file(&pid_file);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+);
+
+both!(
+    secrets_join_groups_and_targeting_decides_what_agents_run,
+    |app| {
+        let group = app
+        .post(
+            "groups",
+            r#"{"displayName":"Pilot","mailEnabled":false,"mailNickname":"pilot","securityEnabled":true}"#,
+        )
+        .await;
+        assert_eq!(group.status, 201, "{}", group.text);
+        let group = group.json["id"].as_str().unwrap().to_owned();
+        let make = |name: &'static str, target: Value| {
+            let app = &app;
+            async move {
+                let body = json!({"displayName": name, "detectionScriptContent": b64("#!/bin/sh\nexit 0\n")});
+                let reply = app.post(SCRIPTS, &body.to_string()).await;
+                let id = reply.json["id"].as_str().unwrap().to_owned();
+                let assign = json!({"deviceHealthScriptAssignments": [{"target": target, "runSchedule": daily()}]});
+                assert_eq!(
+                    app.post(&format!("{SCRIPTS}/{id}/assign"), &assign.to_string())
+                        .await
+                        .status,
+                    200
+                );
+                id
+            }
+        };
+        let pilot = make(
+            "pilot",
+            json!({"@odata.type": "#microsoft.graph.groupAssignmentTarget", "groupId": group}),
+        )
+        .await;
+        let others = make("others", json!({"@odata.type": "#microsoft.graph.groupAssignmentTarget", "groupId": "7d4c5a2e-0000-4000-8000-000000000001"})).await;
+        let pilot_secret = secret(&app, json!({"groupIds": [group]})).await;
+        let plain_secret = secret(&app, json!({})).await;
+        let (in_dir, out_dir) = (state_dir(), state_dir());
+        let member = enroll(&app, &in_dir, "PILOT-1", &pilot_secret).await;
+        let outsider = enroll(&app, &out_dir, "OTHER-1", &plain_secret).await;
+        let members = app.get(&format!("groups/{group}/members")).await;
+        assert_eq!(
+            members.json["value"][0]["id"],
+            member.as_str(),
+            "{}",
+            members.text
+        );
+        for dir in [&in_dir, &out_dir] {
+            let (code, _, err) = run_once(dir);
+            assert_eq!(code, 0, "{err}");
+        }
+        assert_eq!(history_len(&app, &pilot, &member).await, 1);
+        let reply = app
+            .get(&format!(
+                "{SCRIPTS}/{pilot}/deviceRunStates/{pilot}:{outsider}"
+            ))
+            .await;
+        assert_eq!(reply.status, 404, "the outsider never ran the pilot script");
+        let reply = app
+            .get(&format!("{SCRIPTS}/{others}/deviceRunStates"))
+            .await;
+        assert_eq!(reply.json["value"], json!([]));
+        for dir in [in_dir, out_dir] {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+);
