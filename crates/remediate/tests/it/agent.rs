@@ -557,7 +557,13 @@ both!(
         assert!(!pid.is_empty());
         // Gone, or a zombie waiting for its new parent to reap it (killed either way).
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat.rsplit(')').next().unwrap_or("").trim_start().chars().next();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .chars()
+            .next();
         assert!(
             matches!(state, None | Some('Z') | Some('X')),
             "the grandchild {pid} survived the timeout: {stat}"
@@ -632,3 +638,33 @@ both!(
         }
     }
 );
+
+// A retry after a lost answer repeats a report the server already stored: same run state, same
+// lastStateUpdateDateTime and content. It changes nothing — no second history record, counters
+// unchanged — whether it comes back as the POST or as the PATCH.
+both!(a_repeated_report_is_a_no_op, |app| {
+    let script = app.script("repeat").await;
+    let device = app.device("REPEAT-1").await;
+    let report = r#""detectionState":"fail","remediationState":"success","lastStateUpdateDateTime":"2026-12-01T10:00:00.123Z","preRemediationDetectionScriptOutput":"x""#;
+    assert_eq!(app.run_state(&script, &device, report).await.status, 201);
+    let state = format!("{SCRIPTS}/{script}/deviceRunStates/{script}:{device}");
+    let summary = app
+        .get(&format!("{SCRIPTS}/{script}/runSummary"))
+        .await
+        .json;
+    // The POST again (its answer was lost): 409, nothing changed; then the PATCH twice.
+    assert_eq!(app.run_state(&script, &device, report).await.status, 409);
+    for _ in 0..2 {
+        let reply = app.patch(&state, &format!("{{{report}}}")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+    }
+    assert_eq!(history_len(&app, &script, &device).await, 1);
+    assert_eq!(
+        app.get(&format!("{SCRIPTS}/{script}/runSummary"))
+            .await
+            .json,
+        summary
+    );
+    let (ok, text) = app.recount_check();
+    assert!(ok, "{text}");
+});
