@@ -24,6 +24,8 @@ pub struct Options {
     pub script_timeout: Duration,
     pub output_chars: usize,
     pub run_as_user: Option<String>,
+    /// Keys whose signatures make a script with `enforceSignatureCheck` runnable (`--trust-key`).
+    pub trusted_keys: Vec<crate::signature::PublicKey>,
     pub once: bool,
 }
 
@@ -300,9 +302,6 @@ impl Agent {
     async fn execute(&self, script: &CachedScript) -> Report {
         let decode = |b64: &str| base64::engine::general_purpose::STANDARD.decode(b64.trim());
         let refuse = |why: String| Report::cannot_run(why);
-        if script.enforce_signature_check {
-            return refuse("The script requires a signature check (enforceSignatureCheck), which this agent does not support yet; it was not run.".into());
-        }
         let run_as = match (script.run_as_account.as_str(), &self.options.run_as_user) {
             ("user", None) => {
                 return refuse("The script runs as the logged-on user (runAsAccount 'user'), but the agent has no --run-as-user; it was not run.".into())
@@ -325,6 +324,31 @@ impl Agent {
                 }
             },
             None => None,
+        };
+        // enforceSignatureCheck: both scripts must carry a valid signature by a trusted key;
+        // what runs is the content signed (without the signature line). Otherwise a signature
+        // line is just a comment.
+        let (detection, remediation) = if script.enforce_signature_check {
+            let check = |which: &str, content: &[u8]| {
+                crate::signature::verify(content, &self.options.trusted_keys).map_err(|why| {
+                    format!(
+                        "The script requires a signature check (enforceSignatureCheck), and the \
+                         {which} script failed it: {why}. It was not run."
+                    )
+                })
+            };
+            let detection = match check("detection", &detection) {
+                Ok(content) => content,
+                Err(why) => return refuse(why),
+            };
+            let remediation = match remediation.as_deref().map(|r| check("remediation", r)) {
+                Some(Err(why)) => return refuse(why),
+                Some(Ok(content)) => Some(content),
+                None => None,
+            };
+            (detection, remediation)
+        } else {
+            (detection, remediation)
         };
         let spec = RunSpec {
             content: Vec::new(),

@@ -1,12 +1,14 @@
-//! `remediate-agent`'s command line: `enroll`, `run` (`--once`), `status`.
+//! `remediate-agent`'s command line: `enroll`, `run` (`--once`), `status`, `install` (enroll and
+//! write the systemd unit / launchd plist).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
 use crate::agent::{Agent, Options, Stopped, EXIT_QUEUED};
+use crate::install::{self, ServiceKind};
 use crate::state::{Identity, StateDir};
 
 #[derive(Parser)]
@@ -54,14 +56,62 @@ enum Command {
         /// Characters of each output stream reported (the tail; a cut is marked). Intune: 2048.
         #[arg(long, default_value_t = 2048)]
         output_chars: usize,
-        /// The user that scripts with runAsAccount 'user' run as.
+        /// The user that scripts with runAsAccount 'user' run as (the agent must run as root;
+        /// the state directory becomes mode 0711 so that user can reach its script).
         #[arg(long)]
         run_as_user: Option<String>,
+        /// A public key file (`remediate sign-script --public-key-out`) whose signatures make
+        /// scripts with enforceSignatureCheck runnable (repeatable).
+        #[arg(long = "trust-key", value_name = "FILE")]
+        trust_keys: Vec<PathBuf>,
+    },
+    /// The fleet simulator: N virtual devices enrolled with one secret check in every interval
+    /// and report their scripts' schedules (no script runs); prints check-in latency percentiles.
+    Simulate {
+        #[arg(long)]
+        server: String,
+        #[arg(long, env = "REMEDIATE_ENROLLMENT_SECRET")]
+        secret: String,
+        #[arg(long, default_value_t = 1000)]
+        devices: usize,
+        /// Seconds to run after every device enrolled.
+        #[arg(long, default_value_t = 180)]
+        duration: u64,
+        #[arg(long, default_value_t = 60)]
+        check_in_interval: u64,
+        #[arg(long, default_value_t = 64)]
+        enroll_concurrency: usize,
     },
     /// Print the enrollment, the assigned scripts with their last outcome, and the queue length.
     Status {
         #[arg(long)]
         state_dir: PathBuf,
+    },
+    /// As root: enroll into the state directory and write the service that runs the agent at
+    /// boot (systemd unit, or launchd plist on macOS); it is not started.
+    Install {
+        /// The server's base URL.
+        #[arg(long)]
+        server: String,
+        /// An enrollment secret (`remediate enrollment create`); never stored.
+        #[arg(long, env = "REMEDIATE_ENROLLMENT_SECRET")]
+        secret: String,
+        /// The device name (default: the host name).
+        #[arg(long)]
+        name: Option<String>,
+        /// The agent's state directory.
+        #[arg(long, default_value = install::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        /// Where the service file goes (default: /etc/systemd/system, on macOS
+        /// /Library/LaunchDaemons).
+        #[arg(long)]
+        unit_dir: Option<PathBuf>,
+        /// A public key file the service's agent trusts (`run --trust-key`; repeatable).
+        #[arg(long = "trust-key", value_name = "FILE")]
+        trust_keys: Vec<PathBuf>,
+        /// The user the service's agent runs runAsAccount 'user' scripts as (`run --run-as-user`).
+        #[arg(long)]
+        run_as_user: Option<String>,
     },
 }
 
@@ -100,25 +150,29 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             state_dir,
             name,
         } => {
-            let state = StateDir::open(&state_dir)?;
-            let _lock = state.lock()?;
-            let existing = state.identity()?;
-            let proof = existing
-                .as_ref()
-                .map(|i| (i.device_id.as_str(), i.credential.as_str()));
-            let enrolled = crate::client::enroll(&server, &secret, machine(name), proof)
-                .await
-                .map_err(|e| anyhow::anyhow!("enrollment failed: {e}"))?;
-            let identity = Identity {
-                server: crate::client::server_root(&server),
-                tenant: enrolled.tenant,
-                device_id: enrolled.device_id.clone(),
-                credential: enrolled.credential,
-                enrolled_at: crate::state::now_rfc3339(),
-            };
-            state.save_identity(&identity)?;
-            println!("enrolled as managed device {}", enrolled.device_id);
+            let device = enroll(&server, &secret, &state_dir, name).await?;
+            println!("enrolled as managed device {device}");
             Ok(0)
+        }
+        Command::Install {
+            server,
+            secret,
+            name,
+            state_dir,
+            unit_dir,
+            trust_keys,
+            run_as_user,
+        } => {
+            install_service(
+                &server,
+                &secret,
+                name,
+                &state_dir,
+                unit_dir,
+                &trust_keys,
+                run_as_user,
+            )
+            .await
         }
         Command::Run {
             state_dir,
@@ -127,9 +181,16 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             script_timeout,
             output_chars,
             run_as_user,
+            trust_keys,
         } => {
+            let trusted_keys = trust_keys
+                .iter()
+                .map(|path| crate::signature::load_public_key(path))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let state = StateDir::open(&state_dir)?;
             let _lock = state.lock()?;
+            // A script run as another user must reach its file under work/.
+            state.set_traversable(run_as_user.is_some())?;
             let Some(identity) = state.identity()? else {
                 anyhow::bail!(
                     "{} is not enrolled: run `remediate-agent enroll` first",
@@ -144,6 +205,7 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
                     script_timeout: Duration::from_secs(script_timeout.max(1)),
                     output_chars: output_chars.max(1),
                     run_as_user,
+                    trusted_keys,
                     once,
                 },
             )?;
@@ -151,6 +213,26 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
                 Stopped::Once { delivered: true } | Stopped::Signalled => 0,
                 Stopped::Once { delivered: false } => EXIT_QUEUED,
             })
+        }
+        Command::Simulate {
+            server,
+            secret,
+            devices,
+            duration,
+            check_in_interval,
+            enroll_concurrency,
+        } => {
+            let report = crate::simulate::simulate(crate::simulate::SimOptions {
+                server,
+                secret,
+                devices,
+                duration: Duration::from_secs(duration),
+                check_in_interval: Duration::from_secs(check_in_interval.max(1)),
+                enroll_concurrency,
+            })
+            .await?;
+            println!("{}", report.summary());
+            Ok(if report.errors.is_empty() { 0 } else { 1 })
         }
         Command::Status { state_dir } => {
             let state = StateDir::open(&state_dir)?;
@@ -186,6 +268,94 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// Enroll (again) into a state directory: the managed device's id. An existing identity is the
+/// proof that keeps the same device.
+async fn enroll(
+    server: &str,
+    secret: &str,
+    state_dir: &Path,
+    name: Option<String>,
+) -> anyhow::Result<String> {
+    let state = StateDir::open(state_dir)?;
+    let _lock = state.lock()?;
+    let existing = state.identity()?;
+    let proof = existing
+        .as_ref()
+        .map(|i| (i.device_id.as_str(), i.credential.as_str()));
+    let enrolled = crate::client::enroll(server, secret, machine(name), proof)
+        .await
+        .map_err(|e| anyhow::anyhow!("enrollment failed: {e}"))?;
+    let identity = Identity {
+        server: crate::client::server_root(server),
+        tenant: enrolled.tenant,
+        device_id: enrolled.device_id.clone(),
+        credential: enrolled.credential,
+        enrolled_at: crate::state::now_rfc3339(),
+    };
+    state.save_identity(&identity)?;
+    Ok(enrolled.device_id)
+}
+
+/// `install`: check everything that can be checked, enroll, write the service definition, say
+/// how to start it.
+async fn install_service(
+    server: &str,
+    secret: &str,
+    name: Option<String>,
+    state_dir: &Path,
+    unit_dir: Option<PathBuf>,
+    trust_keys: &[PathBuf],
+    run_as_user: Option<String>,
+) -> anyhow::Result<i32> {
+    if !nix::unistd::geteuid().is_root() {
+        anyhow::bail!(
+            "install must run as root: the service runs the agent as root, with a state directory \
+             root owns, and the service file goes to a system directory"
+        );
+    }
+    let kind = ServiceKind::native();
+    let unit_dir = unit_dir.unwrap_or_else(|| PathBuf::from(kind.default_dir()));
+    let exe = std::env::current_exe()
+        .and_then(std::fs::canonicalize)
+        .map_err(|e| anyhow::anyhow!("cannot find this program's own path: {e}"))?;
+    let exe = exe
+        .to_str()
+        .ok_or_else(|| anyhow::anyhow!("this program's path {} is not UTF-8", exe.display()))?
+        .to_owned();
+    let absolute = |p: &Path| std::path::absolute(p).map_err(anyhow::Error::from);
+    let state_dir = absolute(state_dir)?;
+    let mut keys = Vec::with_capacity(trust_keys.len());
+    for key in trust_keys {
+        crate::signature::load_public_key(key)?;
+        keys.push(std::fs::canonicalize(key)?);
+    }
+    if let Some(user) = &run_as_user {
+        crate::exec::lookup_user(user).map_err(|e| anyhow::anyhow!("--run-as-user: {e}"))?;
+    }
+    let keys: Vec<&Path> = keys.iter().map(PathBuf::as_path).collect();
+    let args = install::agent_args(&state_dir, &keys, run_as_user.as_deref())
+        .map_err(anyhow::Error::msg)?;
+    let text = kind.definition(&exe, &args).map_err(anyhow::Error::msg)?;
+    if !unit_dir.is_dir() {
+        anyhow::bail!(
+            "{} is not a directory (the service file goes there)",
+            unit_dir.display()
+        );
+    }
+    let file = unit_dir.join(kind.file_name());
+    let device = enroll(server, secret, &state_dir, name).await?;
+    println!("enrolled as managed device {device}");
+    install::write_definition(&file, &text).map_err(|e| {
+        anyhow::anyhow!("{e:#} (the device is enrolled; running install again keeps it)")
+    })?;
+    println!("wrote {}", file.display());
+    println!(
+        "start it now and at every boot with: {}",
+        kind.start_hint(&file)
+    );
+    Ok(0)
 }
 
 fn read(path: &str) -> Option<String> {

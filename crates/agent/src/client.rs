@@ -78,7 +78,8 @@ pub struct AssignedScript {
     pub assignment_id: String,
 }
 
-fn http_client() -> reqwest::Client {
+/// The HTTP client of the agent (and of every simulated device: one connection pool).
+pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .connect_timeout(Duration::from_secs(10))
@@ -181,8 +182,13 @@ pub struct Client {
 
 impl Client {
     pub fn new(identity: Identity) -> Client {
+        Client::with_http(identity, http_client())
+    }
+
+    /// A client sharing `http`'s connection pool (the fleet simulator's devices).
+    pub fn with_http(identity: Identity, http: reqwest::Client) -> Client {
         Client {
-            http: http_client(),
+            http,
             root: server_root(&identity.server),
             identity,
             token: Mutex::new(None),

@@ -9,13 +9,19 @@
 //! - `queue`: reports on disk (fsync'd) until the server acknowledged them;
 //! - `state`: the state directory (identity, credential, what was downloaded and run);
 //! - `client`: the server's API as the agent uses it (token exchange, check-in, reports);
+//! - `signature`: signed scripts (`enforceSignatureCheck`): Ed25519 signature lines and keys;
+//! - `install`: the service definition (systemd unit, launchd plist) `install` writes;
+//! - `simulate`: the fleet simulator (N virtual devices over real HTTP, for capacity figures);
 //! - `agent`: the loop that ties them together; `cli`: the command line.
 
 pub mod agent;
 pub mod cli;
 pub mod client;
 pub mod exec;
+pub mod install;
 pub mod outcome;
 pub mod queue;
 pub mod schedule;
+pub mod signature;
+pub mod simulate;
 pub mod state;

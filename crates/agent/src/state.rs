@@ -3,10 +3,11 @@
 //! (work dir), the report queue (`queue/`, see `crate::queue`) and the lock that keeps a second
 //! agent away.
 //!
-//! Layout of DIR (mode 0700, owned by the agent's user):
+//! Layout of DIR (mode 0700, owned by the agent's user; 0711 while scripts run as another user,
+//! see `StateDir::set_traversable`):
 //! - `identity.json`, `scripts.json`, `runs.json`: mode 0600, each replaced atomically (temporary
 //!   file, fsync, rename, fsync of the directory), so a crash leaves the old or the new version;
-//! - `work/`: mode 0700, scripts written here to run;
+//! - `work/`: mode 0700 (0711 while scripts run as another user), scripts written here to run;
 //! - `queue/`: mode 0700, one file per report not yet acknowledged;
 //! - `agent.lock`: mode 0600, held (an advisory `flock`) by the running agent, holding its pid.
 //!
@@ -198,6 +199,20 @@ impl StateDir {
         self.path.join(WORK_DIR)
     }
 
+    /// Scripts that run as another user (`--run-as-user`) must pass through DIR to reach their
+    /// file under `work/`: `true` sets DIR to mode 0711 (others may pass, but neither list nor
+    /// read it: every file in it is 0600 and every other subdirectory 0700), `false` back to
+    /// 0700. `open` accepts both modes.
+    pub fn set_traversable(&self, traversable: bool) -> anyhow::Result<()> {
+        let mode = if traversable { 0o711 } else { 0o700 };
+        fs::set_permissions(&self.path, fs::Permissions::from_mode(mode)).with_context(|| {
+            format!(
+                "setting the mode of state directory {} to {mode:04o}",
+                self.path.display()
+            )
+        })
+    }
+
     /// The report queue, in `DIR/queue/` (same as `Queue::open(self.path())`).
     pub fn queue(&self) -> anyhow::Result<Queue> {
         Queue::open(&self.path)
@@ -371,7 +386,8 @@ pub(crate) fn ensure_private_subdir(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Refuse a directory that is not a directory, not owned by `uid`, or group/world-accessible.
+/// Refuse a directory that is not a directory, not owned by `uid`, or group/world-accessible
+/// (beyond search permission for both, mode 0711).
 fn check_private_dir(path: &Path, uid: u32, what: &str) -> anyhow::Result<()> {
     let meta = fs::metadata(path).with_context(|| format!("reading {what} {}", path.display()))?;
     if !meta.is_dir() {
@@ -386,7 +402,8 @@ fn check_private_dir(path: &Path, uid: u32, what: &str) -> anyhow::Result<()> {
         );
     }
     let mode = meta.mode() & 0o7777;
-    if mode & 0o077 != 0 {
+    // 0711 (`StateDir::set_traversable`): others may pass through, but not list or read.
+    if mode & 0o077 != 0 && mode & 0o077 != 0o011 {
         bail!(
             "{what} {} has mode {mode:04o}, which lets other users in: refusing to use it (it \
              holds the device's credential); run `chmod 700 {}`",
@@ -584,6 +601,22 @@ mod tests {
         }
         fs::set_permissions(t.path(), fs::Permissions::from_mode(0o700)).unwrap();
         StateDir::open(t.path()).unwrap();
+    }
+
+    #[test]
+    fn state_dir_can_be_made_traversable_for_run_as_scripts() {
+        let t = TestDir::new("traverse");
+        let s = StateDir::open(t.path()).unwrap();
+        s.save_identity(&identity()).unwrap();
+        s.set_traversable(true).unwrap();
+        assert_eq!(mode(s.path()), 0o711);
+        // Accepted when opened again; the files stay private.
+        let s = StateDir::open(t.path()).unwrap();
+        assert_eq!(mode(s.path()), 0o711);
+        assert_eq!(mode(&s.path().join(IDENTITY_FILE)), 0o600);
+        assert_eq!(mode(&s.work_dir()), 0o700);
+        s.set_traversable(false).unwrap();
+        assert_eq!(mode(s.path()), 0o700);
     }
 
     #[test]

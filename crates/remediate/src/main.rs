@@ -1,5 +1,6 @@
 //! The `remediate` binary: `serve` runs the server, `token` mints a token for the local key,
-//! `recount` rebuilds (or checks) the summary counters. The wiring lives in the library
+//! `recount` rebuilds (or checks) the summary counters, `sign-script` signs scripts for devices
+//! that enforce signature checks. The wiring lives in the library
 //! (`src/lib.rs`); this is the command line, the runtime with its memory hooks, and the signals.
 
 mod memory;
@@ -31,6 +32,32 @@ enum Command {
     /// Enrollment secrets for device agents (`remediate-agent enroll --secret …`).
     #[command(subcommand)]
     Enrollment(EnrollmentCommand),
+    /// Sign a script for devices that enforce signature checks (enforceSignatureCheck): the
+    /// script with a last `# remediate-signature:` line (Ed25519). Also creates a key
+    /// (--new-key) and exports its public key (--public-key-out), for `remediate-agent run
+    /// --trust-key`.
+    SignScript(SignScriptArgs),
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("signing_key").required(true).args(["key", "new_key"])))]
+struct SignScriptArgs {
+    /// The private key (PKCS#8, PEM or base64) to sign with.
+    #[arg(long, value_name = "FILE", conflicts_with = "new_key")]
+    key: Option<std::path::PathBuf>,
+    /// Create a new private key in FILE (mode 0600; never overwrites) and print its public key
+    /// (one line of base64) on stdout.
+    #[arg(long, value_name = "FILE")]
+    new_key: Option<std::path::PathBuf>,
+    /// Write the key's public key (one line of base64) to FILE: what devices trust.
+    #[arg(long, value_name = "FILE")]
+    public_key_out: Option<std::path::PathBuf>,
+    /// The script to sign (`-`: stdin); a signature it already has is replaced.
+    #[arg(value_name = "SCRIPT", conflicts_with = "new_key")]
+    script: Option<std::path::PathBuf>,
+    /// Write the signed script to FILE instead of stdout.
+    #[arg(long, value_name = "FILE", requires = "script")]
+    out: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -161,6 +188,7 @@ fn main() -> anyhow::Result<()> {
             println!("{secret}");
             Ok(())
         }
+        Command::SignScript(args) => sign_script(args),
         Command::Token(args) => {
             let token = remediate::mint_token(
                 &args.data_dir,
@@ -178,6 +206,64 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `sign-script`: create a key, export a public key, sign a script.
+fn sign_script(args: SignScriptArgs) -> anyhow::Result<()> {
+    use remediate_agent::signature;
+    use std::io::{Read, Write};
+    let key = match (&args.key, &args.new_key) {
+        (_, Some(path)) => {
+            let key = signature::create_key_file(path)?;
+            eprintln!(
+                "created the private key {} (key id {}); keep it secret. Devices trust its public \
+                 key with `remediate-agent run --trust-key FILE`",
+                path.display(),
+                key.id()
+            );
+            println!("{}", key.public_key().to_base64());
+            key
+        }
+        (Some(path), None) => signature::load_key_pair(path)?,
+        (None, None) => anyhow::bail!("give --key FILE (or --new-key FILE)"),
+    };
+    if let Some(path) = &args.public_key_out {
+        signature::write_public_key(path, &key.public_key())?;
+        eprintln!(
+            "wrote the public key {} (key id {})",
+            path.display(),
+            key.id()
+        );
+    }
+    let Some(script) = &args.script else {
+        if args.key.is_some() && args.public_key_out.is_none() {
+            anyhow::bail!("nothing to do: give a SCRIPT to sign (or --public-key-out FILE)");
+        }
+        return Ok(());
+    };
+    let content = if script.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("reading the script from stdin")?;
+        buf
+    } else {
+        std::fs::read(script).with_context(|| format!("reading {}", script.display()))?
+    };
+    let signed = signature::sign(&content, &key);
+    match &args.out {
+        Some(out) => {
+            std::fs::write(out, &signed).with_context(|| format!("writing {}", out.display()))?
+        }
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(&signed)
+                .and_then(|()| stdout.flush())
+                .context("writing the signed script")?;
+        }
+    }
+    Ok(())
 }
 
 async fn serve(config: config::Config) -> anyhow::Result<()> {

@@ -8,6 +8,7 @@ mod harness;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod agent;
+mod agent_signing;
 mod batch_exact;
 mod cli;
 mod differential;
