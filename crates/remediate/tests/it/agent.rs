@@ -668,3 +668,79 @@ both!(a_repeated_report_is_a_no_op, |app| {
     let (ok, text) = app.recount_check();
     assert!(ok, "{text}");
 });
+
+// The agent killed with SIGKILL while it delivers queued reports (each answer slowed down by the
+// server): whatever it had sent, the next run delivers the rest; no report is lost or doubled.
+both!(
+    an_agent_killed_mid_delivery_loses_and_doubles_nothing,
+    |app| {
+        let mut app = app;
+        let soon = std::time::SystemTime::now() + std::time::Duration::from_secs(4);
+        let secs = soon
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let (days, rest) = (secs / 86_400, secs % 86_400);
+        let schedule = json!({"@odata.type": "#microsoft.graph.deviceHealthScriptRunOnceSchedule", "interval": 1,
+        "date": civil_date(days as i64),
+        "time": format!("{:02}:{:02}:{:02}.0000000", rest / 3600, rest % 3600 / 60, rest % 60), "useUtc": true});
+        let mut scripts = Vec::new();
+        for i in 0..6 {
+            scripts.push(
+                assigned(
+                    &app,
+                    &format!("k{i}"),
+                    "#!/bin/sh\nexit 0\n",
+                    None,
+                    false,
+                    schedule.clone(),
+                )
+                .await,
+            );
+        }
+        let secret = secret(&app, json!({})).await;
+        let dir = state_dir();
+        let device = enroll(&app, &dir, "LAB-AGENT-6", &secret).await;
+        assert_eq!(run_once(&dir).0, 0);
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        let address = app
+            .base
+            .trim_start_matches("http://")
+            .trim_end_matches("/beta")
+            .to_owned();
+        app.stop();
+        assert_eq!(run_once(&dir).0, 75, "six reports queued");
+        app.args = vec![
+            "--listen".into(),
+            address,
+            "--inject-latency-ms".into(),
+            "400".into(),
+        ];
+        app.spawn();
+        let mut child = Command::new(AGENT)
+            .args(["run", "--once", "--state-dir", dir.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        child.kill().unwrap(); // SIGKILL
+        let _ = child.wait();
+        let (code, _, err) = run_once(&dir);
+        assert_eq!(code, 0, "{err}");
+        for id in &scripts {
+            assert_eq!(
+                history_len(&app, id, &device).await,
+                2,
+                "{id}: the pending report and one run"
+            );
+            assert_eq!(
+                state_of(&app, id, &device).await["detectionState"],
+                "success"
+            );
+        }
+        let (ok, report) = app.recount_check();
+        assert!(ok, "{report}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+);
