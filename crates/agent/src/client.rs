@@ -129,6 +129,18 @@ async fn failure(response: reqwest::Response) -> Failure {
     }
 }
 
+/// A failure of the unauthenticated endpoints, where a 401 means the secret or credential was
+/// refused.
+async fn credential_failure(response: reqwest::Response) -> Failure {
+    match failure(response).await {
+        Failure::Rejected {
+            status: 401,
+            message,
+        } => Failure::Revoked(message),
+        other => other,
+    }
+}
+
 fn unreachable(e: reqwest::Error) -> Failure {
     Failure::Retry {
         retry_after: None,
@@ -155,13 +167,7 @@ pub async fn enroll(
         .await
         .map_err(unreachable)?;
     if !response.status().is_success() {
-        return Err(match failure(response).await {
-            Failure::Rejected {
-                status: 401,
-                message,
-            } => Failure::Revoked(message),
-            other => other,
-        });
+        return Err(credential_failure(response).await);
     }
     let answer: Value = response.json().await.map_err(unreachable)?;
     let field = |name: &str| answer[name].as_str().unwrap_or_default().to_owned();
@@ -223,13 +229,7 @@ impl Client {
             .await
             .map_err(unreachable)?;
         if !response.status().is_success() {
-            return Err(match failure(response).await {
-                Failure::Rejected {
-                    status: 401,
-                    message,
-                } => Failure::Revoked(message),
-                other => other,
-            });
+            return Err(credential_failure(response).await);
         }
         let answer: Value = response.json().await.map_err(unreachable)?;
         let token = answer["access_token"]

@@ -12,25 +12,25 @@ use serde_json::{json, Value};
 use crate::both;
 use crate::harness::TestApp;
 
-const AGENT: &str = env!("CARGO_BIN_EXE_remediate-agent");
+pub(crate) const AGENT: &str = env!("CARGO_BIN_EXE_remediate-agent");
 const SCRIPTS: &str = "deviceManagement/deviceHealthScripts";
 
-fn b64(text: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(text)
+pub(crate) fn b64(content: impl AsRef<[u8]>) -> String {
+    base64::engine::general_purpose::STANDARD.encode(content)
 }
 
-fn state_dir() -> PathBuf {
+pub(crate) fn state_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("remediate-agent-it-{}", uuid::Uuid::new_v4()));
     // The agent creates it (0700) itself.
     dir
 }
 
-fn server_url(app: &TestApp) -> String {
+pub(crate) fn server_url(app: &TestApp) -> String {
     app.base.trim_end_matches("/beta").to_owned()
 }
 
 /// Run the agent with `args`; (exit code, stdout, stderr).
-fn agent(args: &[&str]) -> (i32, String, String) {
+pub(crate) fn agent(args: &[&str]) -> (i32, String, String) {
     let output = Command::new(AGENT)
         .args(args)
         .env("REMEDIATE_AGENT_LOG", "info")
@@ -43,7 +43,7 @@ fn agent(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-async fn secret(app: &TestApp, body: Value) -> String {
+pub(crate) async fn secret(app: &TestApp, body: Value) -> String {
     let reply = app
         .post("deviceManagement/agentEnrollmentSecrets", &body.to_string())
         .await;
@@ -52,7 +52,12 @@ async fn secret(app: &TestApp, body: Value) -> String {
     reply.json["secret"].as_str().unwrap().to_owned()
 }
 
-async fn enroll(app: &TestApp, dir: &std::path::Path, name: &str, secret: &str) -> String {
+pub(crate) async fn enroll(
+    app: &TestApp,
+    dir: &std::path::Path,
+    name: &str,
+    secret: &str,
+) -> String {
     let (code, out, err) = agent(&[
         "enroll",
         "--server",
@@ -68,15 +73,22 @@ async fn enroll(app: &TestApp, dir: &std::path::Path, name: &str, secret: &str) 
     out.trim().rsplit(' ').next().unwrap_or_default().to_owned()
 }
 
-fn run_once(dir: &std::path::Path) -> (i32, String, String) {
-    agent(&[
+pub(crate) fn run_once(dir: &std::path::Path) -> (i32, String, String) {
+    run_once_with(dir, &[])
+}
+
+/// `run --once` with more arguments.
+pub(crate) fn run_once_with(dir: &std::path::Path, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec![
         "run",
         "--once",
         "--state-dir",
         dir.to_str().unwrap(),
         "--script-timeout",
         "20",
-    ])
+    ];
+    args.extend_from_slice(extra);
+    agent(&args)
 }
 
 /// A script with these detection and remediation shell scripts, assigned to all devices.
@@ -92,6 +104,16 @@ async fn assigned(
     if let Some(r) = remediation {
         body["remediationScriptContent"] = json!(b64(r));
     }
+    assigned_body(app, body, remediate, schedule).await
+}
+
+/// Create a script from `body` and assign it to all devices.
+pub(crate) async fn assigned_body(
+    app: &TestApp,
+    body: Value,
+    remediate: bool,
+    schedule: Value,
+) -> String {
     let reply = app.post(SCRIPTS, &body.to_string()).await;
     assert_eq!(reply.status, 201, "{}", reply.text);
     let id = reply.json["id"].as_str().unwrap().to_owned();
@@ -105,7 +127,7 @@ async fn assigned(
     id
 }
 
-async fn state_of(app: &TestApp, script: &str, device: &str) -> Value {
+pub(crate) async fn state_of(app: &TestApp, script: &str, device: &str) -> Value {
     let reply = app
         .get(&format!(
             "{SCRIPTS}/{script}/deviceRunStates/{script}:{device}"
@@ -115,7 +137,7 @@ async fn state_of(app: &TestApp, script: &str, device: &str) -> Value {
     reply.json
 }
 
-async fn history_len(app: &TestApp, script: &str, device: &str) -> usize {
+pub(crate) async fn history_len(app: &TestApp, script: &str, device: &str) -> usize {
     let reply = app
         .get(&format!(
             "{SCRIPTS}/{script}/deviceRunStates/{script}:{device}/history"
@@ -124,7 +146,7 @@ async fn history_len(app: &TestApp, script: &str, device: &str) -> usize {
     reply.json["value"].as_array().map_or(0, Vec::len)
 }
 
-fn daily() -> Value {
+pub(crate) fn daily() -> Value {
     json!({"@odata.type": "#microsoft.graph.deviceHealthScriptHourlySchedule", "interval": 23})
 }
 
@@ -328,21 +350,7 @@ both!(
         let mut app = app;
         // Run once, a few seconds from now (UTC): the first pass reports the scripts pending, the
         // second (server away) runs them and must queue the reports.
-        let soon = std::time::SystemTime::now() + std::time::Duration::from_secs(4);
-        let secs = soon
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let (days, rest) = (secs / 86_400, secs % 86_400);
-        let date = civil_date(days as i64);
-        let time = format!(
-            "{:02}:{:02}:{:02}.0000000",
-            rest / 3600,
-            rest % 3600 / 60,
-            rest % 60
-        );
-        let schedule = json!({"@odata.type": "#microsoft.graph.deviceHealthScriptRunOnceSchedule",
-                          "interval": 1, "date": date, "time": time, "useUtc": true});
+        let schedule = run_once_soon(4);
         let script = assigned(
             &app,
             "q",
@@ -397,8 +405,19 @@ both!(
     }
 );
 
+/// A run-once schedule `seconds` from now (UTC).
+pub(crate) fn run_once_soon(seconds: u64) -> Value {
+    let at = std::time::SystemTime::now() + std::time::Duration::from_secs(seconds);
+    let secs = at.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    json!({"@odata.type": "#microsoft.graph.deviceHealthScriptRunOnceSchedule", "interval": 1,
+           "date": civil_date(days as i64),
+           "time": format!("{:02}:{:02}:{:02}.0000000", rest / 3600, rest % 3600 / 60, rest % 60),
+           "useUtc": true})
+}
+
 /// `YYYY-MM-DD` of a day count since 1970-01-01 (civil-from-days).
-fn civil_date(days: i64) -> String {
+pub(crate) fn civil_date(days: i64) -> String {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -675,15 +694,7 @@ both!(
     an_agent_killed_mid_delivery_loses_and_doubles_nothing,
     |app| {
         let mut app = app;
-        let soon = std::time::SystemTime::now() + std::time::Duration::from_secs(4);
-        let secs = soon
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let (days, rest) = (secs / 86_400, secs % 86_400);
-        let schedule = json!({"@odata.type": "#microsoft.graph.deviceHealthScriptRunOnceSchedule", "interval": 1,
-        "date": civil_date(days as i64),
-        "time": format!("{:02}:{:02}:{:02}.0000000", rest / 3600, rest % 3600 / 60, rest % 60), "useUtc": true});
+        let schedule = run_once_soon(4);
         let mut scripts = Vec::new();
         for i in 0..6 {
             scripts.push(

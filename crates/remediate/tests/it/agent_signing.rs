@@ -6,27 +6,19 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use base64::Engine as _;
 use serde_json::{json, Value};
 
+use crate::agent::{
+    agent, assigned_body, b64, enroll, run_once_with, secret, server_url, state_of, AGENT,
+};
 use crate::both;
 use crate::harness::TestApp;
 
-const AGENT: &str = env!("CARGO_BIN_EXE_remediate-agent");
 const REMEDIATE: &str = env!("CARGO_BIN_EXE_remediate");
-const SCRIPTS: &str = "deviceManagement/deviceHealthScripts";
-
-fn b64(content: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(content)
-}
 
 /// A fresh path under the temporary directory (not created).
 fn temp_path(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!("remediate-{tag}-{}", uuid::Uuid::new_v4()))
-}
-
-fn server_url(app: &TestApp) -> String {
-    app.base.trim_end_matches("/beta").to_owned()
 }
 
 fn is_root() -> bool {
@@ -51,48 +43,6 @@ fn command(program: &str, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn agent(args: &[&str]) -> (i32, String, String) {
-    command(AGENT, args)
-}
-
-async fn secret(app: &TestApp) -> String {
-    let reply = app
-        .post("deviceManagement/agentEnrollmentSecrets", "{}")
-        .await;
-    assert_eq!(reply.status, 201, "{}", reply.text);
-    reply.json["secret"].as_str().unwrap().to_owned()
-}
-
-async fn enroll(app: &TestApp, dir: &Path, name: &str, secret: &str) -> String {
-    let (code, out, err) = agent(&[
-        "enroll",
-        "--server",
-        &server_url(app),
-        "--secret",
-        secret,
-        "--state-dir",
-        dir.to_str().unwrap(),
-        "--name",
-        name,
-    ]);
-    assert_eq!(code, 0, "enroll: {out}{err}");
-    out.trim().rsplit(' ').next().unwrap_or_default().to_owned()
-}
-
-/// `run --once` with extra arguments.
-fn run_once(dir: &Path, extra: &[&str]) -> (i32, String, String) {
-    let mut args = vec![
-        "run",
-        "--once",
-        "--state-dir",
-        dir.to_str().unwrap(),
-        "--script-timeout",
-        "20",
-    ];
-    args.extend_from_slice(extra);
-    agent(&args)
-}
-
 /// A script (`extra` are more properties: enforceSignatureCheck, runAsAccount), assigned to all
 /// devices, remediation allowed, every 23 hours.
 async fn assigned(
@@ -109,28 +59,9 @@ async fn assigned(
     for (k, v) in extra.as_object().unwrap() {
         body[k] = v.clone();
     }
-    let reply = app.post(SCRIPTS, &body.to_string()).await;
-    assert_eq!(reply.status, 201, "{}", reply.text);
-    let id = reply.json["id"].as_str().unwrap().to_owned();
-    let assign = json!({"deviceHealthScriptAssignments": [{
-        "target": {"@odata.type": "#microsoft.graph.allDevicesAssignmentTarget"},
-        "runRemediationScript": true,
-        "runSchedule": {"@odata.type": "#microsoft.graph.deviceHealthScriptHourlySchedule", "interval": 23}}]});
-    let reply = app
-        .post(&format!("{SCRIPTS}/{id}/assign"), &assign.to_string())
-        .await;
-    assert_eq!(reply.status, 200, "{}", reply.text);
-    id
-}
-
-async fn state_of(app: &TestApp, script: &str, device: &str) -> Value {
-    let reply = app
-        .get(&format!(
-            "{SCRIPTS}/{script}/deviceRunStates/{script}:{device}"
-        ))
-        .await;
-    assert_eq!(reply.status, 200, "{}", reply.text);
-    reply.json
+    let schedule =
+        json!({"@odata.type": "#microsoft.graph.deviceHealthScriptHourlySchedule", "interval": 23});
+    assigned_body(app, body, true, schedule).await
 }
 
 /// `remediate sign-script --key KEY` of `content`: the signed bytes.
@@ -276,10 +207,10 @@ both!(
         broken[sig] = if broken[sig] == b'A' { b'B' } else { b'A' };
         let not_enforced = assigned(&app, "not enforced", &broken, None, json!({})).await;
 
-        let secret = secret(&app).await;
+        let secret = secret(&app, json!({})).await;
         let dir = temp_path("agent-signing");
         let device = enroll(&app, &dir, "LAB-SIGNED-1", &secret).await;
-        let (code, out, err) = run_once(&dir, &["--trust-key", public.to_str().unwrap()]);
+        let (code, out, err) = run_once_with(&dir, &["--trust-key", public.to_str().unwrap()]);
         assert_eq!(code, 0, "{out}{err}");
 
         let state = state_of(&app, &valid, &device).await;
@@ -336,7 +267,7 @@ both!(
         // An agent that trusts no key runs no script that requires a signature.
         let bare = temp_path("agent-signing");
         let bare_device = enroll(&app, &bare, "LAB-SIGNED-2", &secret).await;
-        let (code, out, err) = run_once(&bare, &[]);
+        let (code, out, err) = run_once_with(&bare, &[]);
         assert_eq!(code, 0, "{out}{err}");
         let state = state_of(&app, &valid, &bare_device).await;
         assert_eq!(state["detectionState"], "scriptError", "{state}");
@@ -346,7 +277,7 @@ both!(
             "{text}"
         );
         // A trusted key that cannot be read stops the agent before it runs anything.
-        let (code, _, err) = run_once(&bare, &["--trust-key", "/nonexistent/key.pub"]);
+        let (code, _, err) = run_once_with(&bare, &["--trust-key", "/nonexistent/key.pub"]);
         assert_eq!(code, 1);
         assert!(err.contains("/nonexistent/key.pub"), "{err}");
 
@@ -377,11 +308,11 @@ both!(user_scripts_run_as_the_run_as_user, |app| {
     )
     .await;
     let system = assigned(&app, "as system", b"#!/bin/sh\nid -u\n", None, json!({})).await;
-    let secret = secret(&app).await;
+    let secret = secret(&app, json!({})).await;
 
     let dir = temp_path("agent-run-as");
     let device = enroll(&app, &dir, "LAB-USER-1", &secret).await;
-    let (code, out, err) = run_once(&dir, &["--run-as-user", "nobody"]);
+    let (code, out, err) = run_once_with(&dir, &["--run-as-user", "nobody"]);
     assert_eq!(code, 0, "{out}{err}");
     let state = state_of(&app, &script, &device).await;
     assert_eq!(state["detectionState"], "success", "{state}");
@@ -403,7 +334,7 @@ both!(user_scripts_run_as_the_run_as_user, |app| {
     // Without --run-as-user: not run, and the report says why.
     let other = temp_path("agent-run-as");
     let other_device = enroll(&app, &other, "LAB-USER-2", &secret).await;
-    let (code, out, err) = run_once(&other, &[]);
+    let (code, out, err) = run_once_with(&other, &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(mode(&other), 0o700);
     let state = state_of(&app, &script, &other_device).await;
@@ -414,7 +345,7 @@ both!(user_scripts_run_as_the_run_as_user, |app| {
         "{text}"
     );
     // The same directory run without --run-as-user again is private again.
-    let (code, out, err) = run_once(&dir, &[]);
+    let (code, out, err) = run_once_with(&dir, &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(mode(&dir), 0o700);
     let _ = std::fs::remove_dir_all(&dir);
@@ -426,7 +357,7 @@ both!(install_enrolls_and_writes_the_systemd_unit, |app| {
         eprintln!("install_enrolls_and_writes_the_systemd_unit: install needs root: skipped");
         return;
     }
-    let secret = secret(&app).await;
+    let secret = secret(&app, json!({})).await;
     let state = temp_path("agent-install-state");
     let units = temp_path("agent-install-units");
     let keys = temp_path("keys");
@@ -510,7 +441,7 @@ both!(install_enrolls_and_writes_the_systemd_unit, |app| {
         eprintln!("systemd-analyze is not installed: the written unit is not verified");
     }
     // The installed agent's command line works as written (one pass, same state directory).
-    let (code, out, err) = run_once(&state, &["--trust-key", public.to_str().unwrap()]);
+    let (code, out, err) = run_once_with(&state, &["--trust-key", public.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
     // Installing again keeps the device.
     let (code, out, err) = install(&units);
