@@ -350,7 +350,9 @@ both!(
         let mut app = app;
         // Run once, a few seconds from now (UTC): the first pass reports the scripts pending, the
         // second (server away) runs them and must queue the reports.
-        let schedule = run_once_soon(4);
+        // Far enough ahead that the first pass (enroll, check-in) ends before it even on a
+        // loaded CI machine.
+        let schedule = run_once_soon(10);
         let script = assigned(
             &app,
             "q",
@@ -370,7 +372,7 @@ both!(
             state_of(&app, &script, &device).await["detectionState"],
             "pending"
         );
-        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        tokio::time::sleep(std::time::Duration::from_secs(11)).await;
         let address = app
             .base
             .trim_start_matches("http://")
@@ -694,7 +696,9 @@ both!(
     an_agent_killed_mid_delivery_loses_and_doubles_nothing,
     |app| {
         let mut app = app;
-        let schedule = run_once_soon(4);
+        // Far enough ahead that the first pass (enroll, check-in) ends before it even on a
+        // loaded CI machine.
+        let schedule = run_once_soon(10);
         let mut scripts = Vec::new();
         for i in 0..6 {
             scripts.push(
@@ -713,7 +717,7 @@ both!(
         let dir = state_dir();
         let device = enroll(&app, &dir, "LAB-AGENT-6", &secret).await;
         assert_eq!(run_once(&dir).0, 0);
-        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        tokio::time::sleep(std::time::Duration::from_secs(11)).await;
         let address = app
             .base
             .trim_start_matches("http://")
