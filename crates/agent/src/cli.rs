@@ -81,6 +81,10 @@ enum Command {
         check_in_interval: u64,
         #[arg(long, default_value_t = 64)]
         enroll_concurrency: usize,
+        /// Seconds at the start (every device's first check-in and first reports) whose
+        /// check-ins and errors are counted apart from the steady state.
+        #[arg(long, default_value_t = 0)]
+        warmup: u64,
     },
     /// Print the enrollment, the assigned scripts with their last outcome, and the queue length.
     Status {
@@ -221,6 +225,7 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             duration,
             check_in_interval,
             enroll_concurrency,
+            warmup,
         } => {
             let report = crate::simulate::simulate(crate::simulate::SimOptions {
                 server,
@@ -229,6 +234,7 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
                 duration: Duration::from_secs(duration),
                 check_in_interval: Duration::from_secs(check_in_interval.max(1)),
                 enroll_concurrency,
+                warmup: Duration::from_secs(warmup),
             })
             .await?;
             println!("{}", report.summary());

@@ -27,11 +27,17 @@ pub struct SimOptions {
     pub check_in_interval: Duration,
     /// Enrollments in flight at once.
     pub enroll_concurrency: usize,
+    /// Check-ins and errors of the first seconds (every device's first check-in and first
+    /// reports) are counted apart, so the steady state can be read on its own.
+    pub warmup: Duration,
 }
 
 /// What was measured.
 #[derive(Debug, Default, Clone)]
 pub struct SimReport {
+    /// Check-ins and errors during the warm-up.
+    pub warmup_check_ins: usize,
+    pub warmup_errors: usize,
     pub enrolled: usize,
     pub enroll_seconds: f64,
     pub check_ins: usize,
@@ -53,9 +59,11 @@ impl SimReport {
     /// One line per figure.
     pub fn summary(&self) -> String {
         format!(
-            "devices enrolled: {} in {:.1} s\ncheck-ins: {} (p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms)\nreports: {}\nerrors: {}{}",
+            "devices enrolled: {} in {:.1} s\nwarm-up: {} check-ins, {} errors (not counted below)\ncheck-ins: {} (p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms)\nreports: {}\nerrors: {}{}",
             self.enrolled,
             self.enroll_seconds,
+            self.warmup_check_ins,
+            self.warmup_errors,
             self.check_ins,
             self.percentile(50.0).as_secs_f64() * 1000.0,
             self.percentile(99.0).as_secs_f64() * 1000.0,
@@ -73,6 +81,8 @@ impl SimReport {
 
 #[derive(Default)]
 struct Shared {
+    warmup_check_ins: usize,
+    warmup_errors: usize,
     check_ins: usize,
     reports: usize,
     errors: Vec<String>,
@@ -109,7 +119,8 @@ pub async fn simulate(options: SimOptions) -> anyhow::Result<SimReport> {
         }
     }
     let enroll_seconds = started.elapsed().as_secs_f64();
-    let deadline = Instant::now() + options.duration;
+    let steady = Instant::now() + options.warmup;
+    let deadline = steady + options.duration;
     let n = identities.len().max(1);
     let mut devices = Vec::with_capacity(identities.len());
     for (i, identity) in identities.into_iter().enumerate() {
@@ -119,7 +130,7 @@ pub async fn simulate(options: SimOptions) -> anyhow::Result<SimReport> {
         // Spread the first check-ins evenly over one interval.
         let offset = interval.mul_f64(i as f64 / n as f64);
         devices.push(tokio::spawn(async move {
-            device_loop(client, shared, interval, offset, deadline).await
+            device_loop(client, shared, interval, offset, steady, deadline).await
         }));
     }
     for d in devices {
@@ -131,6 +142,8 @@ pub async fn simulate(options: SimOptions) -> anyhow::Result<SimReport> {
     let mut latencies = shared.latencies;
     latencies.sort();
     Ok(SimReport {
+        warmup_check_ins: shared.warmup_check_ins,
+        warmup_errors: shared.warmup_errors,
         enrolled: n.min(options.devices),
         enroll_seconds,
         check_ins: shared.check_ins,
@@ -145,6 +158,7 @@ async fn device_loop(
     shared: Arc<Mutex<Shared>>,
     interval: Duration,
     offset: Duration,
+    steady: Instant,
     deadline: Instant,
 ) {
     tokio::time::sleep(offset).await;
@@ -159,15 +173,26 @@ async fn device_loop(
             Ok(answer) => {
                 let took = begun.elapsed();
                 let mut s = shared.lock().await;
-                s.check_ins += 1;
-                s.latencies.push(took);
+                if begun < steady {
+                    s.warmup_check_ins += 1;
+                } else {
+                    s.check_ins += 1;
+                    s.latencies.push(took);
+                }
                 drop(s);
                 etag = Some(answer.etag);
                 if let Some(list) = answer.scripts {
                     scripts = list;
                 }
             }
-            Err(e) => shared.lock().await.errors.push(format!("check-in: {e}")),
+            Err(e) => {
+                let mut s = shared.lock().await;
+                if begun < steady {
+                    s.warmup_errors += 1;
+                } else {
+                    s.errors.push(format!("check-in: {e}"));
+                }
+            }
         }
         for script in &scripts {
             let schedule = schedule::parse(script.run_schedule.as_ref())
@@ -186,7 +211,14 @@ async fn device_loop(
             });
             match client.report(&script.id, &body, last.is_none()).await {
                 Ok(()) => shared.lock().await.reports += 1,
-                Err(e) => shared.lock().await.errors.push(format!("report: {e}")),
+                Err(e) => {
+                    let mut s = shared.lock().await;
+                    if begun < steady {
+                        s.warmup_errors += 1;
+                    } else {
+                        s.errors.push(format!("report: {e}"));
+                    }
+                }
             }
             last_runs.insert(script.id.clone(), now);
         }
