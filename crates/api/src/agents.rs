@@ -14,7 +14,6 @@ use remediate_domain::agents::{enrolled_device, hash_secret, new_secret};
 use remediate_domain::collections::SCRIPTS;
 use remediate_domain::directory;
 use remediate_domain::model::MANAGED_DEVICE;
-use remediate_domain::query::{ListQuery, Scope};
 use remediate_domain::write::{Write, WriteOutcome};
 use remediate_domain::{Instant, Value};
 use serde_json::{json, Map, Value as Json};
@@ -68,20 +67,29 @@ pub(crate) async fn check_credential(
         .await?
         .is_none()
     {
-        return Err(unauthorized(format!(
-            "The credential of device '{device}' was revoked (the managed device was deleted); enroll again."
-        )));
+        return Err(revoked(device));
     }
+    credential_seen(state, &principal.tenant, device);
+    Ok(())
+}
+
+fn revoked(device: &str) -> ApiError {
+    unauthorized(format!(
+        "The credential of device '{device}' was revoked (the managed device was deleted); enroll again."
+    ))
+}
+
+/// The credential of `device` was just seen to exist.
+fn credential_seen(state: &AppState, tenant: &str, device: &str) {
     let mut seen = state
         .credentials
         .seen
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    if seen.len() > 100_000 {
+    if seen.len() > 1_000_000 {
         seen.retain(|_, at| at.elapsed() < RECHECK);
     }
-    seen.insert(key, Clock::now());
-    Ok(())
+    seen.insert((tenant.to_owned(), device.to_owned()), Clock::now());
 }
 
 fn body_object(body: &[u8]) -> Result<Map<String, Json>, ApiError> {
@@ -225,52 +233,60 @@ pub(crate) async fn check_in(ctx: &Ctx<'_>, device_id: &str) -> Result<ApiRespon
     let known = string(&object, "etag")?;
     let tenant = &ctx.principal.tenant;
     let store = &ctx.state.store;
-    let last_sync = MANAGED_DEVICE.index("lastSyncDateTime");
-    store
-        .write(
-            tenant,
-            Write::UpdateDevice {
-                id: device_id.to_owned(),
-                changes: vec![(last_sync, Value::Time(Instant::now()))],
-            },
-        )
-        .await?;
-    let targets = store.assignment_targets(tenant).await?;
-    let mut targeting = store.device_targeting(tenant, device_id).await?;
+    // An agent's token: the check-in's own write proves the credential still exists (the
+    // dispatcher skips its separate re-check for this route).
+    let agent = ctx.principal.agent;
+    let write = Write::CheckIn {
+        device_id: device_id.to_owned(),
+        at: Instant::now(),
+        credential: agent,
+    };
+    match store.write(tenant, write).await {
+        Ok(_) => {}
+        Err(remediate_store::StoreError::NotFound(_)) if agent => {
+            return Err(revoked(device_id));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    if agent {
+        credential_seen(ctx.state, tenant, device_id);
+    }
+    let Some(view) = store.check_in_view(tenant, device_id).await? else {
+        return Err(ApiError::new(
+            ErrorKind::NotFound,
+            format!("The managedDevice '{device_id}' does not exist."),
+        ));
+    };
+    let mut targeting = view.targeting;
     targeting
         .groups
         .extend(ctx.principal.groups.iter().cloned());
-    let visible = directory::visible_scripts(&targets, &targeting);
     let mut scripts = Vec::new();
-    for id in &visible {
-        let query = ListQuery {
-            scope: Scope::assignments(id.clone()),
-            filter: None,
-            order: Vec::new(),
-            top: 1000,
-            skip: 0,
-            after: None,
-            count: false,
-            expand_device: false,
-        };
-        let assignments = store.list(tenant, &query).await?;
-        // The first assignment (by id) that includes the device decides the schedule.
-        let applies = assignments.records.iter().find(|a| {
-            let target = match a.get("target") {
-                Value::Json(t) => t.clone(),
-                _ => return false,
-            };
-            directory::visible_scripts(&[(id.clone(), target)], &targeting).contains(id)
+    // Assignments come grouped by script, in assignment id order: the first one that includes
+    // the device decides the schedule; an exclusion of the same script hides it.
+    for group in view.assignments.chunk_by(|a, b| a.0.parent == b.0.parent) {
+        let targets: Vec<(String, String)> = group
+            .iter()
+            .filter_map(|(a, _)| match a.get("target") {
+                Value::Json(t) => Some((String::new(), t.clone())),
+                _ => None,
+            })
+            .collect();
+        let script_visible = !directory::visible_scripts(&targets, &targeting).is_empty();
+        if !script_visible {
+            continue;
+        }
+        let applies = group.iter().find(|(a, _)| match a.get("target") {
+            Value::Json(t) => {
+                !directory::visible_scripts(&[(a.id().to_owned(), t.clone())], &targeting)
+                    .is_empty()
+            }
+            _ => false,
         });
-        let Some(assignment) = applies else {
+        let Some((assignment, script)) = applies else {
             continue;
         };
-        let Some(script) = store
-            .get(tenant, &remediate_store::EntityRef::Script(id.clone()))
-            .await?
-        else {
-            continue;
-        };
+        let id = script.id();
         let json_of = |v: &Value| match v {
             Value::Json(t) => serde_json::from_str(t).unwrap_or(Json::Null),
             _ => Json::Null,
@@ -295,12 +311,10 @@ pub(crate) async fn check_in(ctx: &Ctx<'_>, device_id: &str) -> Result<ApiRespon
             "runSchedule": json_of(assignment.get("runSchedule")),
         }));
     }
-    let pending: Vec<Json> = store
-        .pending_on_demand(tenant, device_id)
-        .await?
-        .unwrap_or_default()
+    let pending: Vec<Json> = view
+        .pending_on_demand
         .into_iter()
-        .map(|(script, _)| Json::String(script))
+        .map(Json::String)
         .collect();
     let listing = Json::Array(scripts);
     let etag = remediate_domain::agents::hash_secret(&listing.to_string());

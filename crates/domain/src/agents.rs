@@ -1,11 +1,23 @@
 //! Domain rules of device agents' enrollment (SPEC §7): enrollment secrets (created with an
 //! expiry, a use count and groups to join) and what an enrolling agent may tell of its machine.
 
+use crate::directory::DeviceTargeting;
 use crate::model::{ENROLLMENT_SECRET, MANAGED_DEVICE};
 use crate::ops::RuleError;
 use crate::time::Instant;
 use crate::write::Write;
 use crate::{new_id, Record, Value};
+
+/// What an agent's check-in reads, in one go: the device's targeting (memberships, facts, the
+/// tenant's filters), every assignment of the tenant with its script as (assignment, script) in
+/// (script id, assignment id) order (the script's list form: no content), and the scripts of the
+/// device's pending on-demand runs.
+#[derive(Debug, Clone)]
+pub struct CheckInView {
+    pub targeting: DeviceTargeting,
+    pub assignments: Vec<(Record, Record)>,
+    pub pending_on_demand: Vec<String>,
+}
 
 /// Default lifetime of an enrollment secret without an explicit expiry.
 pub const DEFAULT_SECRET_LIFETIME_SECS: i64 = 7 * 24 * 3600;

@@ -110,6 +110,15 @@ pub enum Write {
         credential_hash: String,
         existing: Option<(String, String)>,
     },
+    /// An agent's check-in: the device's `lastSyncDateTime` becomes `at`, in one statement and
+    /// nothing else (no rule re-evaluation: rules do not read it). With `credential`, only while
+    /// the device still has its enrollment credential (an agent's token): the device missing or
+    /// its credential revoked is the same `NotFound`.
+    CheckIn {
+        device_id: String,
+        at: crate::Instant,
+        credential: bool,
+    },
     /// `DELETE …/{collection}/{item}/$ref`.
     RemoveReference {
         of: &'static Collection,

@@ -215,3 +215,52 @@ pub(crate) async fn credential_hash(
         None => Ok(None),
     }
 }
+
+/// What an agent's check-in reads (`Store::check_in_view`), on one connection: the device's
+/// targeting, every assignment of the tenant joined with its script (one statement), and the
+/// device's pending on-demand runs. `None` when the device does not exist.
+pub(crate) async fn check_in_view(
+    c: &mut dyn Conn,
+    tenant: &str,
+    device_id: &str,
+) -> Result<Option<remediate_domain::agents::CheckInView>, ExecError> {
+    use remediate_domain::model::{DEVICE_HEALTH_SCRIPT, DEVICE_HEALTH_SCRIPT_ASSIGNMENT};
+    let Some(targeting) = crate::directory::device_targeting_of(c, tenant, device_id).await? else {
+        return Ok(None);
+    };
+    let (assignment, script) = (&DEVICE_HEALTH_SCRIPT_ASSIGNMENT, &DEVICE_HEALTH_SCRIPT);
+    let sql = format!(
+        "SELECT {}, {} FROM \"{}\" a JOIN \"{}\" s ON s.\"tenant\" = a.\"tenant\" AND s.\"id\" = a.\"scriptId\" \
+         WHERE a.\"tenant\" = $1 ORDER BY a.\"scriptId\", a.\"id\"",
+        crate::codec::select_columns(assignment, "a", true),
+        crate::codec::select_columns(script, "s", true),
+        assignment.table,
+        script.table,
+    );
+    let rows = c.query(&sql, &[db::text(tenant)]).await?;
+    let offset = crate::codec::column_count(assignment);
+    let mut assignments = Vec::with_capacity(rows.len());
+    for mut row in rows {
+        let a = crate::codec::decode_record(assignment, &mut row, 0)?;
+        let s = crate::codec::decode_record(script, &mut row, offset)?;
+        assignments.push((a, s));
+    }
+    let pending = c
+        .query(
+            "SELECT \"scriptId\" FROM on_demand_requests WHERE \"tenant\" = $1 AND \"managedDeviceId\" = $2 \
+             ORDER BY \"requestedDateTime\", \"scriptId\"",
+            &[db::text(tenant), db::text(device_id)],
+        )
+        .await?;
+    let mut pending_on_demand = Vec::with_capacity(pending.len());
+    for row in pending {
+        if let Some(script) = row.text(0)? {
+            pending_on_demand.push(script);
+        }
+    }
+    Ok(Some(remediate_domain::agents::CheckInView {
+        targeting,
+        assignments,
+        pending_on_demand,
+    }))
+}

@@ -114,6 +114,33 @@ impl Writer {
                 self.enroll(c, tenant, secret_hash, device, credential_hash, existing)
                     .await
             }
+            Write::CheckIn {
+                device_id,
+                at,
+                credential,
+            } => {
+                let mut sql = String::from(
+                    "UPDATE managed_devices SET \"lastSyncDateTime\" = $3 WHERE \"tenant\" = $1 AND \"id\" = $2",
+                );
+                if credential {
+                    sql.push_str(
+                        " AND EXISTS (SELECT 1 FROM device_credentials d WHERE d.\"tenant\" = $1 AND d.\"deviceId\" = $2)",
+                    );
+                }
+                let changed = c
+                    .execute(
+                        &sql,
+                        &[db::text(tenant), db::text(&device_id), db::int(at.ticks())],
+                    )
+                    .await?;
+                if changed == 0 {
+                    return Err(StoreError::NotFound(format!(
+                        "The managedDevice '{device_id}' does not exist (or its credential was revoked)."
+                    ))
+                    .into());
+                }
+                Ok(WriteOutcome::Updated)
+            }
             Write::CreateScript { record } => {
                 self.check_references(c, tenant, &record).await?;
                 let sql = insert_sql(tenant, &record);

@@ -467,24 +467,48 @@ pub(crate) async fn device_targeting(
     tenant: &str,
     device_id: &str,
 ) -> Result<DeviceTargeting, ExecError> {
+    match device_targeting_of(c, tenant, device_id).await? {
+        Some(targeting) => Ok(targeting),
+        None => Ok(DeviceTargeting {
+            filters: tenant_filters(c, tenant).await?,
+            ..DeviceTargeting::default()
+        }),
+    }
+}
+
+/// [`device_targeting`] of a device that exists; `None` when it does not.
+pub(crate) async fn device_targeting_of(
+    c: &mut dyn Conn,
+    tenant: &str,
+    device_id: &str,
+) -> Result<Option<DeviceTargeting>, ExecError> {
     let mut targeting = DeviceTargeting::default();
     let key = EntityRef::Device(device_id.to_owned());
-    if let Some(device) = fetch_entity(c, tenant, &key, false).await? {
-        targeting.facts = DeviceFacts::of_managed_device(&device, device_id);
-        targeting.has_user =
-            matches!(device.get("userPrincipalName"), Value::Str(s) if !s.is_empty());
-        let rows = c
-            .query(
-                "SELECT \"groupId\" FROM group_members WHERE \"tenant\" = $1 AND \"memberId\" = $2",
-                &[db::text(tenant), db::text(device_id)],
-            )
-            .await?;
-        for row in rows {
-            if let Some(group) = row.text(0)? {
-                targeting.groups.push(group);
-            }
+    let Some(device) = fetch_entity(c, tenant, &key, false).await? else {
+        return Ok(None);
+    };
+    targeting.facts = DeviceFacts::of_managed_device(&device, device_id);
+    targeting.has_user = matches!(device.get("userPrincipalName"), Value::Str(s) if !s.is_empty());
+    let rows = c
+        .query(
+            "SELECT \"groupId\" FROM group_members WHERE \"tenant\" = $1 AND \"memberId\" = $2",
+            &[db::text(tenant), db::text(device_id)],
+        )
+        .await?;
+    for row in rows {
+        if let Some(group) = row.text(0)? {
+            targeting.groups.push(group);
         }
     }
+    targeting.filters = tenant_filters(c, tenant).await?;
+    Ok(Some(targeting))
+}
+
+/// The rules of the tenant's assignment filters, by id (unparseable ones left out).
+async fn tenant_filters(
+    c: &mut dyn Conn,
+    tenant: &str,
+) -> Result<HashMap<String, remediate_domain::rule::Rule>, ExecError> {
     let rows = c
         .query(
             "SELECT \"id\", \"rule\" FROM assignment_filters WHERE \"tenant\" = $1",
@@ -499,6 +523,5 @@ pub(crate) async fn device_targeting(
             }
         }
     }
-    targeting.filters = filters;
-    Ok(targeting)
+    Ok(filters)
 }

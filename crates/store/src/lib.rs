@@ -176,6 +176,12 @@ pub trait Store: Send + Sync + 'static {
         tenant: &str,
         device_id: &str,
     ) -> Result<remediate_domain::directory::DeviceTargeting, StoreError>;
+    /// What an agent's check-in reads of a device, on one connection (`None`: no such device).
+    async fn check_in_view(
+        &self,
+        tenant: &str,
+        device_id: &str,
+    ) -> Result<Option<remediate_domain::agents::CheckInView>, StoreError>;
     /// The tenant an enrollment secret belongs to, by the secret's hash (`None`: unknown).
     async fn secret_tenant(&self, secret_hash: &str) -> Result<Option<String>, StoreError>;
     /// The credential hash of an enrolled device (`None`: not enrolled, or deleted since).

@@ -120,6 +120,18 @@ impl Store for SqlStore {
         .await
     }
 
+    async fn check_in_view(
+        &self,
+        tenant: &str,
+        device_id: &str,
+    ) -> Result<Option<remediate_domain::agents::CheckInView>, StoreError> {
+        let (tenant, device_id) = (tenant.to_owned(), device_id.to_owned());
+        self.read(move |c| {
+            Box::pin(async move { crate::agents::check_in_view(c, &tenant, &device_id).await })
+        })
+        .await
+    }
+
     async fn secret_tenant(&self, secret_hash: &str) -> Result<Option<String>, StoreError> {
         let hash = secret_hash.to_owned();
         self.read(move |c| Box::pin(async move { crate::agents::secret_tenant(c, &hash).await }))

@@ -96,6 +96,16 @@ impl SqlStore {
                     dialect: Dialect::Postgres,
                     shard: shard as i64,
                 };
+                // One statement that touches one row and nothing else is its own transaction:
+                // one round trip instead of BEGIN, the statement and COMMIT.
+                if matches!(write, Write::CheckIn { .. }) {
+                    let mut conn = pool.acquire().await.map_err(pg)?;
+                    return match writer.execute(&mut *conn, tenant, write).await {
+                        Ok(outcome) => Ok(outcome),
+                        Err(ExecError::Rejected(e)) => Err(e),
+                        Err(ExecError::Db(e)) => Err(store_error(e)),
+                    };
+                }
                 // A deadlock or serialization failure rolled the whole transaction back: run it
                 // again (the lock order of `lock_script` and the counters makes this rare).
                 let mut attempt = 1;

@@ -759,3 +759,66 @@ both!(
         let _ = std::fs::remove_dir_all(&dir);
     }
 );
+
+both!(
+    a_check_in_proves_its_credential_and_a_deleted_device_is_refused_at_once,
+    |app| {
+        // Over HTTP, as the agent speaks: enroll, exchange the credential, check in.
+        let secret = secret(&app, json!({})).await;
+        let raw = |path: &str, body: Value| {
+            let url = app.url("").replace("/beta/", path);
+            let client = reqwest::Client::new();
+            async move {
+                let response = client.post(url).json(&body).send().await.unwrap();
+                let status = response.status().as_u16();
+                (
+                    status,
+                    response.json::<Value>().await.unwrap_or(Value::Null),
+                )
+            }
+        };
+        let (status, enrolled) = raw(
+            "/agent/enroll",
+            json!({"secret": secret, "device": {"deviceName": "CHECKIN-1"}}),
+        )
+        .await;
+        assert_eq!(status, 200, "{enrolled}");
+        let device = enrolled["deviceId"].as_str().unwrap().to_owned();
+        let (status, token) = raw("/agent/token", enrolled.clone()).await;
+        assert_eq!(status, 200, "{token}");
+        let token = token["access_token"].as_str().unwrap().to_owned();
+        let check_in = format!("deviceManagement/managedDevices/{device}/agentCheckIn");
+        let first = app.send("POST", &check_in, Some(&token), Some("{}")).await;
+        assert_eq!(first.status, 200, "{}", first.text);
+        assert_eq!(first.json["changed"], true);
+        let synced = app
+            .get(&format!("deviceManagement/managedDevices/{device}"))
+            .await;
+        assert_ne!(synced.json["lastSyncDateTime"], "0001-01-01T00:00:00Z");
+        // The same etag: nothing changed, no listing.
+        let again = app
+            .send(
+                "POST",
+                &check_in,
+                Some(&token),
+                Some(&json!({"etag": first.json["etag"]}).to_string()),
+            )
+            .await;
+        assert_eq!(again.status, 200, "{}", again.text);
+        assert_eq!(again.json["changed"], false);
+        assert!(again.json.get("scripts").is_none(), "{}", again.text);
+        // Deleted: the very next check-in with the still-unexpired token is refused (no minute
+        // of grace: the check-in's write needs the credential), and so is the exchange.
+        assert_eq!(
+            app.delete(&format!("deviceManagement/managedDevices/{device}"))
+                .await
+                .status,
+            204
+        );
+        let refused = app.send("POST", &check_in, Some(&token), Some("{}")).await;
+        assert_eq!(refused.status, 401, "{}", refused.text);
+        assert!(refused.text.contains("revoked"), "{}", refused.text);
+        let (status, _) = raw("/agent/token", enrolled).await;
+        assert_eq!(status, 401);
+    }
+);

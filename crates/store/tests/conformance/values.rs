@@ -372,6 +372,7 @@ pub fn label(write: &Write) -> String {
             record.id().to_owned()
         }
         Write::Enroll { device, .. } => device.id().to_owned(),
+        Write::CheckIn { device_id, .. } => device_id.clone(),
         Write::Update { keys, .. } | Write::Delete { keys, .. } => keys.join("/"),
         Write::AddReference { parent, item, .. } | Write::RemoveReference { parent, item, .. } => {
             format!("{parent}/{item}")
