@@ -16,8 +16,8 @@ duration="${4:-120}"
 processes="${5:-2}"
 [ "$db" = sqlite ] && processes=1
 cargo build --release -q --bin remediate --bin remediate-agent
-bin="$PWD/target/release"
-work="$(mktemp -d)"
+bin="${CARGO_TARGET_DIR:-$PWD/target}/release"
+work="$(mktemp -d "${TMPDIR:-/tmp}/fleet.XXXXXX")"
 pids=()
 cleanup() {
   kill "${pids[@]}" 2>/dev/null || true
@@ -70,7 +70,7 @@ status=0
 for i in $(seq 1 "$processes"); do
   wait "${sims[$((i - 1))]}" || status=$?
   echo "== simulator $i (${urls[$((i - 1))]}, $((devices / processes)) devices, $db)"
-  cat "$work/sim$i.out"
-  tail -3 "$work/sim$i.err"
+  cat "$work/sim$i.out" || true
+  tail -3 "$work/sim$i.err" || true
 done
 exit "$status"

@@ -19,6 +19,7 @@ mod exactness;
 mod limits;
 mod oracle;
 mod paging;
+mod pg_restart;
 mod probe;
 mod resilience;
 mod run_states;
