@@ -54,7 +54,9 @@ SEED_ODATA_TYPE = "#microsoft.management.services.api.deviceHealthScriptDeviceSt
 # Output format of Edm.DateTimeOffset: UTC, 'Z', up to 7 fraction digits, trailing zeros trimmed.
 UTC_DATETIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{0,6}[1-9])?Z$")
 MIN_DATETIME = datetime(1, 1, 1, tzinfo=timezone.utc)
-LISTEN_RE = re.compile(r"listening on (http://[^\s]+)")
+# The main listener's line (http, or https with --tls); "proxy listening on http://…" (--proxy-listen)
+# is another line, not this one.
+LISTEN_RE = re.compile(r"^listening on (https?://[^\s]+)")
 
 # The eleven writable properties of deviceHealthScriptDeviceState (all twelve but id), SDK names.
 STATE_WRITABLE = [

@@ -100,3 +100,41 @@ def tenant_factory(server, loop):
 def api(tenant_factory):
     """A fresh tenant with read/write scopes for scripts and managed devices."""
     return tenant_factory(scopes=SCOPES_RW)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def entra_server(request, tmp_path_factory):
+    """A `remediate serve` of its own with --tls (https on the main listener, certificate from the local CA
+    in its data directory) and --proxy-listen (the CONNECT proxy for graph.microsoft.com and
+    login.microsoftonline.com), per storage backend, for the Entra-shaped token endpoint's tests."""
+    backend = request.param
+    binary = server_binary()
+    if not binary.is_file():
+        pytest.fail(f"server binary not found: {binary} (set REMEDIATE_BIN)", pytrace=False)
+    database_url = db_name = None
+    if backend == "postgres":
+        try:
+            with _pg_connect():
+                pass
+        except Exception as exc:
+            reason = f"PostgreSQL at {PG_ADMIN['host']}:{PG_ADMIN['port']} unreachable: {exc}".strip()
+            if _in_ci():
+                pytest.fail(reason + " (CI=true: PostgreSQL is required)", pytrace=False)
+            pytest.skip(reason)
+        db_name = f"remediate_sdk_entra_{secrets.token_hex(6)}"
+        database_url = f"postgres://postgres@127.0.0.1:5432/{db_name}"
+    data_dir = tmp_path_factory.mktemp(f"remediate-entra-{backend}")
+    srv = Server(
+        binary, backend, data_dir, database_url,
+        extra_args=("--tls", "--proxy-listen", "127.0.0.1:0"),
+    )
+    try:
+        srv.start()
+    except RuntimeError as exc:
+        _drop_database(db_name)
+        pytest.fail(str(exc), pytrace=False)
+    yield srv
+    problem = srv.stop()
+    _drop_database(db_name)
+    if problem:
+        pytest.fail(f"[{backend}] {problem}", pytrace=False)

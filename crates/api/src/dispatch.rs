@@ -4,7 +4,9 @@
 //! [`crate::device`]) → handle. Every route and method pair has its own arm; nothing falls through.
 
 use http::{HeaderMap, Method, StatusCode};
-use remediate_domain::collections::{permissions as perm, rules, Collection, Parent, DEVICES};
+use remediate_domain::collections::{
+    permissions as perm, rules, Collection, CollectionId, Parent, DEVICES,
+};
 use remediate_domain::model::{NavId, Navigation, MANAGED_DEVICE, RUN_SUMMARY};
 use remediate_store::EntityRef;
 use remediate_wire::{entity_object, ErrorKind, Shape};
@@ -132,6 +134,17 @@ async fn handle(
                 narrowing.filter,
             )
             .await
+        }
+        // Export jobs: created with the base URL of their link, read with why they failed,
+        // deleted with their file (`crate::exports`).
+        (Route::Collection { of, parents }, Verb::Post) if of.id == CollectionId::ExportJobs => {
+            crate::exports::create(ctx, of, parents).await
+        }
+        (Route::Item { of, keys }, Verb::Get) if of.id == CollectionId::ExportJobs => {
+            crate::exports::item(ctx, of, &keys).await
+        }
+        (Route::Item { of, keys }, Verb::Delete) if of.id == CollectionId::ExportJobs => {
+            crate::exports::delete(ctx, of, &keys).await
         }
         (Route::Collection { of, parents }, Verb::Post) => {
             create(ctx, of, parents, &narrowing).await

@@ -96,12 +96,21 @@ struct Window {
     requests: u64,
 }
 
+/// Distinct tenants counted one by one in [`Guard::throttled`]; 429s of further tenants are
+/// counted together under [`OTHER_TENANTS`] (bounded `/metrics` labels).
+pub const MAX_THROTTLED_TENANTS: usize = 1000;
+pub const OTHER_TENANTS: &str = "(other)";
+
 pub struct Guard {
     pub limits: ServerLimits,
     pub realism: Realism,
     in_flight: Arc<Semaphore>,
     windows: Mutex<HashMap<(String, Option<String>), Window>>,
     sequence: AtomicU64,
+    /// Requests answered 503 by [`Guard::admit`] (`/metrics`).
+    shed: AtomicU64,
+    /// Requests answered 429 by [`Guard::throttle`], by tenant (`/metrics`).
+    throttled: Mutex<HashMap<String, u64>>,
 }
 
 impl Guard {
@@ -113,13 +122,36 @@ impl Guard {
             in_flight,
             windows: Mutex::new(HashMap::new()),
             sequence: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
+            throttled: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Requests holding an in-flight slot now.
+    pub fn in_flight(&self) -> usize {
+        self.limits
+            .max_in_flight
+            .max(1)
+            .saturating_sub(self.in_flight.available_permits())
+    }
+
+    /// Requests shed (503) because the in-flight limit was reached, since the start.
+    pub fn shed(&self) -> u64 {
+        self.shed.load(Ordering::Relaxed)
+    }
+
+    /// Requests throttled (429) since the start, by tenant (at most [`MAX_THROTTLED_TENANTS`]
+    /// tenants by name, the rest under [`OTHER_TENANTS`]).
+    pub fn throttled(&self) -> Vec<(String, u64)> {
+        let counts = self.throttled.lock().unwrap_or_else(|e| e.into_inner());
+        counts.iter().map(|(t, n)| (t.clone(), *n)).collect()
     }
 
     /// A slot for one request, or 503 when the server is at its in-flight limit. Taken only for a
     /// complete request (head and body read), so slow or stalled clients never hold one.
     pub fn admit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
         self.in_flight.clone().try_acquire_owned().map_err(|_| {
+            self.shed.fetch_add(1, Ordering::Relaxed);
             ApiError::new(
                 ErrorKind::ServiceUnavailable,
                 "The server is at its limit of requests in flight; retry shortly.",
@@ -216,6 +248,8 @@ impl Guard {
             }
         }
         if let Some(left) = retry_after {
+            drop(windows);
+            self.count_throttled(tenant);
             let seconds = left.as_secs() + u64::from(left.subsec_nanos() > 0);
             return Err(ApiError::new(
                 ErrorKind::TooManyRequests,
@@ -235,6 +269,19 @@ impl Guard {
             }
         }
         Ok(())
+    }
+}
+
+impl Guard {
+    fn count_throttled(&self, tenant: &str) {
+        let mut counts = self.throttled.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(tenant) {
+            *n += 1;
+        } else if counts.len() < MAX_THROTTLED_TENANTS {
+            counts.insert(tenant.to_owned(), 1);
+        } else {
+            *counts.entry(OTHER_TENANTS.to_owned()).or_default() += 1;
+        }
     }
 }
 

@@ -237,7 +237,41 @@ pub fn generate() -> String {
             );
         }
     }
+    // Singletons under deviceManagement holding collections (`reports` → `exportJobs`).
+    let mut holders: Vec<&str> = ALL_COLLECTIONS
+        .iter()
+        .filter_map(|c| match c.parent {
+            Parent::Root(path) => path.strip_prefix("deviceManagement/"),
+            Parent::Item(_) => None,
+        })
+        .collect();
+    holders.dedup();
+    for holder in &holders {
+        let _ = writeln!(
+            x,
+            "        <NavigationProperty Name=\"{holder}\" Type=\"graph.{}\" ContainsTarget=\"true\" />",
+            holder_type(holder)
+        );
+    }
     x.push_str("      </EntityType>\n");
+    for holder in &holders {
+        let _ = writeln!(
+            x,
+            "      <EntityType Name=\"{}\" BaseType=\"graph.entity\">",
+            holder_type(holder)
+        );
+        for collection in ALL_COLLECTIONS {
+            if matches!(collection.parent, Parent::Root(path) if path.strip_prefix("deviceManagement/") == Some(holder))
+            {
+                let _ = writeln!(
+                    x,
+                    "        <NavigationProperty Name=\"{}\" Type=\"Collection(graph.{})\" ContainsTarget=\"true\" />",
+                    collection.segment, collection.entity.name
+                );
+            }
+        }
+        x.push_str("      </EntityType>\n");
+    }
     x.push_str(OPERATIONS);
     x.push_str("      <EntityContainer Name=\"GraphService\">\n");
     for collection in ALL_COLLECTIONS {
@@ -252,6 +286,17 @@ pub fn generate() -> String {
     x.push_str("        <Singleton Name=\"deviceManagement\" Type=\"graph.deviceManagement\" />\n      </EntityContainer>\n");
     x.push_str("    </Schema>\n  </edmx:DataServices>\n</edmx:Edmx>\n");
     x
+}
+
+/// Graph's type of a singleton under `deviceManagement`: `reports` → `deviceManagementReports`.
+fn holder_type(holder: &str) -> String {
+    let mut chars = holder.chars();
+    let first = chars.next().map(|c| c.to_ascii_uppercase());
+    format!(
+        "deviceManagement{}{}",
+        first.map(String::from).unwrap_or_default(),
+        chars.as_str()
+    )
 }
 
 /// The base type of an entity: `directoryObject` for the items of collections Graph declares

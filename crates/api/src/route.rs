@@ -370,18 +370,34 @@ fn parse_parts(parts: &[(String, String)]) -> Result<Route, ApiError> {
     let (mut of, mut i) = match top {
         Some(of) => (of, 1),
         None => {
-            let roots: Vec<&'static Collection> = ALL_COLLECTIONS
-                .into_iter()
-                .filter(|c| matches!(c.parent, Parent::Root(r) if !r.is_empty() && r == root))
-                .collect();
-            if roots.is_empty() {
-                return Err(not_found(raw_of(0)));
+            // A fixed path of one or more segments (`deviceManagement`, `deviceManagement/reports`)
+            // then the collection's segment. Unknown paths name the first segment no collection's
+            // path continues with.
+            let mut deepest = 0;
+            let mut found = None;
+            for c in ALL_COLLECTIONS {
+                let Parent::Root(path) = c.parent else {
+                    continue;
+                };
+                if path.is_empty() {
+                    continue;
+                }
+                let full: Vec<&str> = path.split('/').chain([c.segment]).collect();
+                let matched = full
+                    .iter()
+                    .enumerate()
+                    .take_while(|(k, segment)| name_of(*k) == Some(**segment))
+                    .count();
+                if matched == full.len() {
+                    found = Some((c, matched));
+                    break;
+                }
+                deepest = deepest.max(matched);
             }
-            let Some(of) = name_of(1).and_then(|n| roots.iter().find(|c| c.segment == n).copied())
-            else {
-                return Err(not_found(raw_of(1)));
-            };
-            (of, 2)
+            match found {
+                Some(found) => found,
+                None => return Err(not_found(raw_of(deepest))),
+            }
         }
     };
     let mut keys: Vec<String> = Vec::new();
@@ -531,6 +547,23 @@ mod tests {
             }
         );
         assert_eq!(parse("$batch").unwrap(), Route::Batch);
+        assert_eq!(
+            parse("deviceManagement/reports/exportJobs('R_1')").unwrap(),
+            Route::Item {
+                of: &remediate_domain::collections::EXPORT_JOBS,
+                keys: vec!["R_1".into()]
+            }
+        );
+        assert_eq!(
+            parse("deviceManagement/reports/nope").unwrap_err().message,
+            "Resource not found for the segment 'nope'."
+        );
+        assert_eq!(
+            parse("deviceManagement/nope/exportJobs")
+                .unwrap_err()
+                .message,
+            "Resource not found for the segment 'nope'."
+        );
         assert!(parse("deviceManagement/deviceHealthScripts/s/runSummary/x").is_err());
         assert_eq!(
             parse("deviceManagement/deviceHealthScripts/s/assign/x")

@@ -28,25 +28,41 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
     axum::Router::new().fallback(handle).with_state(state)
 }
 
-/// Serve until `shutdown` completes, then drain in-flight requests.
+/// Serve plain HTTP until `shutdown` completes, then drain in-flight requests ([`run_tls`]
+/// without TLS).
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    run_tls(listener, state, None, shutdown).await
+}
+
+/// Serve until `shutdown` completes, then drain in-flight requests; over TLS when `tls` is given.
 ///
 /// Each accepted connection (at most `max_connections`, `guard::LimitedListener`) is served by
 /// hyper's HTTP/1 connection with keep-alive; its stream is a [`TimedStream`] that closes it when
 /// the request head does not arrive within the header read timeout or when it stays idle between
 /// requests past the idle timeout. On `shutdown` the listener is closed, idle connections are
 /// closed, and requests in progress finish (hyper's graceful shutdown) before this returns.
-pub async fn run(
+/// Over TLS the handshake runs in the connection's own task, on the same stream, so it must
+/// also end within the header read timeout; links then start with `https://`
+/// ([`crate::Origin`]).
+pub async fn run_tls(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
+    tls: Option<crate::tls::ServerTls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::serve::Listener as _;
     let limits = state.guard.limits.clone();
     let mut listener = crate::guard::LimitedListener::new(listener, limits.max_connections);
     let router = router(state);
-    let mut http = hyper::server::conn::http1::Builder::new();
-    // The head and idle deadlines are the `TimedStream`'s (see `guard::ConnectionTimer`).
-    http.keep_alive(true).header_read_timeout(None);
+    let http = http_builder();
+    let origin = tls.is_some().then_some(crate::Origin {
+        scheme: "https",
+        proxied: None,
+    });
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -58,14 +74,34 @@ pub async fn run(
             limits.header_read_timeout,
             limits.idle_timeout,
         ));
-        let io = hyper_util::rt::TokioIo::new(TimedStream::new(stream, timer.clone()));
+        let stream = TimedStream::new(stream, timer.clone());
         let service = ConnectionService {
             router: router.clone(),
             timer,
+            origin: origin.clone(),
         };
-        let connection = graceful.watch(http.serve_connection(io, service));
+        let Some(tls) = &tls else {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let connection = graceful.watch(http.serve_connection(io, service));
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            });
+            continue;
+        };
+        let accepting = tls.acceptor().accept(stream);
+        let (watcher, http) = (graceful.watcher(), http.clone());
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let stream = match accepting.await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    return;
+                }
+            };
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = watcher.watch(http.serve_connection(io, service)).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
@@ -75,12 +111,22 @@ pub async fn run(
     Ok(())
 }
 
+/// hyper's HTTP/1 connection settings of every listener (the main one, the proxy's tunnels).
+pub(crate) fn http_builder() -> hyper::server::conn::http1::Builder {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // The head and idle deadlines are the `TimedStream`'s (see `guard::ConnectionTimer`).
+    http.keep_alive(true).header_read_timeout(None);
+    http
+}
+
 /// The hyper service of one connection: the router, plus the marks of where each request starts
-/// (its head was read) and ends (its response body was written), for the connection's timer.
+/// (its head was read) and ends (its response body was written), for the connection's timer, and
+/// how its requests arrived ([`crate::Origin`], given to each request as an extension).
 #[derive(Clone)]
-struct ConnectionService {
-    router: axum::Router,
-    timer: Arc<ConnectionTimer>,
+pub(crate) struct ConnectionService {
+    pub(crate) router: axum::Router,
+    pub(crate) timer: Arc<ConnectionTimer>,
+    pub(crate) origin: Option<crate::Origin>,
 }
 
 impl hyper::service::Service<http::Request<hyper::body::Incoming>> for ConnectionService {
@@ -93,16 +139,20 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Connectio
         self.timer.request_started();
         let done = ResponseDone(self.timer.clone());
         let router = self.router.clone();
+        let mut request = request.map(AxumBody::new);
+        if let Some(origin) = &self.origin {
+            request.extensions_mut().insert(origin.clone());
+        }
         Box::pin(async move {
-            let response = router.oneshot(request.map(AxumBody::new)).await?;
-            Ok(response.map(|inner| TimedBody { inner, _done: done }))
+            let response = router.oneshot(request).await?;
+            Ok(response.map(|inner| TimedBody::new(inner, Some(done))))
         })
     }
 }
 
 /// Ends the request on the connection's timer when dropped: hyper drops the response body once it
 /// has written it (or when the connection ends).
-struct ResponseDone(Arc<ConnectionTimer>);
+pub(crate) struct ResponseDone(pub(crate) Arc<ConnectionTimer>);
 
 impl Drop for ResponseDone {
     fn drop(&mut self) {
@@ -110,10 +160,17 @@ impl Drop for ResponseDone {
     }
 }
 
-/// A response body that ends its request on the connection's timer when dropped.
-struct TimedBody {
+/// A response body that ends its request on the connection's timer when dropped (without a
+/// [`ResponseDone`], e.g. a proxy's `CONNECT` answer, the connection stays busy: it is a tunnel).
+pub(crate) struct TimedBody {
     inner: AxumBody,
-    _done: ResponseDone,
+    _done: Option<ResponseDone>,
+}
+
+impl TimedBody {
+    pub(crate) fn new(inner: AxumBody, done: Option<ResponseDone>) -> TimedBody {
+        TimedBody { inner, _done: done }
+    }
 }
 
 impl hyper::body::Body for TimedBody {
@@ -160,16 +217,38 @@ async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Respons
     // The span is attached to the future (not entered on the thread), so it follows the request
     // across awaits and never leaks into other requests on the same worker.
     async move {
+        let mut request = request;
+        // The login endpoints (`crate::entra`) answer with the request id as their `trace_id`.
+        request
+            .extensions_mut()
+            .insert(crate::entra::TraceId(ids.request_id.clone()));
+        if crate::exports::is_download(&path) {
+            // An export's signed download link (no token; `crate::exports`).
+            let (method, uri) = (request.method(), request.uri());
+            return crate::exports::download(
+                &state,
+                method,
+                uri,
+                &ids.request_id,
+                &ids.client_request_id,
+            )
+            .await;
+        }
         let result = route(&state, request).await;
         let response = match result {
             Ok(response) => response,
             Err(error) => error_response(&error, &ids),
         };
+        let elapsed = started.elapsed();
         tracing::info!(
             status = response.status.as_u16(),
-            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            elapsed_ms = elapsed.as_secs_f64() * 1000.0,
             "request done"
         );
+        let route = crate::metrics::request_route(&state, &path);
+        state
+            .metrics
+            .request_done(route, &method, response.status, elapsed);
         to_http(response, &ids)
     }
     .instrument(span)
@@ -211,6 +290,9 @@ async fn route(state: &AppState, request: Request) -> Result<ApiResponse, ApiErr
     match path.as_str() {
         "/healthz" => return Ok(text(StatusCode::OK, "ok")),
         "/openapi.json" => return Ok(crate::openapi::response()),
+        "/metrics" if !state.metrics.separate_listener() => {
+            return Ok(crate::metrics::response(state).await)
+        }
         "/readyz" => {
             return match state.store.ping().await {
                 Ok(()) => Ok(text(StatusCode::OK, "ready")),
@@ -223,23 +305,47 @@ async fn route(state: &AppState, request: Request) -> Result<ApiResponse, ApiErr
     if let Some(endpoint) = path.strip_prefix("/agent/") {
         return agent_endpoint(state, endpoint, request).await;
     }
-    let Some(rest) = path
-        .strip_prefix("/beta/")
-        .or_else(|| (path == "/beta").then_some(""))
-    else {
+    if crate::entra::is_entra_path(&path) {
+        // The Entra-shaped login endpoints (no token; `crate::entra`).
+        let (parts, body) = request.into_parts();
+        let body = read_body(body, &state.guard.limits).await?;
+        let _slot = state.guard.admit()?;
+        return Ok(crate::entra::endpoint(
+            state,
+            &parts.method,
+            &path,
+            parts.uri.query().unwrap_or(""),
+            &parts.headers,
+            &parts.extensions,
+            &body,
+        )
+        .await);
+    }
+    // Export jobs are served under /v1.0 too (`crate::exports`).
+    let v1 = crate::exports::v1_path(&path)?;
+    let Some(rest) = v1.or_else(|| {
+        path.strip_prefix("/beta/")
+            .or_else(|| (path == "/beta").then_some(""))
+    }) else {
         return Err(ApiError::bad_request(format!(
             "Resource not found for the segment '{}'. This server serves the Microsoft Graph beta API under /beta.",
             path.trim_start_matches('/').split('/').next().unwrap_or("")
         )));
     };
-    let base_url = state.base_url(request.headers());
+    let base_url = state.link_base(request.headers(), request.extensions().get());
+    let base_url = match v1 {
+        Some(_) => format!("{}/v1.0", base_url.trim_end_matches("/beta")),
+        None => base_url,
+    };
     let (parts, body) = request.into_parts();
     // The body is read before the request takes an in-flight slot, so clients that send it
     // slowly (or not at all) hold only their connection, and only until the body deadlines.
     let body = read_body(body, &state.guard.limits).await?;
     let api_request = ApiRequest {
         method: parts.method,
-        path: rest.to_owned(),
+        // `/beta//deviceManagement/…` (what the SDKs send when their base URL ends with `/`, as
+        // msgraph-beta's default does) is the same path: one form, so paging tokens match it.
+        path: rest.trim_start_matches('/').to_owned(),
         query: parts.uri.query().unwrap_or("").to_owned(),
         headers: parts.headers,
         body,
@@ -272,7 +378,10 @@ async fn route(state: &AppState, request: Request) -> Result<ApiResponse, ApiErr
 /// The whole body must arrive within `body_read_timeout`, and once `body_rate_grace` has passed,
 /// at least `min_body_bytes_per_sec` on average: the next chunk is awaited only until the bytes
 /// received so far fall below that rate. Otherwise 408, and the connection is closed.
-async fn read_body(body: AxumBody, limits: &ServerLimits) -> Result<bytes::Bytes, ApiError> {
+pub(crate) async fn read_body(
+    body: AxumBody,
+    limits: &ServerLimits,
+) -> Result<bytes::Bytes, ApiError> {
     use futures_util::StreamExt;
     use hyper::body::Body as _;
     const DRAIN_CAP: usize = 64 * 1024 * 1024;

@@ -9,8 +9,8 @@
 use crate::directory;
 use crate::model::{
     EntityType, Navigation, ASSIGNMENT_FILTER, DEVICE_HEALTH_SCRIPT,
-    DEVICE_HEALTH_SCRIPT_ASSIGNMENT, DEVICE_RUN_STATE, DIRECTORY_DEVICE, ENROLLMENT_SECRET, GROUP,
-    MANAGED_DEVICE, ROLE_SCOPE_TAG, RUN_RECORD,
+    DEVICE_HEALTH_SCRIPT_ASSIGNMENT, DEVICE_RUN_STATE, DIRECTORY_DEVICE, ENROLLMENT_SECRET,
+    EXPORT_JOB, GROUP, MANAGED_DEVICE, ROLE_SCOPE_TAG, RUN_RECORD,
 };
 use crate::ops::{self, RuleError};
 use crate::query::Scope;
@@ -76,6 +76,21 @@ pub mod permissions {
         "Directory.Read.All",
         "Directory.ReadWrite.All",
     ];
+    /// `deviceManagement/reports/exportJobs`: Graph's pages for list and get, and for create
+    /// and delete.
+    pub const EXPORTS_READ: &[&str] = &[
+        "DeviceManagementConfiguration.Read.All",
+        "DeviceManagementConfiguration.ReadWrite.All",
+        "DeviceManagementApps.Read.All",
+        "DeviceManagementApps.ReadWrite.All",
+        "DeviceManagementManagedDevices.Read.All",
+        "DeviceManagementManagedDevices.ReadWrite.All",
+    ];
+    pub const EXPORTS_WRITE: &[&str] = &[
+        "DeviceManagementConfiguration.ReadWrite.All",
+        "DeviceManagementApps.ReadWrite.All",
+        "DeviceManagementManagedDevices.ReadWrite.All",
+    ];
     pub const RUN_STATE_DEVICE_READ: &[&str] = &[
         "DeviceManagementScripts.Read.All",
         "DeviceManagementScripts.ReadWrite.All",
@@ -101,6 +116,7 @@ pub enum CollectionId {
     GroupMembers,
     DeviceMemberOf,
     EnrollmentSecrets,
+    ExportJobs,
 }
 
 /// A collection of references (`groups/{id}/members`): its items are entities of another
@@ -446,6 +462,30 @@ pub static ENROLLMENT_SECRETS: Collection = Collection {
     declared_type: None,
 };
 
+/// Graph's export jobs (`deviceManagement/reports/exportJobs`, `crate::exports`): created by
+/// their own command, run in the background by the server, deleted with their file. No PATCH
+/// (a job's request cannot change once it runs).
+pub static EXPORT_JOBS: Collection = Collection {
+    id: CollectionId::ExportJobs,
+    entity: &EXPORT_JOB,
+    segment: "exportJobs",
+    parent: Parent::Root("deviceManagement/reports"),
+    list: true,
+    create: true,
+    read: true,
+    update: false,
+    delete: true,
+    read_permissions: permissions::EXPORTS_READ,
+    write_permissions: permissions::EXPORTS_WRITE,
+    device_reads: DeviceAccess::None,
+    device_writes: DeviceAccess::None,
+    item_name: "deviceManagementExportJob",
+    key_param: "exportJobId",
+    names: ("ExportJob", "ExportJobs"),
+    via: None,
+    declared_type: None,
+};
+
 /// Collections are compared by identity (each is one static declaration).
 impl PartialEq for Collection {
     fn eq(&self, other: &Self) -> bool {
@@ -456,7 +496,7 @@ impl PartialEq for Collection {
 impl Eq for Collection {}
 
 /// Every collection, in the order `$metadata` and the OpenAPI document list them.
-pub static ALL_COLLECTIONS: [&Collection; 12] = [
+pub static ALL_COLLECTIONS: [&Collection; 13] = [
     &SCRIPTS,
     &RUN_STATES,
     &ASSIGNMENTS,
@@ -469,6 +509,7 @@ pub static ALL_COLLECTIONS: [&Collection; 12] = [
     &GROUP_MEMBERS,
     &DEVICE_MEMBER_OF,
     &ENROLLMENT_SECRETS,
+    &EXPORT_JOBS,
 ];
 
 impl Collection {
@@ -562,6 +603,8 @@ pub mod rules {
             | CollectionId::AssignmentFilters
             | CollectionId::Groups => directory::create(of, fields),
             CollectionId::EnrollmentSecrets => crate::agents::create_secret(fields),
+            // The API adds the base URL the request reached (`api::exports`).
+            CollectionId::ExportJobs => crate::exports::create_job(fields, String::new()),
             CollectionId::History
             | CollectionId::DirectoryDevices
             | CollectionId::GroupMembers
@@ -595,6 +638,7 @@ pub mod rules {
             | CollectionId::Groups => directory::update(of, keys, fields),
             CollectionId::History
             | CollectionId::EnrollmentSecrets
+            | CollectionId::ExportJobs
             | CollectionId::DirectoryDevices
             | CollectionId::GroupMembers
             | CollectionId::DeviceMemberOf => Err(not_writable(of)),
@@ -618,8 +662,9 @@ pub mod rules {
             CollectionId::RoleScopeTags
             | CollectionId::AssignmentFilters
             | CollectionId::Groups => directory::delete(of, keys),
-            // Deleting a secret revokes it.
-            CollectionId::EnrollmentSecrets => Ok(Write::Delete {
+            // Deleting a secret revokes it; deleting an export job drops it (the API removes
+            // its file).
+            CollectionId::EnrollmentSecrets | CollectionId::ExportJobs => Ok(Write::Delete {
                 of,
                 keys: keys.to_vec(),
             }),

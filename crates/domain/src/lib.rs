@@ -6,6 +6,7 @@
 pub mod agents;
 pub mod collections;
 pub mod directory;
+pub mod exports;
 pub mod model;
 pub mod neighbours;
 pub mod ops;

@@ -452,6 +452,7 @@ impl EntityType {
     }
 }
 
+pub use crate::exports::{EXPORT_JOB, EXPORT_LOCALIZATION_TYPE, REPORT_FILE_FORMAT, REPORT_STATUS};
 pub use crate::neighbours::{
     ASSIGNMENT_FILTER, ASSIGNMENT_FILTER_MANAGEMENT_TYPE, DEVICE_PLATFORM_TYPE, DIRECTORY_DEVICE,
     ENROLLMENT_SECRET, GROUP, ROLE_SCOPE_TAG,
@@ -1007,7 +1008,7 @@ pub static POLICY_STATE: EntityType = EntityType {
 };
 
 /// Every entity type served, for `$metadata` and model-wide checks.
-pub static ALL_ENTITIES: [&EntityType; 12] = [
+pub static ALL_ENTITIES: [&EntityType; 13] = [
     &DEVICE_HEALTH_SCRIPT,
     &DEVICE_RUN_STATE,
     &MANAGED_DEVICE,
@@ -1020,10 +1021,11 @@ pub static ALL_ENTITIES: [&EntityType; 12] = [
     &DIRECTORY_DEVICE,
     &ASSIGNMENT_FILTER,
     &ENROLLMENT_SECRET,
+    &EXPORT_JOB,
 ];
 
 /// Every enum type served.
-pub static ALL_ENUMS: [&EnumType; 14] = [
+pub static ALL_ENUMS: [&EnumType; 17] = [
     &RUN_STATE,
     &REMEDIATION_STATE,
     &RUN_AS_ACCOUNT,
@@ -1038,6 +1040,9 @@ pub static ALL_ENUMS: [&EnumType; 14] = [
     &GLOBAL_SCRIPT_STATE,
     &DEVICE_PLATFORM_TYPE,
     &ASSIGNMENT_FILTER_MANAGEMENT_TYPE,
+    &REPORT_STATUS,
+    &REPORT_FILE_FORMAT,
+    &EXPORT_LOCALIZATION_TYPE,
 ];
 
 /// The well-known pseudo-group ids Intune uses in assignment ids.

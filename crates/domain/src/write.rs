@@ -119,6 +119,17 @@ pub enum Write {
         at: crate::Instant,
         credential: bool,
     },
+    /// A new export job (`crate::exports::create_job`) and the base URL its download link will
+    /// start with.
+    CreateExportJob {
+        record: Record,
+        origin: String,
+    },
+    /// A change of an export job by the runner that holds it (`crate::exports::JobChange`).
+    UpdateExportJob {
+        id: String,
+        change: crate::exports::JobChange,
+    },
     /// `DELETE …/{collection}/{item}/$ref`.
     RemoveReference {
         of: &'static Collection,

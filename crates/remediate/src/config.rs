@@ -125,6 +125,45 @@ pub struct ServeArgs {
     /// Seed of the injected latency and errors (default 1).
     #[arg(long, env = "REMEDIATE_CHAOS_SEED")]
     pub chaos_seed: Option<u64>,
+    /// Serve https with a certificate of the local CA that remediate creates once in the data
+    /// directory (ca.pem; its key ca-key.pem never leaves it), for localhost, 127.0.0.1, ::1 and
+    /// every --tls-name. `--tls=false` turns it off.
+    #[arg(long, env = "REMEDIATE_TLS", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub tls: Option<bool>,
+    /// Another name (DNS name or IP address) of the local CA's https certificate (repeatable).
+    #[arg(long = "tls-name", env = "REMEDIATE_TLS_NAMES", value_delimiter = ',')]
+    pub tls_names: Vec<String>,
+    /// Serve https with this certificate chain (PEM) instead of the local CA's; read again on
+    /// SIGHUP. Needs --tls-key.
+    #[arg(long, env = "REMEDIATE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert; read again on SIGHUP.
+    #[arg(long, env = "REMEDIATE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Also run an HTTP proxy on this address: CONNECT to graph.microsoft.com,
+    /// login.microsoftonline.com and every --proxy-host is served by remediate (TLS from the
+    /// local CA); other hosts are refused (403) unless --proxy-pass-through.
+    #[arg(long, env = "REMEDIATE_PROXY_LISTEN")]
+    pub proxy_listen: Option<SocketAddr>,
+    /// Another host the proxy serves itself (repeatable).
+    #[arg(
+        long = "proxy-host",
+        env = "REMEDIATE_PROXY_HOSTS",
+        value_delimiter = ','
+    )]
+    pub proxy_hosts: Vec<String>,
+    /// Let the proxy tunnel CONNECTs to every other host unchanged (never decrypted) instead of
+    /// refusing them.
+    #[arg(long, env = "REMEDIATE_PROXY_PASS_THROUGH", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub proxy_pass_through: Option<bool>,
+    /// Serve `/metrics` (Prometheus text format, no token) on this address instead of the main
+    /// listener, which then answers it as any unknown path; port 0 picks a free port.
+    #[arg(long, env = "REMEDIATE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Seconds an export job's download link stays valid after the job completes (default
+    /// 21600: 6 hours, as Graph's).
+    #[arg(long, env = "REMEDIATE_EXPORT_LINK_LIFETIME_SECS")]
+    pub export_link_lifetime_secs: Option<u64>,
     /// Configuration file (default: ./remediate.toml when it exists).
     #[arg(long, env = "REMEDIATE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -186,6 +225,15 @@ struct FileConfig {
     inject_latency_ms: Option<u64>,
     inject_error_rate: Option<f64>,
     chaos_seed: Option<u64>,
+    metrics_listen: Option<SocketAddr>,
+    export_link_lifetime_secs: Option<u64>,
+    tls: Option<bool>,
+    tls_names: Option<Vec<String>>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    proxy_listen: Option<SocketAddr>,
+    proxy_hosts: Option<Vec<String>>,
+    proxy_pass_through: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -216,6 +264,14 @@ pub struct Config {
     pub oidc: Option<remediate_api::auth::OidcConfig>,
     pub limits: remediate_api::guard::ServerLimits,
     pub realism: remediate_api::guard::Realism,
+    /// `/metrics` on its own address (`--metrics-listen`); `None`: on the main listener.
+    pub metrics_listen: Option<SocketAddr>,
+    /// How long an export job's download link is valid (`--export-link-lifetime-secs`).
+    pub export_link_lifetime: std::time::Duration,
+    /// https on the main listener, and where its certificate comes from.
+    pub tls: Option<remediate_api::tls::TlsSource>,
+    /// The proxy (`--proxy-listen`).
+    pub proxy: Option<remediate_api::proxy::ProxyConfig>,
 }
 
 pub const DEFAULT_DATA_DIR: &str = "./remediate-data";
@@ -223,6 +279,7 @@ pub const DEFAULT_DATA_DIR: &str = "./remediate-data";
 impl Config {
     pub fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
         let file = load_file(args.config.as_deref())?;
+        let (tls, proxy) = resolve_tls(&args, &file)?;
         let data_dir = args
             .data_dir
             .or(file.data_dir)
@@ -411,6 +468,13 @@ impl Config {
             oidc,
             limits,
             realism,
+            metrics_listen: args.metrics_listen.or(file.metrics_listen),
+            export_link_lifetime: match pick!(export_link_lifetime_secs, 6 * 3600) {
+                secs @ 1..=604_800 => std::time::Duration::from_secs(secs),
+                secs => anyhow::bail!(
+                    "export_link_lifetime_secs must be between 1 and 604800, not {secs}"
+                ),
+            },
             max_output_chars: match args
                 .max_output_chars
                 .or(file.max_output_chars)
@@ -419,6 +483,8 @@ impl Config {
                 0 => anyhow::bail!("max_output_chars must be at least 1"),
                 n => n,
             },
+            tls,
+            proxy,
             history_retention_days: match args
                 .history_retention_days
                 .or(file.history_retention_days)
@@ -429,6 +495,70 @@ impl Config {
             },
         })
     }
+}
+
+/// `tls*` and `proxy*`: flags and environment, else the file.
+fn resolve_tls(
+    args: &ServeArgs,
+    file: &FileConfig,
+) -> anyhow::Result<(
+    Option<remediate_api::tls::TlsSource>,
+    Option<remediate_api::proxy::ProxyConfig>,
+)> {
+    use remediate_api::tls::TlsSource;
+    let list = |given: &Vec<String>, filed: &Option<Vec<String>>, what: &str| {
+        let names: Vec<String> = if given.is_empty() {
+            filed.clone().unwrap_or_default()
+        } else {
+            given.clone()
+        };
+        let names: Vec<String> = names.iter().map(|n| n.trim().to_owned()).collect();
+        if let Some(bad) = names.iter().find(|n| {
+            n.is_empty()
+                || !n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-.:*".contains(c))
+        }) {
+            anyhow::bail!("{what} '{bad}' is not a host name or IP address");
+        }
+        Ok(names)
+    };
+    let names = list(&args.tls_names, &file.tls_names, "tls_names:")?;
+    let cert = args.tls_cert.clone().or(file.tls_cert.clone());
+    let key = args.tls_key.clone().or(file.tls_key.clone());
+    let enabled = args.tls.or(file.tls);
+    let tls = match (cert, key) {
+        (Some(_), Some(_)) if enabled == Some(false) => {
+            anyhow::bail!("tls is off but tls_cert and tls_key are given")
+        }
+        (Some(_), Some(_)) if !names.is_empty() => anyhow::bail!(
+            "tls_names names the local CA's certificate; with tls_cert and tls_key the names are the certificate's own"
+        ),
+        (Some(cert), Some(key)) => Some(TlsSource::Files { cert, key }),
+        (Some(_), None) => anyhow::bail!("tls_cert needs tls_key (the certificate's private key)"),
+        (None, Some(_)) => anyhow::bail!("tls_key needs tls_cert (the certificate chain)"),
+        (None, None) if enabled == Some(true) => Some(TlsSource::LocalCa { names }),
+        (None, None) if !names.is_empty() => {
+            anyhow::bail!("tls_names is set but tls is off; add --tls")
+        }
+        (None, None) => None,
+    };
+    let hosts = list(&args.proxy_hosts, &file.proxy_hosts, "proxy_hosts:")?;
+    let pass_through = args.proxy_pass_through.or(file.proxy_pass_through);
+    let proxy = match args.proxy_listen.or(file.proxy_listen) {
+        Some(listen) => Some(remediate_api::proxy::ProxyConfig {
+            listen,
+            hosts,
+            pass_through: pass_through.unwrap_or(false),
+        }),
+        None if !hosts.is_empty() || pass_through == Some(true) => {
+            anyhow::bail!(
+                "proxy_hosts and proxy_pass_through need proxy_listen (--proxy-listen ADDR)"
+            )
+        }
+        None => None,
+    };
+    Ok((tls, proxy))
 }
 
 fn load_file(explicit: Option<&Path>) -> anyhow::Result<FileConfig> {

@@ -1,6 +1,7 @@
 //! The `remediate` server as a library: the resolved configuration ([`config`]), the wiring of a
-//! [`Server`] from it (store, signing key, OIDC, `AppState`), serving on a given listener until a
-//! shutdown future completes, `recount` and token minting. `src/main.rs` (the binary) is a thin
+//! [`Server`] from it (store, signing key, OIDC, local CA and TLS, `AppState`), serving on a given
+//! listener (and the proxy's, and reloading `--tls-cert` on SIGHUP) until a shutdown future
+//! completes, `recount` and token minting. `src/main.rs` (the binary) is a thin
 //! caller that adds the command line, the runtime's memory hooks and the signal handling; the
 //! integration tests (`tests/it`) run the same wiring inside the test process.
 
@@ -63,6 +64,14 @@ pub struct Server {
     config: Config,
     store: Arc<SqlStore>,
     state: Arc<AppState>,
+    /// The data directory's local CA, when `--tls` (without files) or the proxy needs it.
+    ca: Option<Arc<remediate_api::tls::LocalCa>>,
+    /// The main listener's TLS (`--tls`, `--tls-cert`).
+    tls: Option<remediate_api::tls::ServerTls>,
+    /// The proxy's listener, bound by [`Server::bind`].
+    proxy_listener: std::sync::Mutex<Option<tokio::net::TcpListener>>,
+    /// `/metrics`' own listener (`--metrics-listen`), bound by [`Server::bind`].
+    metrics_listener: std::sync::Mutex<Option<tokio::net::TcpListener>>,
 }
 
 impl Server {
@@ -71,6 +80,7 @@ impl Server {
         let store = Arc::new(open_store(&config).await?);
         let key = auth::LocalKey::load_or_create(&config.data_dir)
             .context("loading the local signing key")?;
+        let (ca, tls) = open_tls(&config)?;
         let oidc = match &config.oidc {
             Some(oidc) => Some(
                 auth::Oidc::new(oidc.clone())
@@ -90,11 +100,23 @@ impl Server {
             },
             guard: remediate_api::guard::Guard::new(config.limits.clone(), config.realism.clone()),
             credentials: remediate_api::agents::CredentialCache::default(),
+            metrics: Arc::new(remediate_api::metrics::Metrics::new(
+                store.clone(),
+                config.metrics_listen.is_some(),
+            )),
+            exports: remediate_api::exports::Exports::new(
+                config.data_dir.join("exports"),
+                config.export_link_lifetime,
+            ),
         });
         Ok(Server {
             config,
             store,
             state,
+            ca,
+            tls,
+            proxy_listener: std::sync::Mutex::new(None),
+            metrics_listener: std::sync::Mutex::new(None),
         })
     }
 
@@ -102,18 +124,79 @@ impl Server {
         &self.config
     }
 
-    /// Bind the configured address (`--listen`; port 0 picks a free port).
+    /// Bind the configured address (`--listen`; port 0 picks a free port), and the proxy's
+    /// (`--proxy-listen`), which [`Server::serve`] then serves.
     pub async fn bind(&self) -> anyhow::Result<tokio::net::TcpListener> {
-        tokio::net::TcpListener::bind(self.config.listen)
+        let listener = tokio::net::TcpListener::bind(self.config.listen)
             .await
-            .with_context(|| format!("binding {}", self.config.listen))
+            .with_context(|| format!("binding {}", self.config.listen))?;
+        if let Some(proxy) = &self.config.proxy {
+            let bound = tokio::net::TcpListener::bind(proxy.listen)
+                .await
+                .with_context(|| format!("binding the proxy's address {}", proxy.listen))?;
+            *self
+                .proxy_listener
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(bound);
+        }
+        if let Some(address) = self.config.metrics_listen {
+            let bound = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("binding the metrics address {address}"))?;
+            *self
+                .metrics_listener
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(bound);
+        }
+        Ok(listener)
+    }
+
+    /// `/metrics`' own bound address (`--metrics-listen`, after [`Server::bind`]).
+    pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
+        let bound = self
+            .metrics_listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        bound.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The proxy's bound address (after [`Server::bind`]).
+    pub fn proxy_address(&self) -> Option<std::net::SocketAddr> {
+        let bound = self
+            .proxy_listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        bound.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Log the start and print the address (`listening on http://…`) and how to mint a token.
     pub fn announce(&self, listener: &tokio::net::TcpListener) -> anyhow::Result<()> {
         let address = listener.local_addr()?;
-        tracing::info!(%address, database = store_kind(&self.config.database), "remediate started");
-        println!("listening on http://{address}");
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        tracing::info!(%address, scheme, database = store_kind(&self.config.database), "remediate started");
+        println!("listening on {scheme}://{address}");
+        if let Some(metrics) = self.metrics_address() {
+            tracing::info!(address = %metrics, "metrics served on their own address");
+            println!("metrics on http://{metrics}/metrics");
+        }
+        if let (Some(proxy), Some(bound)) = (&self.config.proxy, self.proxy_address()) {
+            let hosts = proxy.served_hosts().join(", ");
+            let others = if proxy.pass_through {
+                "other hosts are tunnelled unchanged"
+            } else {
+                "other hosts are refused"
+            };
+            tracing::info!(address = %bound, %hosts, pass_through = proxy.pass_through, "proxy started");
+            println!("proxy listening on http://{bound} (serves {hosts}; {others}): HTTPS_PROXY=http://{bound}");
+        }
+        if let Some(ca) = &self.ca {
+            tracing::info!(
+                ca = %ca.cert_path().display(),
+                fingerprint = %ca.fingerprint(),
+                "local CA in use; clients must trust its certificate (see the startup output)"
+            );
+            println!("{}", ca.trust_instructions());
+        }
         println!(
             "mint a token: remediate token --data-dir {} --tenant <tenant> --scope DeviceManagementScripts.ReadWrite.All",
             self.config.data_dir.display()
@@ -134,12 +217,134 @@ impl Server {
             self.store.clone(),
             self.config.history_retention_days,
         ));
-        let served = remediate_api::run(listener, self.state, shutdown).await;
+        #[cfg(unix)]
+        let reloader = self
+            .tls
+            .clone()
+            .filter(remediate_api::tls::ServerTls::reloadable)
+            .map(|tls| tokio::spawn(reload_on_sighup(tls)));
+        // One shutdown for both listeners.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        });
+        let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        // Export jobs run in the background; at the stop they are given back (`notStarted`).
+        let exports = tokio::spawn(remediate_api::exports::run(
+            self.state.clone(),
+            stopped.clone(),
+        ));
+        let proxy_listener = self
+            .proxy_listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let proxy = async {
+            let (Some(config), Some(ca)) = (&self.config.proxy, &self.ca) else {
+                return Ok(());
+            };
+            let listener = match proxy_listener {
+                Some(listener) => listener,
+                None => tokio::net::TcpListener::bind(config.listen).await?,
+            };
+            let shutdown = until_stopped(stopped.clone());
+            remediate_api::proxy::run(listener, self.state.clone(), ca.clone(), config, shutdown)
+                .await
+        };
+        let metrics_listener = self
+            .metrics_listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let metrics = metrics_listener.map(|listener| {
+            let shutdown = until_stopped(stopped.clone());
+            tokio::spawn(remediate_api::metrics::serve(
+                listener,
+                self.state.clone(),
+                shutdown,
+            ))
+        });
+        let main = remediate_api::server::run_tls(
+            listener,
+            self.state.clone(),
+            self.tls.clone(),
+            until_stopped(stopped.clone()),
+        );
+        let (served, proxied) = tokio::join!(main, proxy);
+        if tokio::time::timeout(Duration::from_secs(10), exports)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the export jobs did not stop within 10 s");
+        }
+        if let Some(mut metrics) = metrics {
+            // A scrape in progress may finish; the metrics listener holds nothing to drain.
+            match tokio::time::timeout(Duration::from_secs(5), &mut metrics).await {
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the metrics listener failed"),
+                Ok(_) => {}
+                Err(_) => metrics.abort(),
+            }
+        }
+        #[cfg(unix)]
+        if let Some(reloader) = reloader {
+            reloader.abort();
+        }
         retention.abort();
         self.store.close().await;
         served?;
+        proxied.context("the proxy")?;
         tracing::info!("remediate stopped");
         Ok(())
+    }
+}
+
+/// The local CA (when `--tls` without files or the proxy needs one) and the main listener's TLS.
+fn open_tls(
+    config: &Config,
+) -> anyhow::Result<(
+    Option<Arc<remediate_api::tls::LocalCa>>,
+    Option<remediate_api::tls::ServerTls>,
+)> {
+    use remediate_api::tls::{LocalCa, ServerTls, TlsSource};
+    let needs_ca = matches!(config.tls, Some(TlsSource::LocalCa { .. })) || config.proxy.is_some();
+    let ca = match needs_ca {
+        true => Some(Arc::new(
+            LocalCa::load_or_create(&config.data_dir).context("the local CA")?,
+        )),
+        false => None,
+    };
+    let tls = match &config.tls {
+        Some(source) => Some(ServerTls::new(source, ca.as_ref()).context("TLS")?),
+        None => None,
+    };
+    Ok((ca, tls))
+}
+
+/// Read the TLS certificate files again on every SIGHUP (the one in use stays when they are
+/// broken).
+#[cfg(unix)]
+async fn reload_on_sighup(tls: remediate_api::tls::ServerTls) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; the TLS certificate will not be reloaded");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        match tls.reload() {
+            Ok(Some(cert)) => {
+                tracing::info!(cert = %cert.display(), "reloaded the TLS certificate")
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "reloading the TLS certificate failed; the previous one stays in use")
+            }
+        }
     }
 }
 
@@ -229,6 +434,127 @@ pub async fn create_enrollment(
     Ok(secret)
 }
 
+/// What `remediate app create` registers: an application of the Entra-shaped token endpoint
+/// (`remediate_api::entra`).
+#[derive(Debug, Clone, Default)]
+pub struct AppRequest {
+    /// The tenant id (a GUID) the app's tokens are for (`tid`).
+    pub tenant: String,
+    /// Application permissions (the tokens' `roles`).
+    pub roles: Vec<String>,
+    /// Delegated permission names (the tokens' `scp`).
+    pub scopes: Vec<String>,
+    /// Display name (default `remediate app`).
+    pub name: Option<String>,
+}
+
+/// A registered app and its client secret (shown once: only its hash is stored).
+#[derive(Debug, Clone)]
+pub struct CreatedApp {
+    pub app: remediate_store::RegisteredApp,
+    pub client_secret: String,
+}
+
+/// The tenant id of `remediate app …`: a GUID (what Entra tenant ids are and the token endpoint's
+/// URLs carry), in lower case.
+fn app_tenant(tenant: &str) -> anyhow::Result<String> {
+    let tenant = tenant.trim().to_ascii_lowercase();
+    if !remediate_api::entra::is_guid(&tenant) {
+        anyhow::bail!(
+            "--tenant must be a tenant id, a GUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47 (the token endpoint is /{{tenant}}/oauth2/v2.0/token)"
+        );
+    }
+    Ok(tenant)
+}
+
+/// A permission name of `--role`/`--scope`: one word of printable characters.
+fn permission_names(flag: &str, names: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for name in names {
+        let name = name.trim();
+        if name.is_empty()
+            || name.len() > 256
+            || name.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            anyhow::bail!("{flag} '{name}' is not a permission name (one word, e.g. DeviceManagementScripts.ReadWrite.All)");
+        }
+        if !out.iter().any(|n| n == name) {
+            out.push(name.to_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// `remediate app create`: register an application in the configured database; returns it with
+/// its client secret.
+pub async fn create_app(config: Config, request: &AppRequest) -> anyhow::Result<CreatedApp> {
+    let tenant = app_tenant(&request.tenant)?;
+    let roles = permission_names("--role", &request.roles)?;
+    let scopes = permission_names("--scope", &request.scopes)?;
+    if roles.is_empty() && scopes.is_empty() {
+        anyhow::bail!(
+            "give at least one --role (e.g. --role DeviceManagementScripts.ReadWrite.All)"
+        );
+    }
+    let name = request.name.as_deref().unwrap_or("remediate app").trim();
+    if name.is_empty() || name.chars().count() > 256 || name.chars().any(char::is_control) {
+        anyhow::bail!("--name must be 1 to 256 characters without control characters");
+    }
+    let client_secret = format!(
+        "rma~{}{}",
+        remediate_domain::new_id().replace('-', ""),
+        remediate_domain::new_id().replace('-', "")
+    );
+    let app = remediate_store::RegisteredApp {
+        tenant,
+        client_id: remediate_domain::new_id(),
+        display_name: name.to_owned(),
+        roles,
+        scopes,
+        secret_hash: remediate_domain::agents::hash_secret(&client_secret),
+        created: remediate_domain::Instant::now(),
+        revoked: None,
+    };
+    let store = open_store(&config).await?;
+    let result = store.create_app(&app).await;
+    store.close().await;
+    result.map_err(|e| anyhow::anyhow!("registering the app: {e}"))?;
+    Ok(CreatedApp { app, client_secret })
+}
+
+/// `remediate app revoke`: the app gets no more tokens (those it has stay valid until they
+/// expire, at most an hour). Returns the app; an error when it is not registered in the tenant.
+pub async fn revoke_app(
+    config: Config,
+    tenant: &str,
+    client_id: &str,
+) -> anyhow::Result<remediate_store::RegisteredApp> {
+    let tenant = app_tenant(tenant)?;
+    let client_id = client_id.trim().to_ascii_lowercase();
+    let store = open_store(&config).await?;
+    let result = store.revoke_app(&tenant, &client_id).await;
+    store.close().await;
+    result
+        .map_err(|e| anyhow::anyhow!("revoking the app: {e}"))?
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no app with the client id '{client_id}' is registered in the tenant {tenant}"
+            )
+        })
+}
+
+/// `remediate app list`: the tenant's apps, oldest first.
+pub async fn list_apps(
+    config: Config,
+    tenant: &str,
+) -> anyhow::Result<Vec<remediate_store::RegisteredApp>> {
+    let tenant = app_tenant(tenant)?;
+    let store = open_store(&config).await?;
+    let result = store.apps(&tenant).await;
+    store.close().await;
+    result.map_err(|e| anyhow::anyhow!("listing the apps: {e}"))
+}
+
 /// What `remediate token` mints.
 #[derive(Debug, Clone, Default)]
 pub struct TokenRequest {
@@ -297,24 +623,37 @@ fn store_kind(url: &str) -> &'static str {
 }
 
 /// Completes on Ctrl-C or SIGTERM (the binary's shutdown).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        tokio::signal::ctrl_c().await.ok();
-    };
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    // The handlers are installed now, not when the future is first polled: a SIGTERM that
+    // arrives right after the server announced itself must drain it, not kill it.
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (terminate, interrupt) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(terminate) => {},
+                () = wait(interrupt) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await.ok();
+        }
+        tracing::info!("shutdown signal received; draining in-flight requests");
     }
-    tracing::info!("shutdown signal received; draining in-flight requests");
 }

@@ -32,6 +32,11 @@ enum Command {
     /// Enrollment secrets for device agents (`remediate-agent enroll --secret …`).
     #[command(subcommand)]
     Enrollment(EnrollmentCommand),
+    /// Applications of the Entra-shaped token endpoint (`POST /{tenant}/oauth2/v2.0/token`):
+    /// MSAL-based clients (azure-identity's ClientSecretCredential, msal-node) get tokens with
+    /// their client id and secret. Take serve's database options.
+    #[command(subcommand)]
+    App(AppCommand),
     /// Sign a script for devices that enforce signature checks (enforceSignatureCheck): the
     /// script with a last `# remediate-signature:` line (Ed25519). Also creates a key
     /// (--new-key) and exports its public key (--public-key-out), for `remediate-agent run
@@ -64,6 +69,60 @@ struct SignScriptArgs {
 enum EnrollmentCommand {
     /// Make a secret; it is printed as the last line of stdout (and never stored: only its hash).
     Create(EnrollmentCreateArgs),
+}
+
+#[derive(Subcommand)]
+enum AppCommand {
+    /// Register an app. Stdout ends with two lines: the client id, then the client secret
+    /// (shown once: only its hash is stored).
+    Create(AppCreateArgs),
+    /// Revoke an app: it gets no more tokens (tokens it has stay valid until they expire, at
+    /// most an hour).
+    Revoke(AppRevokeArgs),
+    /// List a tenant's apps, one per line: client id, status, roles, scopes, created, name
+    /// (tab-separated, after a header line).
+    List(AppListArgs),
+}
+
+#[derive(clap::Args)]
+struct AppCreateArgs {
+    /// Tenant id (a GUID): the `tid` of the app's tokens.
+    #[arg(long)]
+    tenant: String,
+    /// Application permission (the tokens' `roles`), repeatable, e.g.
+    /// DeviceManagementScripts.ReadWrite.All.
+    #[arg(long = "role")]
+    roles: Vec<String>,
+    /// Delegated permission name (the tokens' `scp`), repeatable; Entra's app tokens carry
+    /// only roles, so use this only for tools that look for scp.
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// Display name (the tokens' `app_displayname`; default "remediate app").
+    #[arg(long)]
+    name: Option<String>,
+    #[command(flatten)]
+    serve: Box<config::ServeArgs>,
+}
+
+#[derive(clap::Args)]
+struct AppRevokeArgs {
+    /// Tenant id (a GUID).
+    #[arg(long)]
+    tenant: String,
+    /// The app's client id.
+    #[arg(long)]
+    client_id: String,
+    #[command(flatten)]
+    serve: Box<config::ServeArgs>,
+}
+
+#[derive(clap::Args)]
+struct AppListArgs {
+    /// Tenant id (a GUID).
+    #[arg(long)]
+    tenant: String,
+    #[command(flatten)]
+    serve: Box<config::ServeArgs>,
 }
 
 #[derive(clap::Args)]
@@ -188,6 +247,7 @@ fn main() -> anyhow::Result<()> {
             println!("{secret}");
             Ok(())
         }
+        Command::App(command) => app(command),
         Command::SignScript(args) => sign_script(args),
         Command::Token(args) => {
             let token = remediate::mint_token(
@@ -205,6 +265,86 @@ fn main() -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
+    }
+}
+
+/// `app create | revoke | list`: the registered applications of the token endpoint.
+fn app(command: AppCommand) -> anyhow::Result<()> {
+    let open = |serve: Box<config::ServeArgs>| -> anyhow::Result<_> {
+        let config = config::Config::resolve(*serve)?;
+        remediate::init_tracing(config.log_json);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        Ok((config, runtime))
+    };
+    match command {
+        AppCommand::Create(args) => {
+            let (config, runtime) = open(args.serve)?;
+            let created = runtime.block_on(remediate::create_app(
+                config,
+                &remediate::AppRequest {
+                    tenant: args.tenant,
+                    roles: args.roles,
+                    scopes: args.scopes,
+                    name: args.name,
+                },
+            ))?;
+            let app = &created.app;
+            eprintln!(
+                "registered the app '{}' in the tenant {} (roles: {}; scopes: {}). Its token \
+                 endpoint is /{}/oauth2/v2.0/token (scope https://graph.microsoft.com/.default); \
+                 the client secret is shown once, below the client id: store it now.",
+                app.display_name,
+                app.tenant,
+                list_or_none(&app.roles),
+                list_or_none(&app.scopes),
+                app.tenant
+            );
+            println!("{}", app.client_id);
+            println!("{}", created.client_secret);
+        }
+        AppCommand::Revoke(args) => {
+            let (config, runtime) = open(args.serve)?;
+            let app =
+                runtime.block_on(remediate::revoke_app(config, &args.tenant, &args.client_id))?;
+            let at = app
+                .revoked
+                .map(|t| t.to_seconds_string())
+                .unwrap_or_default();
+            println!(
+                "revoked the app {} ('{}') at {at}",
+                app.client_id, app.display_name
+            );
+        }
+        AppCommand::List(args) => {
+            let (config, runtime) = open(args.serve)?;
+            let apps = runtime.block_on(remediate::list_apps(config, &args.tenant))?;
+            println!("CLIENT ID\tSTATUS\tROLES\tSCOPES\tCREATED\tNAME");
+            for app in apps {
+                let status = match app.revoked {
+                    Some(t) => format!("revoked {}", t.to_seconds_string()),
+                    None => "active".to_owned(),
+                };
+                println!(
+                    "{}\t{status}\t{}\t{}\t{}\t{}",
+                    app.client_id,
+                    list_or_none(&app.roles),
+                    list_or_none(&app.scopes),
+                    app.created.to_seconds_string(),
+                    app.display_name
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn list_or_none(names: &[String]) -> String {
+    if names.is_empty() {
+        "-".to_owned()
+    } else {
+        names.join(",")
     }
 }
 
@@ -269,7 +409,9 @@ fn sign_script(args: SignScriptArgs) -> anyhow::Result<()> {
 async fn serve(config: config::Config) -> anyhow::Result<()> {
     let server = remediate::Server::open(config).await?;
     let listener = server.bind().await?;
+    // Listen for SIGTERM before anyone can know the address (and send one).
+    let shutdown = remediate::shutdown_signal();
     server.announce(&listener)?;
     memory::start_returning_freed_memory().context("starting the memory-return thread")?;
-    server.serve(listener, remediate::shutdown_signal()).await
+    server.serve(listener, shutdown).await
 }

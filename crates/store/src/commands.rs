@@ -105,6 +105,12 @@ impl Writer {
                 secret_hash,
                 ..
             } => self.create_secret(c, tenant, record, secret_hash).await,
+            Write::CreateExportJob { record, origin } => {
+                self.create_export_job(c, tenant, record, origin).await
+            }
+            Write::UpdateExportJob { id, change } => {
+                self.update_export_job(c, tenant, id, change).await
+            }
             Write::Enroll {
                 secret_hash,
                 device,

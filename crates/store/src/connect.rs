@@ -8,6 +8,10 @@
 //!   concurrent writes into one transaction (group commit, `crate::writer`).
 //! - PostgreSQL: a sqlx pool; each read runs on a pooled connection, each write is one
 //!   transaction on a pooled connection (`crate::writer`).
+//!
+//! What `/metrics` reads of the store is here too: the pool's use ([`SqlStore::pool_use`]), the
+//! write observer ([`SqlStore::observe_writes`]) and two counts read at scrape time
+//! ([`SqlStore::scrape_counts`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,7 +22,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use crate::db::{self, run_now, Conn, DbError, SqliteConn};
 use crate::error::store_error;
 use crate::translate::Arg;
-use crate::writer::{self, Job};
+use crate::writer::{self, Job, ObserverSlot, WriteObserver};
 use crate::StoreError;
 
 /// Which database a connection speaks, where statements must differ (row locks, schema files).
@@ -45,6 +49,31 @@ pub struct StoreOptions {
 pub struct SqlStore {
     pub(crate) backend: Backend,
     pub(crate) secret: Vec<u8>,
+    /// Told about every write transaction, once set (`/metrics`).
+    pub(crate) observer: ObserverSlot,
+}
+
+/// The connections of the store at one moment (`/metrics`). SQLite: the read connections (the
+/// writer and the checkpointer have one each, always open, not counted); PostgreSQL: the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUse {
+    /// Connections running a read or a write.
+    pub in_use: u64,
+    /// Open connections waiting for work.
+    pub idle: u64,
+    /// Most connections (SQLite: most reads at once).
+    pub max: u64,
+}
+
+/// Counts `/metrics` reads of the database at scrape time, over every tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScrapeCounts {
+    /// Run states stored: the sum of the run-state counters (`crate::counters`), which every
+    /// write keeps exact in its own transaction; no run state row is read.
+    pub run_states: i64,
+    /// Managed devices whose `lastSyncDateTime` is at or after the given instant (a scan of
+    /// the managed devices: there is no index on that column).
+    pub devices_synced_since: i64,
 }
 
 pub(crate) enum Backend {
@@ -63,6 +92,8 @@ pub(crate) struct SqliteReaders {
     path: String,
     idle: Mutex<Vec<SqliteConn>>,
     permits: Arc<tokio::sync::Semaphore>,
+    /// Most reads at once (the permits' number).
+    concurrent: usize,
     acquire_timeout: Duration,
     statement_timeout: Duration,
 }
@@ -123,7 +154,8 @@ impl SqlStore {
         // Statistics for the planner, as SQLite recommends for long-lived connections.
         run_now(conn.batch("PRAGMA optimize = 0x10002")).map_err(store_error)?;
         let secret = run_now(load_secret(&mut conn)).map_err(store_error)?;
-        let sender = writer::start_sqlite(conn, checkpointer)?;
+        let observer = ObserverSlot::default();
+        let sender = writer::start_sqlite(conn, checkpointer, observer.clone())?;
         // Reads run on the runtime's worker threads (they never wait on I/O, so there is nothing
         // to gain from a hop to another thread); at most all workers but one read at a time, so
         // a slow read never stalls the server.
@@ -135,6 +167,7 @@ impl SqlStore {
             path,
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(tokio::sync::Semaphore::new(concurrent_reads)),
+            concurrent: concurrent_reads,
             acquire_timeout: options.acquire_timeout,
             statement_timeout: options.statement_timeout,
         };
@@ -144,6 +177,7 @@ impl SqlStore {
                 writer: sender,
             },
             secret,
+            observer,
         })
     }
 
@@ -197,7 +231,78 @@ impl SqlStore {
         Ok(SqlStore {
             backend: Backend::Postgres { pool },
             secret,
+            observer: ObserverSlot::default(),
         })
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend_name(&self) -> &'static str {
+        match &self.backend {
+            Backend::Sqlite { .. } => "sqlite",
+            Backend::Postgres { .. } => "postgres",
+        }
+    }
+
+    /// Tell `observer` about every write transaction from now on (`/metrics`). Only the first
+    /// observer is kept; `false` when one was already set.
+    pub fn observe_writes(&self, observer: Arc<dyn WriteObserver>) -> bool {
+        self.observer.set(observer).is_ok()
+    }
+
+    /// The connections in use, idle and at most, now (no database round trip).
+    pub fn pool_use(&self) -> PoolUse {
+        match &self.backend {
+            Backend::Sqlite { readers, .. } => {
+                let max = readers.concurrent as u64;
+                let idle = readers.idle.lock().unwrap_or_else(|e| e.into_inner()).len() as u64;
+                PoolUse {
+                    in_use: max.saturating_sub(readers.permits.available_permits() as u64),
+                    idle,
+                    max,
+                }
+            }
+            Backend::Postgres { pool } => {
+                let idle = pool.num_idle() as u64;
+                PoolUse {
+                    in_use: u64::from(pool.size()).saturating_sub(idle),
+                    idle,
+                    max: u64::from(pool.options().get_max_connections()),
+                }
+            }
+        }
+    }
+
+    /// The counts `/metrics` reads at scrape time (see [`ScrapeCounts`]), in one read under the
+    /// statement timeout.
+    pub async fn scrape_counts(
+        &self,
+        synced_since: remediate_domain::Instant,
+    ) -> Result<ScrapeCounts, StoreError> {
+        let since = synced_since.ticks();
+        self.read(move |c: &mut dyn Conn| {
+            Box::pin(async move {
+                let run_states = c
+                    .query_one(
+                        "SELECT CAST(COALESCE(SUM(\"n\"), 0) AS BIGINT) FROM counters \
+                         WHERE substr(\"name\", 1, 2) = 's/'",
+                        &[],
+                    )
+                    .await?
+                    .count(0)?;
+                let devices_synced_since = c
+                    .query_one(
+                        "SELECT COUNT(*) FROM managed_devices WHERE \"lastSyncDateTime\" >= $1",
+                        &[db::int(since)],
+                    )
+                    .await?
+                    .count(0)?;
+                Ok::<_, DbError>(ScrapeCounts {
+                    run_states,
+                    devices_synced_since,
+                })
+            })
+        })
+        .await
     }
 
     pub async fn close(&self) {

@@ -121,7 +121,8 @@ impl Writer {
             | CollectionId::DirectoryDevices
             | CollectionId::GroupMembers
             | CollectionId::DeviceMemberOf
-            | CollectionId::EnrollmentSecrets => {}
+            | CollectionId::EnrollmentSecrets
+            | CollectionId::ExportJobs => {}
         }
         self.delete(c, tenant, &key, String::new()).await
     }

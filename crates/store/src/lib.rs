@@ -14,7 +14,10 @@
 //! - `reads`: single entities and pages of collections;
 //! - `directory`: role scope tags, assignment filters and groups (generic writes with their
 //!   checks), group membership (`$ref`, dynamic rules) and what targeting reads of a device;
+//! - `exports`: export jobs (creating, the runner's changes, the sweep) and the paged read of
+//!   exported rows;
 //! - `agents`: enrollment secrets, enrolling devices, device credentials;
+//! - `apps`: registered applications of the Entra-shaped token endpoint;
 //! - `views`: computed views; `counters`: the summary counters;
 //! - `codec`: rows ↔ records; `translate`: filters, orderings and values → SQL;
 //! - `db`: the two drivers behind one `Conn` interface; `migrate`: the schema;
@@ -22,6 +25,7 @@
 //! - `store`: [`Store`] for [`SqlStore`], forwarding to the modules above.
 
 mod agents;
+mod apps;
 mod codec;
 mod commands;
 mod connect;
@@ -29,6 +33,7 @@ mod counters;
 mod db;
 mod directory;
 mod error;
+mod exports;
 mod migrate;
 mod reads;
 mod store;
@@ -42,7 +47,9 @@ use remediate_domain::query::{ListQuery, Page, RemediationHistory};
 use remediate_domain::write::{Write, WriteOutcome};
 use remediate_domain::Record;
 
-pub use connect::{SqlStore, StoreOptions};
+pub use apps::RegisteredApp;
+pub use connect::{PoolUse, ScrapeCounts, SqlStore, StoreOptions};
+pub use writer::WriteObserver;
 
 /// Why a storage call failed. Mapped to HTTP statuses by the API layer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -110,7 +117,8 @@ impl EntityRef {
             | CollectionId::AssignmentFilters
             | CollectionId::Groups
             | CollectionId::DirectoryDevices
-            | CollectionId::EnrollmentSecrets => Some(EntityRef::Item {
+            | CollectionId::EnrollmentSecrets
+            | CollectionId::ExportJobs => Some(EntityRef::Item {
                 of: collection,
                 keys: keys.to_vec(),
             }),
@@ -182,6 +190,20 @@ pub trait Store: Send + Sync + 'static {
         tenant: &str,
         device_id: &str,
     ) -> Result<Option<remediate_domain::agents::CheckInView>, StoreError>;
+    /// Register an application of the token endpoint; `Conflict` when its client id is taken
+    /// in the tenant.
+    async fn create_app(&self, app: &RegisteredApp) -> Result<(), StoreError>;
+    /// An application of a tenant, revoked or not (`None`: not registered there).
+    async fn app(&self, tenant: &str, client_id: &str)
+        -> Result<Option<RegisteredApp>, StoreError>;
+    /// Every application of a tenant, oldest first.
+    async fn apps(&self, tenant: &str) -> Result<Vec<RegisteredApp>, StoreError>;
+    /// Revoke an application (no more tokens); the app as it is now, `None` when unknown.
+    async fn revoke_app(
+        &self,
+        tenant: &str,
+        client_id: &str,
+    ) -> Result<Option<RegisteredApp>, StoreError>;
     /// The tenant an enrollment secret belongs to, by the secret's hash (`None`: unknown).
     async fn secret_tenant(&self, secret_hash: &str) -> Result<Option<String>, StoreError>;
     /// The credential hash of an enrolled device (`None`: not enrolled, or deleted since).
@@ -196,6 +218,28 @@ pub trait Store: Send + Sync + 'static {
     async fn recount(&self) -> Result<(), StoreError>;
     /// Every difference between the counters and the rows, in words; empty when they agree.
     async fn check_counters(&self) -> Result<Vec<String>, StoreError>;
+    /// One page of an export's rows in `(scriptId, id)` order: at most `limit` rows of `tenant`
+    /// matching `filter`, after the row `after` (`(scriptId, id)` of the previous page's last).
+    async fn export_rows(
+        &self,
+        tenant: &str,
+        filter: &remediate_domain::exports::ExportFilter,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> Result<Vec<remediate_domain::exports::ExportRow>, StoreError>;
+    /// Export jobs a runner should take, across tenants, as (tenant, id): not started, or in
+    /// progress with a runner silent since before `stale_before`.
+    async fn export_jobs_to_run(
+        &self,
+        stale_before: remediate_domain::Instant,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError>;
+    /// What storage keeps of an export job besides its record; `None` when it does not exist.
+    async fn export_job_state(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<remediate_domain::exports::JobState>, StoreError>;
     /// Is the database reachable?
     async fn ping(&self) -> Result<(), StoreError>;
     /// The secret that signs paging tokens, shared by every process on the same database.

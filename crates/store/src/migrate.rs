@@ -50,6 +50,20 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0005_agents.sql"),
         then: None,
     },
+    Migration {
+        version: 6,
+        name: "apps",
+        sqlite: include_str!("../migrations/sqlite/0006_apps.sql"),
+        postgres: include_str!("../migrations/postgres/0006_apps.sql"),
+        then: None,
+    },
+    Migration {
+        version: 7,
+        name: "export_jobs",
+        sqlite: include_str!("../migrations/sqlite/0007_export_jobs.sql"),
+        postgres: include_str!("../migrations/postgres/0007_export_jobs.sql"),
+        then: None,
+    },
 ];
 
 /// Apply every migration that is not yet applied. On PostgreSQL an advisory lock serializes

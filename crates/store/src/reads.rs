@@ -150,7 +150,8 @@ async fn page_of(c: &mut dyn Conn, tenant: &str, query: &ListQuery) -> Result<Pa
                 | CollectionId::DirectoryDevices
                 | CollectionId::GroupMembers
                 | CollectionId::DeviceMemberOf
-                | CollectionId::EnrollmentSecrets,
+                | CollectionId::EnrollmentSecrets
+                | CollectionId::ExportJobs,
                 _,
             ) => {
                 let text = format!("SELECT COUNT(*){}", from.text);

@@ -132,6 +132,52 @@ impl Store for SqlStore {
         .await
     }
 
+    async fn create_app(&self, app: &crate::RegisteredApp) -> Result<(), StoreError> {
+        let (app, client_id) = (app.clone(), app.client_id.clone());
+        let inserted = self
+            .maintain(true, move |c| {
+                Box::pin(async move { crate::apps::insert(c, &app).await })
+            })
+            .await?;
+        if inserted {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!(
+                "An application with the client id '{client_id}' is already registered in this tenant."
+            )))
+        }
+    }
+
+    async fn app(
+        &self,
+        tenant: &str,
+        client_id: &str,
+    ) -> Result<Option<crate::RegisteredApp>, StoreError> {
+        let (tenant, client_id) = (tenant.to_owned(), client_id.to_owned());
+        self.read(move |c| Box::pin(async move { crate::apps::get(c, &tenant, &client_id).await }))
+            .await
+    }
+
+    async fn apps(&self, tenant: &str) -> Result<Vec<crate::RegisteredApp>, StoreError> {
+        let tenant = tenant.to_owned();
+        self.read(move |c| Box::pin(async move { crate::apps::list(c, &tenant).await }))
+            .await
+    }
+
+    async fn revoke_app(
+        &self,
+        tenant: &str,
+        client_id: &str,
+    ) -> Result<Option<crate::RegisteredApp>, StoreError> {
+        let (tenant, client_id) = (tenant.to_owned(), client_id.to_owned());
+        self.maintain(true, move |c| {
+            Box::pin(
+                async move { crate::apps::revoke(c, &tenant, &client_id, Instant::now()).await },
+            )
+        })
+        .await
+    }
+
     async fn secret_tenant(&self, secret_hash: &str) -> Result<Option<String>, StoreError> {
         let hash = secret_hash.to_owned();
         self.read(move |c| Box::pin(async move { crate::agents::secret_tenant(c, &hash).await }))
@@ -163,6 +209,45 @@ impl Store for SqlStore {
 
     async fn check_counters(&self) -> Result<Vec<String>, StoreError> {
         self.maintain(false, |c| Box::pin(counters::check(c))).await
+    }
+
+    async fn export_rows(
+        &self,
+        tenant: &str,
+        filter: &remediate_domain::exports::ExportFilter,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> Result<Vec<remediate_domain::exports::ExportRow>, StoreError> {
+        let (tenant, filter) = (tenant.to_owned(), filter.clone());
+        self.read(move |c| {
+            Box::pin(async move {
+                crate::exports::rows(c, &tenant, &filter, after.as_ref(), limit).await
+            })
+        })
+        .await
+    }
+
+    async fn export_jobs_to_run(
+        &self,
+        stale_before: Instant,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.read(move |c| {
+            Box::pin(async move { crate::exports::jobs_to_run(c, stale_before, limit).await })
+        })
+        .await
+    }
+
+    async fn export_job_state(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<remediate_domain::exports::JobState>, StoreError> {
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
+        self.read(move |c| {
+            Box::pin(async move { crate::exports::job_state(c, &tenant, &id).await })
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -4,9 +4,12 @@
 //! ([`WRITE_ATTEMPTS`]). Maintenance transactions (history pruning, recounting) run where the
 //! writes run: on the SQLite writer thread between groups ([`SqlStore::maintain`]).
 //!
-//! What each write does inside its transaction is `crate::commands`.
+//! What each write does inside its transaction is `crate::commands`. How long the transactions
+//! take (and how many writes each SQLite group holds) is told to a [`WriteObserver`], when one
+//! is set (`/metrics`).
 
 use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -39,6 +42,44 @@ const MAX_GROUP: usize = 256;
 /// How often a PostgreSQL write rolled back by a deadlock or serialization failure is run.
 const WRITE_ATTEMPTS: u32 = 3;
 
+/// Told about every write transaction, for `/metrics` (the API implements it; the store knows
+/// nothing of metrics). Called on the SQLite writer thread or on the writing request's task, once
+/// per transaction: it must be cheap and must never block.
+pub trait WriteObserver: Send + Sync + 'static {
+    /// SQLite: a group of `writes` ran in one transaction that took `duration`, from `BEGIN` to
+    /// the end of its `COMMIT` (the group's one fsync) or of its rollback.
+    fn group_committed(&self, writes: usize, duration: Duration);
+    /// PostgreSQL: one write transaction took `duration`, from `BEGIN` to the end of its
+    /// `COMMIT` or `ROLLBACK` (each run of a write that is run again counts).
+    fn transaction_ended(&self, duration: Duration);
+}
+
+/// The observer, once set (`SqlStore::observe_writes`), shared with the SQLite writer thread.
+pub(crate) type ObserverSlot = Arc<OnceLock<Arc<dyn WriteObserver>>>;
+
+/// Tells the observer how long one PostgreSQL write transaction took, when dropped.
+struct TransactionTimer<'a> {
+    observer: Option<&'a dyn WriteObserver>,
+    started: std::time::Instant,
+}
+
+impl<'a> TransactionTimer<'a> {
+    fn start(slot: &'a ObserverSlot) -> TransactionTimer<'a> {
+        TransactionTimer {
+            observer: slot.get().map(|o| &**o),
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Drop for TransactionTimer<'_> {
+    fn drop(&mut self) {
+        if let Some(observer) = self.observer {
+            observer.transaction_ended(self.started.elapsed());
+        }
+    }
+}
+
 fn writer_stopped() -> StoreError {
     StoreError::Unavailable("the SQLite writer has stopped".into())
 }
@@ -48,6 +89,7 @@ fn writer_stopped() -> StoreError {
 pub(crate) fn start_sqlite(
     conn: SqliteConn,
     checkpointer: SqliteConn,
+    observer: ObserverSlot,
 ) -> Result<tokio::sync::mpsc::Sender<Job>, StoreError> {
     let writer_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let done = writer_done.clone();
@@ -59,7 +101,7 @@ pub(crate) fn start_sqlite(
     std::thread::Builder::new()
         .name("sqlite-writer".into())
         .spawn(move || {
-            writer_thread(conn, receiver);
+            writer_thread(conn, receiver, &observer);
             writer_done.store(true, std::sync::atomic::Ordering::Relaxed);
         })
         .map_err(|e| StoreError::Internal(format!("cannot start the SQLite writer: {e}")))?;
@@ -111,6 +153,8 @@ impl SqlStore {
                 let mut attempt = 1;
                 loop {
                     let mut tx = pool.begin().await.map_err(pg)?;
+                    // Dropped (and told to the observer) once the transaction has ended.
+                    let _timer = TransactionTimer::start(&self.observer);
                     match writer.execute(&mut *tx, tenant, write.clone()).await {
                         Ok(outcome) => match tx.commit().await.map_err(db::pg_error) {
                             Ok(()) => return Ok(outcome),
@@ -203,7 +247,11 @@ impl SqlStore {
 /// itself fails, every write of the group gets the error, so no request is ever acknowledged
 /// without being durable. A panic while executing a group rolls it back, answers its writes
 /// with an error and leaves the thread serving the next group.
-fn writer_thread(mut conn: SqliteConn, mut jobs: tokio::sync::mpsc::Receiver<Job>) {
+fn writer_thread(
+    mut conn: SqliteConn,
+    mut jobs: tokio::sync::mpsc::Receiver<Job>,
+    observer: &ObserverSlot,
+) {
     let writer = Writer {
         dialect: Dialect::Sqlite,
         shard: 0,
@@ -220,7 +268,7 @@ fn writer_thread(mut conn: SqliteConn, mut jobs: tokio::sync::mpsc::Receiver<Job
                 } => group.push((tenant, *write, reply)),
                 Job::Task(task) => {
                     // Maintenance runs alone, after the writes that came before it.
-                    flush_group(&mut conn, writer, std::mem::take(&mut group));
+                    flush_group(&mut conn, writer, std::mem::take(&mut group), observer);
                     if std::panic::catch_unwind(AssertUnwindSafe(|| task(&mut conn))).is_err() {
                         let _ = run_now(conn.batch("ROLLBACK"));
                     }
@@ -230,7 +278,7 @@ fn writer_thread(mut conn: SqliteConn, mut jobs: tokio::sync::mpsc::Receiver<Job
                 next = jobs.try_recv().ok();
             }
         }
-        flush_group(&mut conn, writer, group);
+        flush_group(&mut conn, writer, group, observer);
     }
 }
 
@@ -248,7 +296,12 @@ fn checkpoint_thread(mut conn: SqliteConn, writer_done: &std::sync::atomic::Atom
     }
 }
 
-fn flush_group(conn: &mut SqliteConn, writer: Writer, group: Vec<(String, Write, Reply)>) {
+fn flush_group(
+    conn: &mut SqliteConn,
+    writer: Writer,
+    group: Vec<(String, Write, Reply)>,
+    observer: &ObserverSlot,
+) {
     if group.is_empty() {
         return;
     }
@@ -257,6 +310,7 @@ fn flush_group(conn: &mut SqliteConn, writer: Writer, group: Vec<(String, Write,
         .map(|(tenant, write, reply)| ((tenant, write), reply))
         .unzip();
     let count = work.len();
+    let started = std::time::Instant::now();
     let results = match std::panic::catch_unwind(AssertUnwindSafe(|| {
         run_now(commit_group(conn, writer, work))
     })) {
@@ -273,6 +327,9 @@ fn flush_group(conn: &mut SqliteConn, writer: Writer, group: Vec<(String, Write,
                 .collect()
         }
     };
+    if let Some(observer) = observer.get() {
+        observer.group_committed(count, started.elapsed());
+    }
     for (reply, result) in replies.into_iter().zip(results) {
         let _ = reply.send(result);
     }

@@ -42,6 +42,8 @@ pub struct LocalKey {
     encoding: EncodingKey,
     decoding: DecodingKey,
     kid: String,
+    /// The raw Ed25519 public key (32 bytes), for the JWKS of the token endpoint (`crate::entra`).
+    public: Vec<u8>,
 }
 
 impl LocalKey {
@@ -76,10 +78,22 @@ impl LocalKey {
             encoding: EncodingKey::from_ed_der(&pkcs8),
             decoding: DecodingKey::from_ed_der(&public),
             kid,
+            public,
         })
     }
 
-    pub fn mint(&self, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
+    /// The key id (`kid`) of the tokens it signs.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The raw Ed25519 public key (32 bytes).
+    pub fn public_key(&self) -> &[u8] {
+        &self.public
+    }
+
+    /// Sign `claims` (a [`Claims`], or the claims of the token endpoint's app tokens).
+    pub fn mint(&self, claims: &impl Serialize) -> Result<String, jsonwebtoken::errors::Error> {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, claims, &self.encoding)

@@ -373,6 +373,8 @@ pub fn label(write: &Write) -> String {
         }
         Write::Enroll { device, .. } => device.id().to_owned(),
         Write::CheckIn { device_id, .. } => device_id.clone(),
+        Write::CreateExportJob { record, .. } => record.id().to_owned(),
+        Write::UpdateExportJob { id, .. } => id.clone(),
         Write::Update { keys, .. } | Write::Delete { keys, .. } => keys.join("/"),
         Write::AddReference { parent, item, .. } | Write::RemoveReference { parent, item, .. } => {
             format!("{parent}/{item}")
