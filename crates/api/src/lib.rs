@@ -5,6 +5,7 @@ pub mod agents;
 pub mod auth;
 pub mod batch;
 mod ctx;
+pub mod dashboard;
 mod device;
 mod directory;
 pub mod dispatch;

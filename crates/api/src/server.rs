@@ -234,6 +234,10 @@ async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Respons
             )
             .await;
         }
+        if crate::dashboard::is_dashboard(&path) {
+            // The dashboard's HTML pages (session cookie, not a token; `crate::dashboard`).
+            return crate::dashboard::serve(state, request, &ids.request_id).await;
+        }
         let result = route(&state, request).await;
         let response = match result {
             Ok(response) => response,

@@ -434,6 +434,56 @@ pub async fn create_enrollment(
     Ok(secret)
 }
 
+/// What `remediate login-link` makes: a one-time sign-in link to the dashboard.
+#[derive(Debug, Clone, Default)]
+pub struct LoginLinkRequest {
+    pub tenant: String,
+    /// Delegated permissions of the session (`scp`).
+    pub scopes: Vec<String>,
+    /// Application permissions of the session (`roles`).
+    pub roles: Vec<String>,
+}
+
+/// The base of a link to this server: `--public-url`, else the listen address (`localhost` for
+/// an unspecified one), `https` with TLS.
+pub fn link_origin(config: &Config) -> String {
+    if let Some(public) = &config.public_url {
+        return public.trim_end_matches('/').to_owned();
+    }
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let listen = config.listen;
+    let port = listen.port();
+    match listen.ip() {
+        ip if ip.is_unspecified() => format!("{scheme}://localhost:{port}"),
+        std::net::IpAddr::V6(ip) => format!("{scheme}://[{ip}]:{port}"),
+        ip => format!("{scheme}://{ip}:{port}"),
+    }
+}
+
+/// `remediate login-link`: store a one-time link (its token's hash, with the tenant and
+/// permissions) in the configured database; returns the URL (`{base}/login/{token}`), which
+/// opens one session within 5 minutes.
+pub async fn login_link(config: Config, request: &LoginLinkRequest) -> anyhow::Result<String> {
+    let tenant = request.tenant.trim();
+    if tenant.is_empty() || tenant.len() > 256 || tenant.chars().any(char::is_control) {
+        anyhow::bail!("--tenant must be a tenant id (1 to 256 characters)");
+    }
+    let scopes = permission_names("--scope", &request.scopes)?;
+    let roles = permission_names("--role", &request.roles)?;
+    if scopes.is_empty() && roles.is_empty() {
+        anyhow::bail!("give at least one --scope (e.g. --scope DeviceManagementScripts.Read.All)");
+    }
+    let store = open_store(&config).await?;
+    let result = remediate_api::dashboard::create_login_link(&store, tenant, &scopes, &roles).await;
+    store.close().await;
+    let token = result.map_err(|e| anyhow::anyhow!("storing the sign-in link: {e}"))?;
+    Ok(format!("{}/login/{token}", link_origin(&config)))
+}
+
 /// What `remediate app create` registers: an application of the Entra-shaped token endpoint
 /// (`remediate_api::entra`).
 #[derive(Debug, Clone, Default)]

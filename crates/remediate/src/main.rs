@@ -1,4 +1,5 @@
 //! The `remediate` binary: `serve` runs the server, `token` mints a token for the local key,
+//! `login-link` prints a one-time sign-in link to the dashboard,
 //! `recount` rebuilds (or checks) the summary counters, `sign-script` signs scripts for devices
 //! that enforce signature checks. The wiring lives in the library
 //! (`src/lib.rs`); this is the command line, the runtime with its memory hooks, and the signals.
@@ -37,6 +38,10 @@ enum Command {
     /// their client id and secret. Take serve's database options.
     #[command(subcommand)]
     App(AppCommand),
+    /// Print a one-time sign-in link to the dashboard (single use, valid 5 minutes) that opens a
+    /// session of a tenant with these permissions. Takes serve's options: the database, and the
+    /// link's base (--public-url, else the listen address).
+    LoginLink(LoginLinkArgs),
     /// Sign a script for devices that enforce signature checks (enforceSignatureCheck): the
     /// script with a last `# remediate-signature:` line (Ed25519). Also creates a key
     /// (--new-key) and exports its public key (--public-key-out), for `remediate-agent run
@@ -121,6 +126,22 @@ struct AppListArgs {
     /// Tenant id (a GUID).
     #[arg(long)]
     tenant: String,
+    #[command(flatten)]
+    serve: Box<config::ServeArgs>,
+}
+
+#[derive(clap::Args)]
+struct LoginLinkArgs {
+    /// Tenant the session reads and changes.
+    #[arg(long)]
+    tenant: String,
+    /// Delegated permission (`scp`) of the session, repeatable, e.g.
+    /// DeviceManagementScripts.Read.All.
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// Application permission (`roles`) of the session, repeatable.
+    #[arg(long = "role")]
+    roles: Vec<String>,
     #[command(flatten)]
     serve: Box<config::ServeArgs>,
 }
@@ -245,6 +266,23 @@ fn main() -> anyhow::Result<()> {
                 },
             ))?;
             println!("{secret}");
+            Ok(())
+        }
+        Command::LoginLink(args) => {
+            let config = config::Config::resolve(*args.serve)?;
+            remediate::init_tracing(config.log_json);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let url = runtime.block_on(remediate::login_link(
+                config,
+                &remediate::LoginLinkRequest {
+                    tenant: args.tenant,
+                    scopes: args.scopes,
+                    roles: args.roles,
+                },
+            ))?;
+            println!("{url}");
             Ok(())
         }
         Command::App(command) => app(command),

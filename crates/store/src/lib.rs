@@ -18,6 +18,7 @@
 //!   exported rows;
 //! - `agents`: enrollment secrets, enrolling devices, device credentials;
 //! - `apps`: registered applications of the Entra-shaped token endpoint;
+//! - `sessions`: the dashboard's login links and sessions;
 //! - `views`: computed views; `counters`: the summary counters;
 //! - `codec`: rows ↔ records; `translate`: filters, orderings and values → SQL;
 //! - `db`: the two drivers behind one `Conn` interface; `migrate`: the schema;
@@ -36,6 +37,7 @@ mod error;
 mod exports;
 mod migrate;
 mod reads;
+mod sessions;
 mod store;
 mod translate;
 mod views;
@@ -49,6 +51,7 @@ use remediate_domain::Record;
 
 pub use apps::RegisteredApp;
 pub use connect::{PoolUse, ScrapeCounts, SqlStore, StoreOptions};
+pub use sessions::{LoginLink, Session, SessionClock};
 pub use writer::WriteObserver;
 
 /// Why a storage call failed. Mapped to HTTP statuses by the API layer.
@@ -240,6 +243,26 @@ pub trait Store: Send + Sync + 'static {
         tenant: &str,
         id: &str,
     ) -> Result<Option<remediate_domain::exports::JobState>, StoreError>;
+    /// Store a dashboard login link (only its token's hash).
+    async fn create_login_link(&self, link: &LoginLink) -> Result<(), StoreError>;
+    /// Redeem a login link by its token's hash and open session `session_hash` with its tenant
+    /// and permissions, in one transaction; `None` when the link is unknown, used or expired.
+    async fn open_session(
+        &self,
+        token_hash: &str,
+        session_hash: &str,
+        clock: SessionClock,
+    ) -> Result<Option<Session>, StoreError>;
+    /// A dashboard session by its id's hash (`None`: unknown or ended).
+    async fn session(&self, id_hash: &str) -> Result<Option<Session>, StoreError>;
+    /// Mark a session as used at `now`.
+    async fn touch_session(
+        &self,
+        id_hash: &str,
+        now: remediate_domain::Instant,
+    ) -> Result<(), StoreError>;
+    /// End a session; `true` when it existed.
+    async fn end_session(&self, id_hash: &str) -> Result<bool, StoreError>;
     /// Is the database reachable?
     async fn ping(&self) -> Result<(), StoreError>;
     /// The secret that signs paging tokens, shared by every process on the same database.

@@ -64,6 +64,13 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0007_export_jobs.sql"),
         then: None,
     },
+    Migration {
+        version: 8,
+        name: "sessions",
+        sqlite: include_str!("../migrations/sqlite/0008_sessions.sql"),
+        postgres: include_str!("../migrations/postgres/0008_sessions.sql"),
+        then: None,
+    },
 ];
 
 /// Apply every migration that is not yet applied. On PostgreSQL an advisory lock serializes

@@ -250,6 +250,51 @@ impl Store for SqlStore {
         .await
     }
 
+    async fn create_login_link(&self, link: &crate::LoginLink) -> Result<(), StoreError> {
+        let link = link.clone();
+        self.maintain(true, move |c| {
+            Box::pin(async move { crate::sessions::insert_link(c, &link).await })
+        })
+        .await
+    }
+
+    async fn open_session(
+        &self,
+        token_hash: &str,
+        session_hash: &str,
+        clock: crate::SessionClock,
+    ) -> Result<Option<crate::Session>, StoreError> {
+        let (token_hash, session_hash) = (token_hash.to_owned(), session_hash.to_owned());
+        self.maintain(true, move |c| {
+            Box::pin(
+                async move { crate::sessions::open(c, &token_hash, &session_hash, clock).await },
+            )
+        })
+        .await
+    }
+
+    async fn session(&self, id_hash: &str) -> Result<Option<crate::Session>, StoreError> {
+        let id_hash = id_hash.to_owned();
+        self.read(move |c| Box::pin(async move { crate::sessions::get(c, &id_hash).await }))
+            .await
+    }
+
+    async fn touch_session(&self, id_hash: &str, now: Instant) -> Result<(), StoreError> {
+        let id_hash = id_hash.to_owned();
+        self.maintain(true, move |c| {
+            Box::pin(async move { crate::sessions::touch(c, &id_hash, now).await })
+        })
+        .await
+    }
+
+    async fn end_session(&self, id_hash: &str) -> Result<bool, StoreError> {
+        let id_hash = id_hash.to_owned();
+        self.maintain(true, move |c| {
+            Box::pin(async move { crate::sessions::delete(c, &id_hash).await })
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.read(|c: &mut dyn Conn| {
             Box::pin(async move { c.query("SELECT 1", &[]).await.map(drop) })

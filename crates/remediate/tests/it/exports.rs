@@ -786,16 +786,16 @@ both!(permissions_device_tokens_and_v1, |app| {
 });
 
 /// Put a job back as a stopped server may leave it: `status` 1 (notStarted) or 2 (inProgress
-/// under a runner that died long ago).
-async fn set_left(app: &TestApp, id: &str, status: i64) {
-    let sql = "UPDATE export_jobs SET \"status\" = $1, \"runner\" = 'dead', \"heartbeat\" = 1, \"url\" = NULL WHERE \"id\" = $2";
+/// under a runner that beat its heartbeat last at `heartbeat`, in ticks).
+async fn set_left_at(app: &TestApp, id: &str, status: i64, heartbeat: i64) {
+    let sql = "UPDATE export_jobs SET \"status\" = $1, \"runner\" = 'dead', \"heartbeat\" = $3, \"url\" = NULL WHERE \"id\" = $2";
     match app.database_url() {
         None => {
             let conn = rusqlite::Connection::open(app.data_dir.join("remediate.db")).unwrap();
             let changed = conn
                 .execute(
-                    &sql.replace("$1", "?1").replace("$2", "?2"),
-                    rusqlite::params![status, id],
+                    &sql.replace('$', "?"),
+                    rusqlite::params![status, id, heartbeat],
                 )
                 .unwrap();
             assert_eq!(changed, 1);
@@ -806,12 +806,18 @@ async fn set_left(app: &TestApp, id: &str, status: i64) {
             let done = sqlx::query(sql)
                 .bind(status)
                 .bind(id)
+                .bind(heartbeat)
                 .execute(&mut conn)
                 .await
                 .unwrap();
             assert_eq!(done.rows_affected(), 1);
         }
     }
+}
+
+/// As [`set_left_at`], with a heartbeat long ago (a runner that died long ago).
+async fn set_left(app: &TestApp, id: &str, status: i64) {
+    set_left_at(app, id, status, 1).await;
 }
 
 both!(jobs_left_unfinished_run_again_after_a_restart, |app| {
@@ -840,3 +846,67 @@ both!(jobs_left_unfinished_run_again_after_a_restart, |app| {
         assert_eq!(records.len(), 3, "{id}");
     }
 });
+
+both!(a_job_that_cannot_be_written_fails_and_says_why, |app| {
+    // The exports folder cannot be made: a file stands where it would be.
+    std::fs::write(app.data_dir.join("exports"), b"not a folder").unwrap();
+    let id = created(&app, json!({"reportName": POLICY_REPORT})).await;
+    let job = finished(&app, &id).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["url"], Value::Null);
+    let reason = job["status@remediate.reason"].as_str().unwrap_or("");
+    assert!(reason.contains("creating"), "{job}");
+    // Lists show the job without the reason.
+    let list = app.get(JOBS).await;
+    let listed = &list.json["value"][0];
+    assert_eq!(listed["status"], "failed");
+    assert!(listed.get("status@remediate.reason").is_none());
+});
+
+both!(
+    a_job_of_a_killed_server_runs_again_once_its_heartbeat_is_stale,
+    Process,
+    |app| {
+        let mut app = app;
+        let token = app.token.clone();
+        let (script, _) = seed(&app, &token, "Killed").await;
+        let id = created(
+            &app,
+            json!({"reportName": DEVICE_REPORT, "filter": format!("PolicyId eq '{script}'")}),
+        )
+        .await;
+        finished(&app, &id).await;
+        let address = app
+            .base
+            .trim_start_matches("http://")
+            .trim_end_matches("/beta")
+            .to_owned();
+        let pid = app.pid().unwrap();
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        app.reap();
+        // As the killed process left it: in progress, its heartbeat just now.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        let ticks = (now.as_secs() as i64 + 62_135_596_800) * 10_000_000;
+        set_left_at(&app, &id, 2, ticks).await;
+        app.args = vec!["--listen".into(), address];
+        let restarted = std::time::Instant::now();
+        app.spawn();
+        // Within the lease (10 s) nobody takes the job: its runner might still be alive.
+        let job = app.get(&format!("{JOBS}/{id}")).await;
+        assert_eq!(job.json["status"], "inProgress", "{}", job.text);
+        let job = finished(&app, &id).await;
+        assert!(
+            restarted.elapsed() >= Duration::from_secs(5),
+            "taken after {:?}",
+            restarted.elapsed()
+        );
+        let (_, records) = csv_of(&app, &job).await;
+        assert_eq!(records.len(), 3);
+    }
+);

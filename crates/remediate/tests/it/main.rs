@@ -11,6 +11,7 @@ mod agent;
 mod agent_signing;
 mod batch_exact;
 mod cli;
+mod dashboard;
 mod differential;
 mod directory;
 mod durability;

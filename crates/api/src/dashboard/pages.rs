@@ -1,0 +1,994 @@
+//! The dashboard's pages — overview, script, device — and its one action (Run remediation).
+//! Each reads through the same `Store` calls the API's handlers make, after the same permission
+//! checks (`Principal::require` with the collections' declared permissions), with filters and
+//! orderings bound by the API's own OData binder (`crate::query`), so a page shows exactly what
+//! the matching Graph request returns. Lists are paged on the server with the API's signed keyset
+//! tokens: a page reads one page of rows, never all of them.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use remediate_domain::collections::{
+    permissions as perm, ASSIGNMENTS, DEVICES, HISTORY, RUN_STATES, SCRIPTS,
+};
+use remediate_domain::model::{
+    JOIN_TYPE, OWNER_TYPE, REMEDIATION_STATE, RUN_AS_ACCOUNT, RUN_STATE,
+};
+use remediate_domain::query::{After, ListQuery, Page, Scope};
+use remediate_domain::write::Write;
+use remediate_domain::{Record, Value};
+use remediate_store::EntityRef;
+
+use super::html::{self, attr, enc, esc, query, Frame};
+use super::session::Signed;
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Rows per page of the overview and of the device status table.
+pub const PAGE_SIZE: usize = 25;
+/// The longest search text accepted (longer is cut).
+const MAX_SEARCH: usize = 200;
+
+/// A request's query parameters.
+pub struct Params(pub Vec<(String, String)>);
+
+impl Params {
+    pub fn get(&self, name: &str) -> &str {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+
+    fn all(&self, name: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    fn search(&self, name: &str) -> String {
+        self.get(name).trim().chars().take(MAX_SEARCH).collect()
+    }
+}
+
+/// An OData string literal.
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// A list query bound from OData options, exactly as the API binds `$filter`/`$orderby`/`$expand`.
+fn bind(
+    state: &AppState,
+    scope: Scope,
+    options: &[(&str, String)],
+    top: usize,
+    after: Option<After>,
+    count: bool,
+) -> Result<ListQuery, ApiError> {
+    let raw: Vec<String> = options
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(n, v)| format!("{n}={}", enc(v)))
+        .collect();
+    let options = crate::query::parse(&raw.join("&"), &state.guard.limits.odata)?;
+    let bound = crate::query::bind_list(&scope, &options)?;
+    Ok(ListQuery {
+        scope,
+        filter: bound.filter,
+        order: bound.order,
+        top,
+        skip: 0,
+        after,
+        count,
+        expand_device: bound.expand_device.is_some(),
+    })
+}
+
+/// The keyset position of `after`, checked against the query it was made for.
+fn cursor(state: &AppState, fingerprint: &str, token: &str) -> Result<Option<After>, ApiError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    crate::paging::decode(state.store.paging_secret(), fingerprint, token).map(Some)
+}
+
+fn fingerprint(signed: &Signed, path: &str, pairs: &[(&str, &str)]) -> String {
+    let raw: Vec<String> = pairs
+        .iter()
+        .map(|(n, v)| format!("{}={}", enc(n), enc(v)))
+        .collect();
+    crate::paging::query_fingerprint(
+        &format!("dashboard|{}|{path}", signed.principal.tenant),
+        &raw.join("&"),
+    )
+}
+
+/// "Rows a–b of n", First page, Next page.
+fn pager(
+    state: &AppState,
+    page: &Page,
+    fingerprint: &str,
+    shown_before: u64,
+    base: &[(&str, &str)],
+    path: &str,
+    what: &str,
+) -> String {
+    let mut out = String::from("<nav class=\"pager\" aria-label=\"Pages\">");
+    if page.records.is_empty() {
+        let _ = write!(out, "<p>No {what} match.</p>");
+    } else {
+        let of = page.count.map(|n| format!(" of {n}")).unwrap_or_default();
+        let _ = write!(
+            out,
+            "<p>{what} {}–{}{of}</p>",
+            shown_before + 1,
+            shown_before + page.records.len() as u64
+        );
+    }
+    if shown_before > 0 {
+        let _ = write!(
+            out,
+            "<a href=\"{}\">First page</a>",
+            attr(&format!("{path}{}", query(base)))
+        );
+    }
+    if let Some(next) = &page.next {
+        let token = crate::paging::encode(state.store.paging_secret(), fingerprint, next);
+        let n = (shown_before + page.records.len() as u64).to_string();
+        let mut pairs = base.to_vec();
+        pairs.push(("after", &token));
+        pairs.push(("n", &n));
+        let _ = write!(
+            out,
+            "<a href=\"{}\" rel=\"next\">Next page</a>",
+            attr(&format!("{path}{}", query(&pairs)))
+        );
+    }
+    out.push_str("</nav>");
+    out
+}
+
+/// A sortable column header: a link that sorts by it (toggling the direction when it is the
+/// current sort), with `aria-sort`.
+fn sort_header(
+    label: &str,
+    key: &str,
+    sort: &str,
+    desc: bool,
+    base: &[(&str, &str)],
+    path: &str,
+) -> String {
+    let current = key == sort;
+    let next_dir = if current && !desc { "desc" } else { "asc" };
+    let mut pairs: Vec<(&str, &str)> = base
+        .iter()
+        .copied()
+        .filter(|(n, _)| *n != "sort" && *n != "dir")
+        .collect();
+    pairs.push(("sort", key));
+    pairs.push(("dir", next_dir));
+    let (aria, mark) = match (current, desc) {
+        (true, false) => (
+            " aria-sort=\"ascending\"",
+            " <span class=\"note\">(ascending)</span>",
+        ),
+        (true, true) => (
+            " aria-sort=\"descending\"",
+            " <span class=\"note\">(descending)</span>",
+        ),
+        _ => ("", ""),
+    };
+    format!(
+        "<th scope=\"col\"{aria}><a href=\"{}\">{label}</a>{mark}</th>",
+        attr(&format!("{path}{}", query(&pairs)))
+    )
+}
+
+/// `/`: every script of the tenant with its run summary; the tenant's remediation summary on top.
+pub async fn overview(
+    state: &AppState,
+    signed: &Signed,
+    params: &Params,
+) -> Result<String, ApiError> {
+    signed.principal.require(SCRIPTS.read_permissions)?;
+    let tenant = &signed.principal.tenant;
+    let store = &state.store;
+    let q = params.search("q");
+    let (sort, column) = match params.get("sort") {
+        "publisher" => ("publisher", "publisher"),
+        "modified" => ("modified", "lastModifiedDateTime"),
+        _ => ("name", "displayName"),
+    };
+    let desc = params.get("dir") == "desc";
+    let dir = if desc { "desc" } else { "asc" };
+    let base = [("q", q.as_str()), ("sort", sort), ("dir", dir)];
+    let fp = fingerprint(signed, "/", &base);
+    let after = cursor(state, &fp, params.get("after"))?;
+    let shown_before = if after.is_some() {
+        params.get("n").parse::<u64>().unwrap_or(0)
+    } else {
+        0
+    };
+    let filter = if q.is_empty() {
+        String::new()
+    } else {
+        format!("contains(displayName,{})", literal(&q))
+    };
+    let list = bind(
+        state,
+        Scope::scripts(),
+        &[("$filter", filter), ("$orderby", format!("{column} {dir}"))],
+        PAGE_SIZE,
+        after,
+        true,
+    )?;
+    let page = store.list(tenant, &list).await?;
+    let (script_count, remediated) = store.remediation_summary(tenant).await?;
+    let mut assignments: HashMap<String, usize> = HashMap::new();
+    for (script, _) in store.assignment_targets(tenant).await? {
+        *assignments.entry(script).or_default() += 1;
+    }
+    let mut body = String::with_capacity(16 * 1024);
+    body.push_str("<h1>Remediations</h1>");
+    let _ = write!(
+        body,
+        "<section aria-labelledby=\"sum\"><h2 id=\"sum\">Remediation summary</h2>\
+         <dl class=\"props\"><dt>Scripts</dt><dd data-summary=\"scriptCount\">{script_count}</dd>\
+         <dt>Devices with an issue fixed</dt><dd data-summary=\"remediatedDeviceCount\">{remediated}</dd></dl></section>"
+    );
+    body.push_str("<h2 id=\"scripts\">Scripts</h2>");
+    let _ = write!(
+        body,
+        "<form method=\"get\" action=\"/\" class=\"filters\" role=\"search\" aria-label=\"Filter scripts\">\
+         <div><label for=\"q\">Filter by name</label><input type=\"search\" id=\"q\" name=\"q\" value=\"{}\"></div>\
+         <input type=\"hidden\" name=\"sort\" value=\"{sort}\"><input type=\"hidden\" name=\"dir\" value=\"{dir}\">\
+         <div><button type=\"submit\">Apply</button></div></form>",
+        attr(&q)
+    );
+    body.push_str(&pager(
+        state,
+        &page,
+        &fp,
+        shown_before,
+        &base,
+        "/",
+        "Scripts",
+    ));
+    body.push_str("<table aria-labelledby=\"scripts\"><thead><tr>");
+    body.push_str(&sort_header("Name", "name", sort, desc, &base, "/"));
+    body.push_str(&sort_header(
+        "Publisher",
+        "publisher",
+        sort,
+        desc,
+        &base,
+        "/",
+    ));
+    body.push_str(&sort_header(
+        "Last modified",
+        "modified",
+        sort,
+        desc,
+        &base,
+        "/",
+    ));
+    body.push_str(
+        "<th scope=\"col\">Assignments</th><th scope=\"col\">Run summary</th></tr></thead><tbody>",
+    );
+    for record in &page.records {
+        let id = record.id();
+        let summary = store.run_summary(tenant, id).await?;
+        let name = match record.get("displayName") {
+            Value::Str(s) if !s.trim().is_empty() => esc(s),
+            _ => "(no name)".to_owned(),
+        };
+        let _ = write!(
+            body,
+            "<tr data-script=\"{}\"><th scope=\"row\"><a href=\"/scripts/{}\">{name}</a></th><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            attr(id),
+            attr(&enc(id)),
+            html::text(record, "publisher"),
+            html::time(record.get("lastModifiedDateTime")),
+            assignments.get(id).copied().unwrap_or(0),
+            summary.as_ref().map(html::summary_bar).unwrap_or_default(),
+        );
+    }
+    body.push_str("</tbody></table>");
+    let frame = Frame {
+        tenant,
+        csrf: &signed.csrf(),
+    };
+    Ok(html::page("Remediations", Some(&frame), &body))
+}
+
+/// The optional columns of the device status table: (parameter, header, property).
+const OUTPUT_COLUMNS: [(&str, &str, &str); 5] = [
+    (
+        "pre",
+        "Detection output",
+        "preRemediationDetectionScriptOutput",
+    ),
+    (
+        "preerr",
+        "Detection error",
+        "preRemediationDetectionScriptError",
+    ),
+    ("remerr", "Remediation error", "remediationScriptError"),
+    (
+        "post",
+        "Post-remediation output",
+        "postRemediationDetectionScriptOutput",
+    ),
+    (
+        "posterr",
+        "Post-remediation error",
+        "postRemediationDetectionScriptError",
+    ),
+];
+
+/// The sortable columns of the device status table: (parameter, header, `$orderby` path).
+const STATUS_SORTS: [(&str, &str, &str); 6] = [
+    ("device", "Device", "managedDevice/deviceName"),
+    ("user", "User", "managedDevice/userPrincipalName"),
+    ("detection", "Detection status", "detectionState"),
+    ("remediation", "Remediation status", "remediationState"),
+    ("updated", "Last update", "lastStateUpdateDateTime"),
+    ("synced", "Last sync", "lastSyncDateTime"),
+];
+
+/// Above this many run states, the device status table offers only the sorts the run-state
+/// indexes serve (detection status, last update) and counts only unfiltered rows (a counter):
+/// sorting 1,000,000 rows by a device's name or an unindexed column takes seconds, and so does
+/// counting a filter's matches.
+pub const SCAN_LIMIT: u64 = 20_000;
+
+/// May the device status table of a script with `total` run states sort by `key`?
+pub fn sort_offered(key: &str, total: u64) -> bool {
+    total <= SCAN_LIMIT || matches!(key, "detection" | "updated")
+}
+
+fn content(record: &Record, name: &str) -> String {
+    match record.get(name) {
+        Value::Bin(bytes) if !bytes.is_empty() => format!(
+            "<pre class=\"code\">{}</pre>",
+            esc(&String::from_utf8_lossy(bytes))
+        ),
+        _ => "<p class=\"note\">None.</p>".to_owned(),
+    }
+}
+
+fn enum_text(record: &Record, name: &str, of: &remediate_domain::model::EnumType) -> String {
+    match record.get(name) {
+        Value::Enum(v) => esc(of.name_of(*v).unwrap_or("unknown")),
+        _ => String::new(),
+    }
+}
+
+/// An assignment's target in words.
+fn target_text(record: &Record) -> String {
+    let Value::Json(text) = record.get("target") else {
+        return String::new();
+    };
+    let json: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+    let kind = json["@odata.type"]
+        .as_str()
+        .unwrap_or("")
+        .trim_start_matches("#microsoft.graph.");
+    let mut out = match kind {
+        "allDevicesAssignmentTarget" => "All devices".to_owned(),
+        "allLicensedUsersAssignmentTarget" => "All users".to_owned(),
+        "groupAssignmentTarget" => format!("Group {}", json["groupId"].as_str().unwrap_or("")),
+        "exclusionGroupAssignmentTarget" => {
+            format!("Excluded group {}", json["groupId"].as_str().unwrap_or(""))
+        }
+        other => other.to_owned(),
+    };
+    if let Some(filter) = json["deviceAndAppManagementAssignmentFilterId"]
+        .as_str()
+        .filter(|f| !f.is_empty() && *f != "00000000-0000-0000-0000-000000000000")
+    {
+        let mode = json["deviceAndAppManagementAssignmentFilterType"]
+            .as_str()
+            .unwrap_or("");
+        let _ = write!(out, "; filter {filter} ({mode})");
+    }
+    esc(&out)
+}
+
+fn schedule_text(record: &Record) -> String {
+    let Value::Json(text) = record.get("runSchedule") else {
+        return "Not scheduled".to_owned();
+    };
+    let json: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+    let kind = json["@odata.type"]
+        .as_str()
+        .unwrap_or("")
+        .trim_start_matches("#microsoft.graph.deviceHealthScript");
+    let interval = json["interval"].as_i64().unwrap_or(1);
+    let time = json["time"].as_str().unwrap_or("");
+    let utc = if json["useUtc"].as_bool() == Some(true) {
+        " UTC"
+    } else {
+        ""
+    };
+    let words = match kind {
+        "RunOnceSchedule" => format!(
+            "Once on {} at {time}{utc}",
+            json["date"].as_str().unwrap_or("")
+        ),
+        "HourlySchedule" => format!("Every {interval} hour(s)"),
+        "DailySchedule" => format!("Every {interval} day(s) at {time}{utc}"),
+        "" => "Not scheduled".to_owned(),
+        other => other.to_owned(),
+    };
+    esc(&words)
+}
+
+/// `/scripts/{id}`: settings, content, assignments, run summary and the device status table.
+pub async fn script(
+    state: &AppState,
+    signed: &Signed,
+    id: &str,
+    params: &Params,
+) -> Result<String, ApiError> {
+    signed.principal.require(SCRIPTS.read_permissions)?;
+    let tenant = &signed.principal.tenant;
+    let store = &state.store;
+    let Some(script) = store.get(tenant, &EntityRef::Script(id.to_owned())).await? else {
+        return Err(ApiError::not_found(format!(
+            "The deviceHealthScript '{id}' does not exist."
+        )));
+    };
+    let path = format!("/scripts/{}", enc(id));
+    let name = match script.get("displayName") {
+        Value::Str(s) if !s.trim().is_empty() => s.clone(),
+        _ => "(no name)".to_owned(),
+    };
+    let mut body = String::with_capacity(32 * 1024);
+    let _ = write!(body, "<h1>{}</h1>", esc(&name));
+    body.push_str("<h2>Settings</h2><dl class=\"props\">");
+    for (label, value) in [
+        ("Id", esc(id)),
+        ("Description", html::text(&script, "description")),
+        ("Publisher", html::text(&script, "publisher")),
+        ("Version", html::text(&script, "version")),
+        (
+            "Run as",
+            enum_text(&script, "runAsAccount", &RUN_AS_ACCOUNT),
+        ),
+        (
+            "Enforce signature check",
+            html::text(&script, "enforceSignatureCheck"),
+        ),
+        ("Run as 32-bit", html::text(&script, "runAs32Bit")),
+        ("Scope tags", html::text(&script, "roleScopeTagIds")),
+        ("Created", html::time(script.get("createdDateTime"))),
+        (
+            "Last modified",
+            html::time(script.get("lastModifiedDateTime")),
+        ),
+    ] {
+        let _ = write!(body, "<dt>{label}</dt><dd>{value}</dd>");
+    }
+    body.push_str("</dl><h2>Run summary</h2>");
+    if let Some(summary) = store.run_summary(tenant, id).await? {
+        body.push_str(&html::summary_bar(&summary));
+    }
+    body.push_str("<h2>Detection script</h2>");
+    body.push_str(&content(&script, "detectionScriptContent"));
+    body.push_str("<h2>Remediation script</h2>");
+    body.push_str(&content(&script, "remediationScriptContent"));
+
+    // Assignments (the same read as GET …/deviceHealthScripts/{id}/assignments).
+    signed.principal.require(ASSIGNMENTS.read_permissions)?;
+    let list = bind(state, Scope::assignments(id), &[], 1000, None, false)?;
+    let assignments = store.list(tenant, &list).await?;
+    body.push_str("<h2 id=\"assignments\">Assignments</h2>");
+    if assignments.records.is_empty() {
+        body.push_str("<p class=\"note\">Not assigned.</p>");
+    } else {
+        body.push_str("<table aria-labelledby=\"assignments\"><thead><tr><th scope=\"col\">Target</th><th scope=\"col\">Remediation</th><th scope=\"col\">Schedule</th></tr></thead><tbody>");
+        for a in &assignments.records {
+            let remediate = if a.get("runRemediationScript") == &Value::Bool(true) {
+                "Runs"
+            } else {
+                "Detection only"
+            };
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td>{remediate}</td><td>{}</td></tr>",
+                target_text(a),
+                schedule_text(a)
+            );
+        }
+        body.push_str("</tbody></table>");
+    }
+
+    body.push_str(&device_status(state, signed, id, &path, params).await?);
+    let frame = Frame {
+        tenant,
+        csrf: &signed.csrf(),
+    };
+    Ok(html::page(&name, Some(&frame), &body))
+}
+
+/// The device status table of a script: filtered, searched, sorted, paged on the server.
+async fn device_status(
+    state: &AppState,
+    signed: &Signed,
+    script_id: &str,
+    path: &str,
+    params: &Params,
+) -> Result<String, ApiError> {
+    signed.principal.require(RUN_STATES.read_permissions)?;
+    let tenant = &signed.principal.tenant;
+    let detection = params.get("detection");
+    let detection = if RUN_STATE.value_of(detection).is_some() {
+        detection
+    } else {
+        ""
+    };
+    let remediation = params.get("remediation");
+    let remediation = if REMEDIATION_STATE.value_of(remediation).is_some() {
+        remediation
+    } else {
+        ""
+    };
+    let q = params.search("q");
+    // Every run state of the script: a counter, whatever the size.
+    let all = bind(state, Scope::run_states(script_id), &[], 1, None, true)?;
+    let total = state.store.list(tenant, &all).await?.count.unwrap_or(0);
+    let (sort, order_path) = STATUS_SORTS
+        .iter()
+        .filter(|(key, _, _)| sort_offered(key, total))
+        .find(|(key, _, _)| *key == params.get("sort"))
+        .map_or(("updated", "lastStateUpdateDateTime"), |(k, _, p)| (*k, *p));
+    let desc = match params.get("dir") {
+        "asc" => false,
+        "desc" => true,
+        _ => params.get("sort").is_empty(),
+    };
+    let dir = if desc { "desc" } else { "asc" };
+    // Which optional columns: the form sends `cols=1` with the boxes ticked; without it the
+    // outputs before and after remediation are shown.
+    let chosen: Vec<&str> = if params.get("cols") == "1" {
+        params.all("col")
+    } else {
+        vec!["pre", "post"]
+    };
+    let shown: Vec<&(&str, &str, &str)> = OUTPUT_COLUMNS
+        .iter()
+        .filter(|(key, _, _)| chosen.contains(key))
+        .collect();
+    let col_keys: Vec<&str> = shown.iter().map(|(k, _, _)| *k).collect();
+    let mut base: Vec<(&str, &str)> = vec![
+        ("detection", detection),
+        ("remediation", remediation),
+        ("q", q.as_str()),
+        ("sort", sort),
+        ("dir", dir),
+        ("cols", "1"),
+    ];
+    for key in &col_keys {
+        base.push(("col", key));
+    }
+    let fp = fingerprint(
+        signed,
+        path,
+        &base[..5], // the rows do not depend on the columns shown
+    );
+    let after = cursor(state, &fp, params.get("after"))?;
+    let shown_before = if after.is_some() {
+        params.get("n").parse::<u64>().unwrap_or(0)
+    } else {
+        0
+    };
+    let mut filters = Vec::new();
+    if !detection.is_empty() {
+        filters.push(format!("detectionState eq {}", literal(detection)));
+    }
+    if !remediation.is_empty() {
+        filters.push(format!("remediationState eq {}", literal(remediation)));
+    }
+    if !q.is_empty() {
+        filters.push(format!(
+            "contains(managedDevice/deviceName,{})",
+            literal(&q)
+        ));
+    }
+    let list = bind(
+        state,
+        Scope::run_states(script_id),
+        &[
+            ("$filter", filters.join(" and ")),
+            ("$orderby", format!("{order_path} {dir}")),
+            ("$expand", "managedDevice".to_owned()),
+        ],
+        PAGE_SIZE,
+        after,
+        filters.is_empty() || total <= SCAN_LIMIT,
+    )?;
+    let page = state.store.list(tenant, &list).await?;
+    let link_devices = signed.may(DEVICES.read_permissions);
+
+    let mut out = String::with_capacity(16 * 1024);
+    out.push_str("<h2 id=\"status\">Device status</h2>");
+    let _ = write!(
+        out,
+        "<form method=\"get\" action=\"{}\" class=\"filters\" aria-label=\"Filter device status\">",
+        attr(path)
+    );
+    out.push_str("<div><label for=\"detection\">Detection status</label><select id=\"detection\" name=\"detection\"><option value=\"\">Any</option>");
+    for (member, _) in RUN_STATE.members {
+        let (words, _) = html::detection_label(member);
+        let selected = if *member == detection {
+            " selected"
+        } else {
+            ""
+        };
+        let _ = write!(out, "<option value=\"{member}\"{selected}>{words}</option>");
+    }
+    out.push_str("</select></div><div><label for=\"remediation\">Remediation status</label><select id=\"remediation\" name=\"remediation\"><option value=\"\">Any</option>");
+    for (member, _) in REMEDIATION_STATE.members {
+        if *member == "unknownFutureValue" {
+            continue;
+        }
+        let (words, _) = html::remediation_label(member);
+        let selected = if *member == remediation {
+            " selected"
+        } else {
+            ""
+        };
+        let _ = write!(out, "<option value=\"{member}\"{selected}>{words}</option>");
+    }
+    let _ = write!(
+        out,
+        "</select></div><div><label for=\"q\">Device name contains</label><input type=\"search\" id=\"q\" name=\"q\" value=\"{}\"></div>\
+         <input type=\"hidden\" name=\"sort\" value=\"{sort}\"><input type=\"hidden\" name=\"dir\" value=\"{dir}\"><input type=\"hidden\" name=\"cols\" value=\"1\">\
+         <fieldset><legend>Columns</legend>",
+        attr(&q)
+    );
+    for (key, label, _) in OUTPUT_COLUMNS {
+        let checked = if col_keys.contains(&key) {
+            " checked"
+        } else {
+            ""
+        };
+        let _ = write!(
+            out,
+            "<input type=\"checkbox\" id=\"col-{key}\" name=\"col\" value=\"{key}\"{checked}><label for=\"col-{key}\">{label}</label>"
+        );
+    }
+    out.push_str("</fieldset><div><button type=\"submit\">Apply</button></div></form>");
+    if total > SCAN_LIMIT {
+        let _ = write!(
+            out,
+            "<p class=\"note\">This script has {total} devices: the table sorts by detection status or \
+             last update, and filtered results are not counted (beyond {SCAN_LIMIT} devices each would \
+             read every row).</p>"
+        );
+    }
+    out.push_str(&pager(
+        state,
+        &page,
+        &fp,
+        shown_before,
+        &base,
+        path,
+        "Devices",
+    ));
+    out.push_str("<table id=\"device-status\" aria-labelledby=\"status\"><thead><tr>");
+    for (key, label, _) in STATUS_SORTS {
+        if sort_offered(key, total) {
+            out.push_str(&sort_header(label, key, sort, desc, &base, path));
+        } else {
+            let _ = write!(out, "<th scope=\"col\">{label}</th>");
+        }
+    }
+    for (_, label, _) in &shown {
+        let _ = write!(out, "<th scope=\"col\">{label}</th>");
+    }
+    out.push_str("</tr></thead><tbody>");
+    for (i, row) in page.records.iter().enumerate() {
+        let device = page.devices.get(i).and_then(Option::as_ref);
+        let device_name = device
+            .and_then(|d| d.get("deviceName").as_str())
+            .filter(|n| !n.is_empty())
+            .unwrap_or("(unnamed device)");
+        let device_cell = match (device, link_devices) {
+            (Some(d), true) => format!(
+                "<a href=\"/devices/{}\">{}</a>",
+                attr(&enc(d.id())),
+                esc(device_name)
+            ),
+            _ => esc(device_name),
+        };
+        let user = device
+            .map(|d| html::text(d, "userPrincipalName"))
+            .unwrap_or_default();
+        let _ = write!(
+            out,
+            "<tr><th scope=\"row\">{device_cell}</th><td>{user}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
+            html::detection_badge(row.get("detectionState")),
+            html::remediation_badge(row.get("remediationState")),
+            html::time(row.get("lastStateUpdateDateTime")),
+            html::time(row.get("lastSyncDateTime")),
+        );
+        for (_, _, property) in &shown {
+            let _ = write!(out, "<td><pre>{}</pre></td>", html::text(row, property));
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</tbody></table>");
+    Ok(out)
+}
+
+/// `/devices/{id}`: properties, every script's state with its run history, pending on-demand
+/// runs and the Run remediation form.
+pub async fn device(
+    state: &AppState,
+    signed: &Signed,
+    id: &str,
+    params: &Params,
+) -> Result<String, ApiError> {
+    signed.principal.require(DEVICES.read_permissions)?;
+    let tenant = &signed.principal.tenant;
+    let store = &state.store;
+    let Some(device) = store.get(tenant, &EntityRef::Device(id.to_owned())).await? else {
+        return Err(ApiError::not_found(format!(
+            "The managedDevice '{id}' does not exist."
+        )));
+    };
+    let name = device
+        .get("deviceName")
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .unwrap_or("(unnamed device)")
+        .to_owned();
+    let csrf = signed.csrf();
+    let mut body = String::with_capacity(32 * 1024);
+    let _ = write!(body, "<h1>{}</h1>", esc(&name));
+    if params.get("queued") == "1" {
+        body.push_str("<p class=\"msg\" role=\"status\">Remediation requested. It is pending until the device's agent checks in and reports the result.</p>");
+    }
+    body.push_str("<h2>Properties</h2><dl class=\"props\">");
+    for (label, value) in [
+        ("Id", esc(id)),
+        ("User", html::text(&device, "userPrincipalName")),
+        ("User name", html::text(&device, "userDisplayName")),
+        ("Operating system", html::text(&device, "operatingSystem")),
+        ("OS version", html::text(&device, "osVersion")),
+        ("Manufacturer", html::text(&device, "manufacturer")),
+        ("Model", html::text(&device, "model")),
+        ("Serial number", html::text(&device, "serialNumber")),
+        ("Ownership", enum_text(&device, "ownerType", &OWNER_TYPE)),
+        ("Join type", enum_text(&device, "joinType", &JOIN_TYPE)),
+        ("Entra device id", html::text(&device, "azureADDeviceId")),
+        ("Enrolled", html::time(device.get("enrolledDateTime"))),
+        ("Last sync", html::time(device.get("lastSyncDateTime"))),
+    ] {
+        let _ = write!(body, "<dt>{label}</dt><dd>{value}</dd>");
+    }
+    body.push_str("</dl>");
+
+    // Pending on-demand runs (what agents poll).
+    let pending = store
+        .pending_on_demand(tenant, id)
+        .await?
+        .unwrap_or_default();
+    let states = if signed.may(perm::RUN_STATE_DEVICE_READ) {
+        store
+            .device_script_states(tenant, id)
+            .await?
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let mut names: HashMap<String, String> = HashMap::new();
+    for s in &states {
+        if let (Some(script), Some(n)) = (s.get("policyId").as_str(), s.get("policyName").as_str())
+        {
+            names.insert(script.to_owned(), n.to_owned());
+        }
+    }
+    let scripts = if signed.may(SCRIPTS.read_permissions) {
+        let list = bind(
+            state,
+            Scope::scripts(),
+            &[("$orderby", "displayName asc".to_owned())],
+            state.guard.limits.max_page_size,
+            None,
+            false,
+        )?;
+        store.list(tenant, &list).await?.records
+    } else {
+        Vec::new()
+    };
+    for s in &scripts {
+        if let Some(n) = s.get("displayName").as_str() {
+            names.insert(s.id().to_owned(), n.to_owned());
+        }
+    }
+    let script_name = |script: &str| -> String {
+        names
+            .get(script)
+            .filter(|n| !n.trim().is_empty())
+            .cloned()
+            .unwrap_or_else(|| script.to_owned())
+    };
+
+    body.push_str("<h2 id=\"pending\">Pending on-demand runs</h2>");
+    if pending.is_empty() {
+        body.push_str("<p class=\"note\">None.</p>");
+    } else {
+        body.push_str("<ul id=\"pending-runs\">");
+        for (script, at) in &pending {
+            let _ = write!(
+                body,
+                "<li data-script=\"{}\"><strong>Pending</strong>: {} (requested {})</li>",
+                attr(script),
+                esc(&script_name(script)),
+                html::time(&Value::Time(*at))
+            );
+        }
+        body.push_str("</ul>");
+    }
+    if signed.may(perm::PRIVILEGED_OPERATIONS) {
+        let mut options: Vec<(String, String)> = if scripts.is_empty() {
+            states
+                .iter()
+                .filter_map(|s| {
+                    s.get("policyId")
+                        .as_str()
+                        .map(|p| (p.to_owned(), script_name(p)))
+                })
+                .collect()
+        } else {
+            scripts
+                .iter()
+                .map(|s| (s.id().to_owned(), script_name(s.id())))
+                .collect()
+        };
+        options.dedup();
+        if !options.is_empty() {
+            let _ = write!(
+                body,
+                "<h2 id=\"run\">Run remediation</h2><form method=\"post\" action=\"/devices/{}/run\" class=\"filters\">\
+                 <input type=\"hidden\" name=\"csrf\" value=\"{}\"><div><label for=\"script\">Script</label><select id=\"script\" name=\"script\">",
+                attr(&enc(id)),
+                attr(&csrf)
+            );
+            for (value, label) in &options {
+                let _ = write!(
+                    body,
+                    "<option value=\"{}\">{}</option>",
+                    attr(value),
+                    esc(label)
+                );
+            }
+            body.push_str(
+                "</select></div><div><button type=\"submit\">Run remediation</button></div></form>",
+            );
+        }
+    }
+
+    body.push_str("<h2 id=\"states\">Scripts on this device</h2>");
+    if !signed.may(perm::RUN_STATE_DEVICE_READ) {
+        body.push_str("<p class=\"note\">This session may not read script states.</p>");
+    } else if states.is_empty() {
+        body.push_str("<p class=\"note\">No script has run on this device yet.</p>");
+    } else {
+        body.push_str("<table aria-labelledby=\"states\"><thead><tr><th scope=\"col\">Script</th><th scope=\"col\">Detection status</th><th scope=\"col\">Remediation status</th><th scope=\"col\">Last update</th><th scope=\"col\">Last sync</th></tr></thead><tbody>");
+        for s in &states {
+            let script = s.get("policyId").as_str().unwrap_or("");
+            let pending_mark = if pending.iter().any(|(p, _)| p == script) {
+                " <span class=\"st st-pending\">Run pending</span>"
+            } else {
+                ""
+            };
+            let _ = write!(
+                body,
+                "<tr><th scope=\"row\"><a href=\"/scripts/{}\">{}</a></th><td>{}{pending_mark}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                attr(&enc(script)),
+                esc(&script_name(script)),
+                html::detection_badge(s.get("detectionState")),
+                html::remediation_badge(s.get("remediationState")),
+                html::time(s.get("lastStateUpdateDateTime")),
+                html::time(s.get("lastSyncDateTime")),
+            );
+        }
+        body.push_str("</tbody></table>");
+        if signed.may(HISTORY.read_permissions) {
+            body.push_str("<h2>Run history</h2>");
+            for (n, s) in states.iter().enumerate().take(50) {
+                let script = s.get("policyId").as_str().unwrap_or("");
+                let list = bind(
+                    state,
+                    Scope::history(script, s.id()),
+                    &[("$orderby", "recordedDateTime desc".to_owned())],
+                    20,
+                    None,
+                    false,
+                )?;
+                let runs = store.list(tenant, &list).await?;
+                let _ = write!(body, "<h3 id=\"h{n}\">{}</h3>", esc(&script_name(script)));
+                if runs.records.is_empty() {
+                    body.push_str("<p class=\"note\">No runs recorded.</p>");
+                    continue;
+                }
+                let _ = write!(body, "<table aria-labelledby=\"h{n}\"><thead><tr><th scope=\"col\">Recorded</th><th scope=\"col\">Detection status</th><th scope=\"col\">Remediation status</th>");
+                for (_, label, _) in OUTPUT_COLUMNS {
+                    let _ = write!(body, "<th scope=\"col\">{label}</th>");
+                }
+                body.push_str("</tr></thead><tbody>");
+                for run in &runs.records {
+                    let _ = write!(
+                        body,
+                        "<tr><th scope=\"row\">{}</th><td>{}</td><td>{}</td>",
+                        html::time(run.get("recordedDateTime")),
+                        html::detection_badge(run.get("detectionState")),
+                        html::remediation_badge(run.get("remediationState")),
+                    );
+                    for (_, _, property) in OUTPUT_COLUMNS {
+                        let _ = write!(body, "<td><pre>{}</pre></td>", html::text(run, property));
+                    }
+                    body.push_str("</tr>");
+                }
+                body.push_str("</tbody></table>");
+            }
+        }
+    }
+    let frame = Frame {
+        tenant,
+        csrf: &csrf,
+    };
+    Ok(html::page(&name, Some(&frame), &body))
+}
+
+/// `POST /devices/{id}/run`: the write `initiateOnDemandProactiveRemediation` makes, with its
+/// permission.
+pub async fn run_remediation(
+    state: &AppState,
+    signed: &Signed,
+    device_id: &str,
+    script_id: &str,
+) -> Result<(), ApiError> {
+    signed.principal.require(perm::PRIVILEGED_OPERATIONS)?;
+    if script_id.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "The parameter 'scriptPolicyId' is required and must be a non-empty string.",
+        ));
+    }
+    state
+        .store
+        .write(
+            &signed.principal.tenant,
+            Write::RequestOnDemand {
+                device_id: device_id.to_owned(),
+                script_id: script_id.to_owned(),
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_scripts_sort_only_by_indexed_columns() {
+        for (key, _, _) in STATUS_SORTS {
+            assert!(sort_offered(key, 100));
+            assert!(sort_offered(key, SCAN_LIMIT));
+        }
+        let offered: Vec<&str> = STATUS_SORTS
+            .iter()
+            .map(|(key, _, _)| *key)
+            .filter(|key| sort_offered(key, 1_000_000))
+            .collect();
+        assert_eq!(offered, ["detection", "updated"]);
+    }
+}
