@@ -51,6 +51,8 @@ pub struct SqlStore {
     pub(crate) secret: Vec<u8>,
     /// Told about every write transaction, once set (`/metrics`).
     pub(crate) observer: ObserverSlot,
+    /// The test-only fault hook ([`SqlStore::inject_panic_in_next_write_group`]).
+    pub(crate) panic_next_group: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The connections of the store at one moment (`/metrics`). SQLite: the read connections (the
@@ -155,7 +157,13 @@ impl SqlStore {
         run_now(conn.batch("PRAGMA optimize = 0x10002")).map_err(store_error)?;
         let secret = run_now(load_secret(&mut conn)).map_err(store_error)?;
         let observer = ObserverSlot::default();
-        let sender = writer::start_sqlite(conn, checkpointer, observer.clone())?;
+        let panic_next_group = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sender = writer::start_sqlite(
+            conn,
+            checkpointer,
+            observer.clone(),
+            panic_next_group.clone(),
+        )?;
         // Reads run on the runtime's worker threads (they never wait on I/O, so there is nothing
         // to gain from a hop to another thread); at most all workers but one read at a time, so
         // a slow read never stalls the server.
@@ -178,6 +186,7 @@ impl SqlStore {
             },
             secret,
             observer,
+            panic_next_group,
         })
     }
 
@@ -232,6 +241,7 @@ impl SqlStore {
             backend: Backend::Postgres { pool },
             secret,
             observer: ObserverSlot::default(),
+            panic_next_group: Arc::default(),
         })
     }
 
@@ -241,6 +251,16 @@ impl SqlStore {
             Backend::Sqlite { .. } => "sqlite",
             Backend::Postgres { .. } => "postgres",
         }
+    }
+
+    /// A test-only fault hook: the SQLite writer's next group of writes panics after running its
+    /// writes and before its commit, so tests can prove the panic path (the group rolled back,
+    /// each of its writes answered with an error, the writer serving the next group). No effect
+    /// on PostgreSQL, whose writes have no shared writer.
+    #[doc(hidden)]
+    pub fn inject_panic_in_next_write_group(&self) {
+        self.panic_next_group
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Tell `observer` about every write transaction from now on (`/metrics`). Only the first

@@ -90,6 +90,7 @@ pub(crate) fn start_sqlite(
     conn: SqliteConn,
     checkpointer: SqliteConn,
     observer: ObserverSlot,
+    panic_next_group: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<tokio::sync::mpsc::Sender<Job>, StoreError> {
     let writer_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let done = writer_done.clone();
@@ -101,7 +102,7 @@ pub(crate) fn start_sqlite(
     std::thread::Builder::new()
         .name("sqlite-writer".into())
         .spawn(move || {
-            writer_thread(conn, receiver, &observer);
+            writer_thread(conn, receiver, &observer, &panic_next_group);
             writer_done.store(true, std::sync::atomic::Ordering::Relaxed);
         })
         .map_err(|e| StoreError::Internal(format!("cannot start the SQLite writer: {e}")))?;
@@ -251,6 +252,7 @@ fn writer_thread(
     mut conn: SqliteConn,
     mut jobs: tokio::sync::mpsc::Receiver<Job>,
     observer: &ObserverSlot,
+    panic_next_group: &std::sync::atomic::AtomicBool,
 ) {
     let writer = Writer {
         dialect: Dialect::Sqlite,
@@ -268,7 +270,13 @@ fn writer_thread(
                 } => group.push((tenant, *write, reply)),
                 Job::Task(task) => {
                     // Maintenance runs alone, after the writes that came before it.
-                    flush_group(&mut conn, writer, std::mem::take(&mut group), observer);
+                    flush_group(
+                        &mut conn,
+                        writer,
+                        std::mem::take(&mut group),
+                        observer,
+                        panic_next_group,
+                    );
                     if std::panic::catch_unwind(AssertUnwindSafe(|| task(&mut conn))).is_err() {
                         let _ = run_now(conn.batch("ROLLBACK"));
                     }
@@ -278,7 +286,7 @@ fn writer_thread(
                 next = jobs.try_recv().ok();
             }
         }
-        flush_group(&mut conn, writer, group, observer);
+        flush_group(&mut conn, writer, group, observer, panic_next_group);
     }
 }
 
@@ -301,6 +309,7 @@ fn flush_group(
     writer: Writer,
     group: Vec<(String, Write, Reply)>,
     observer: &ObserverSlot,
+    panic_next_group: &std::sync::atomic::AtomicBool,
 ) {
     if group.is_empty() {
         return;
@@ -312,7 +321,7 @@ fn flush_group(
     let count = work.len();
     let started = std::time::Instant::now();
     let results = match std::panic::catch_unwind(AssertUnwindSafe(|| {
-        run_now(commit_group(conn, writer, work))
+        run_now(commit_group(conn, writer, work, panic_next_group))
     })) {
         Ok(results) => results,
         Err(_) => {
@@ -341,6 +350,7 @@ async fn commit_group(
     c: &mut dyn Conn,
     writer: Writer,
     work: Vec<(String, Write)>,
+    panic_next_group: &std::sync::atomic::AtomicBool,
 ) -> Vec<Result<WriteOutcome, StoreError>> {
     let count = work.len();
     let all = |e: DbError| (0..count).map(|_| Err(store_error(e.clone()))).collect();
@@ -364,6 +374,11 @@ async fn commit_group(
             (Err(ExecError::Rejected(e)), _) => Err(e),
             (Err(ExecError::Db(e)), _) | (Ok(_), Err(e)) => Err(store_error(e)),
         });
+    }
+    // The test-only fault hook (`SqlStore::inject_panic_in_next_write_group`): the writes ran,
+    // nothing is committed yet.
+    if panic_next_group.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        panic!("injected fault: a panic inside a write group, before its commit");
     }
     match c.batch("COMMIT").await {
         Ok(()) => results,

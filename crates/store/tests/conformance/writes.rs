@@ -521,3 +521,58 @@ both!(global_scripts_state_is_kept_per_tenant, |s| {
     }
     assert_eq!(s.global_scripts_state(B).await, Ok(0));
 });
+
+/// The SQLite writer's panic path, through its test-only fault hook: the group that panics after
+/// running its writes is rolled back (nothing of it is stored, counters unchanged), every write of
+/// it is answered with an error, and the writer serves the next writes. (PostgreSQL has no shared
+/// writer: each write is its own transaction on the request's task.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_panic_inside_a_write_group_rolls_it_back_and_the_writer_serves_on() {
+    let s = crate::TestStore::open(crate::Backend::Sqlite)
+        .await
+        .unwrap();
+    let before = new_script(&s, A, "before").await;
+    s.inject_panic_in_next_write_group();
+    // Several writes at once: the first group panics; writes that came after it are served.
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let store = s.store.clone();
+        tasks.push(tokio::spawn(async move {
+            let name = format!("during {i}");
+            let write = ops::create_script(script_fields(&name)).unwrap();
+            (name, store.write(A, write).await)
+        }));
+    }
+    let mut failed = Vec::new();
+    let mut stored = vec!["before".to_owned()];
+    for task in tasks {
+        match task.await.unwrap() {
+            (name, Ok(WriteOutcome::Created(_))) => stored.push(name),
+            (name, Err(StoreError::Internal(message))) => {
+                assert!(message.contains("rolled back"), "{message}");
+                failed.push(name);
+            }
+            (name, other) => panic!("{name}: {other:?}"),
+        }
+    }
+    assert!(!failed.is_empty(), "no write met the injected panic");
+    let after = new_script(&s, A, "after").await;
+    stored.push("after".to_owned());
+    let mut names: Vec<String> = rows(&s, A, &list(Scope::scripts()))
+        .await
+        .iter()
+        .map(|r| match r.get("displayName") {
+            Value::Str(name) => name.clone(),
+            other => panic!("displayName {other:?}"),
+        })
+        .collect();
+    names.sort();
+    stored.sort();
+    assert_eq!(
+        names, stored,
+        "the panicking group's writes ({failed:?}) must not be stored"
+    );
+    assert!(get_script(&s, A, &before).await.is_some());
+    assert!(get_script(&s, A, &after).await.is_some());
+    assert_eq!(s.check_counters().await, Ok(Vec::new()));
+}
