@@ -160,8 +160,7 @@ impl Rules<'_, '_> {
     async fn visible(&self) -> Result<Vec<String>, ApiError> {
         let tenant = &self.ctx.principal.tenant;
         let store = &self.ctx.state.store;
-        let targets = store.assignment_targets(tenant).await?;
-        let mut targeting = store.device_targeting(tenant, self.device).await?;
+        let (targets, mut targeting) = store.device_visibility(tenant, self.device).await?;
         // A token's `groups` claim adds memberships, as Entra's group claims would.
         targeting
             .groups

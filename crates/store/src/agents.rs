@@ -216,18 +216,25 @@ pub(crate) async fn credential_hash(
     }
 }
 
-/// What an agent's check-in reads (`Store::check_in_view`), on one connection: the device's
-/// targeting, every assignment of the tenant joined with its script (one statement), and the
-/// device's pending on-demand runs. `None` when the device does not exist.
+/// What an agent's check-in reads (`Store::check_in_view`), on one connection, in two
+/// statements: the device's targeting and pending on-demand runs
+/// (`directory::device_in_one`), and every assignment of the tenant joined with its script.
+/// `None` when the device does not exist.
 pub(crate) async fn check_in_view(
     c: &mut dyn Conn,
+    postgres: bool,
     tenant: &str,
     device_id: &str,
 ) -> Result<Option<remediate_domain::agents::CheckInView>, ExecError> {
     use remediate_domain::model::{DEVICE_HEALTH_SCRIPT, DEVICE_HEALTH_SCRIPT_ASSIGNMENT};
-    let Some(targeting) = crate::directory::device_targeting_of(c, tenant, device_id).await? else {
-        return Ok(None);
-    };
+    let (targeting, pending) =
+        match crate::directory::device_in_one(c, postgres, tenant, device_id).await? {
+            Some(seen) => (seen.targeting, Some(seen.pending)),
+            None => match crate::directory::device_targeting_of(c, tenant, device_id).await? {
+                Some(targeting) => (targeting, None),
+                None => return Ok(None),
+            },
+        };
     let (assignment, script) = (&DEVICE_HEALTH_SCRIPT_ASSIGNMENT, &DEVICE_HEALTH_SCRIPT);
     let sql = format!(
         "SELECT {}, {} FROM \"{}\" a JOIN \"{}\" s ON s.\"tenant\" = a.\"tenant\" AND s.\"id\" = a.\"scriptId\" \
@@ -245,19 +252,25 @@ pub(crate) async fn check_in_view(
         let s = crate::codec::decode_record(script, &mut row, offset)?;
         assignments.push((a, s));
     }
-    let pending = c
-        .query(
-            "SELECT \"scriptId\" FROM on_demand_requests WHERE \"tenant\" = $1 AND \"managedDeviceId\" = $2 \
-             ORDER BY \"requestedDateTime\", \"scriptId\"",
-            &[db::text(tenant), db::text(device_id)],
-        )
-        .await?;
-    let mut pending_on_demand = Vec::with_capacity(pending.len());
-    for row in pending {
-        if let Some(script) = row.text(0)? {
-            pending_on_demand.push(script);
+    let pending_on_demand = match pending {
+        Some(pending) => pending,
+        None => {
+            let rows = c
+                .query(
+                    "SELECT \"scriptId\" FROM on_demand_requests WHERE \"tenant\" = $1 AND \"managedDeviceId\" = $2 \
+                     ORDER BY \"requestedDateTime\", \"scriptId\"",
+                    &[db::text(tenant), db::text(device_id)],
+                )
+                .await?;
+            let mut pending = Vec::with_capacity(rows.len());
+            for row in rows {
+                if let Some(script) = row.text(0)? {
+                    pending.push(script);
+                }
+            }
+            pending
         }
-    }
+    };
     Ok(Some(remediate_domain::agents::CheckInView {
         targeting,
         assignments,

@@ -69,20 +69,7 @@ pub(crate) fn insert_sql(tenant: &str, record: &Record) -> Sql {
 /// [`insert_sql`] with columns the entity does not show (an enrollment secret's hash).
 pub(crate) fn insert_sql_with(tenant: &str, record: &Record, hidden: Vec<(&str, Arg)>) -> Sql {
     let entity = record.entity;
-    let mut columns = vec!["\"tenant\"".to_owned()];
-    let mut args = vec![Arg::Text(Some(tenant.to_owned()))];
-    for (column, arg) in hidden {
-        columns.push(format!("\"{column}\""));
-        args.push(arg);
-    }
-    for link in entity.links {
-        columns.push(format!("\"{}\"", link.column()));
-        args.push(Arg::Text(record.link(*link).map(str::to_owned)));
-    }
-    for (p, v) in entity.properties.iter().zip(&record.values) {
-        columns.extend(translate::column_names(p));
-        args.extend(translate::value_args(p, v));
-    }
+    let (columns, args) = row_columns(tenant, record, hidden);
     let mut sql = Sql::default();
     sql.push(&format!(
         "INSERT INTO \"{}\" ({}) VALUES (",
@@ -97,6 +84,57 @@ pub(crate) fn insert_sql_with(tenant: &str, record: &Record, hidden: Vec<(&str, 
     }
     sql.push(")");
     sql
+}
+
+/// The stored row of a record: its (quoted) column names and their values.
+fn row_columns(tenant: &str, record: &Record, hidden: Vec<(&str, Arg)>) -> (Vec<String>, Vec<Arg>) {
+    let entity = record.entity;
+    let mut columns = vec!["\"tenant\"".to_owned()];
+    let mut args = vec![Arg::Text(Some(tenant.to_owned()))];
+    for (column, arg) in hidden {
+        columns.push(format!("\"{column}\""));
+        args.push(arg);
+    }
+    for link in entity.links {
+        columns.push(format!("\"{}\"", link.column()));
+        args.push(Arg::Text(record.link(*link).map(str::to_owned)));
+    }
+    for (p, v) in entity.properties.iter().zip(&record.values) {
+        columns.extend(translate::column_names(p));
+        args.extend(translate::value_args(p, v));
+    }
+    (columns, args)
+}
+
+/// The stored row of a record as a JSON object of column → value, for PostgreSQL's
+/// `jsonb_populate_record` (the one-call report function, migration 0009).
+pub(crate) fn row_json(tenant: &str, record: &Record) -> serde_json::Value {
+    let (columns, args) = row_columns(tenant, record, Vec::new());
+    columns_json(columns.into_iter().zip(args))
+}
+
+/// `(quoted column, value)` pairs as a JSON object; text in its stored form
+/// ([`crate::db::text_in`]), bytes in PostgreSQL's hex input form.
+pub(crate) fn columns_json(pairs: impl IntoIterator<Item = (String, Arg)>) -> serde_json::Value {
+    use serde_json::Value as J;
+    let mut object = serde_json::Map::new();
+    for (column, arg) in pairs {
+        let value = match arg {
+            Arg::Int(Some(v)) => J::from(v),
+            Arg::Text(Some(t)) => J::String(crate::db::text_in(&t).into_owned()),
+            Arg::Bytes(Some(b)) => {
+                let mut hex = String::with_capacity(2 + 2 * b.len());
+                hex.push_str("\\x");
+                for byte in b {
+                    hex.push_str(&format!("{byte:02x}"));
+                }
+                J::String(hex)
+            }
+            Arg::Int(None) | Arg::Text(None) | Arg::Bytes(None) => J::Null,
+        };
+        object.insert(column.trim_matches('"').to_owned(), value);
+    }
+    J::Object(object)
 }
 
 /// The condition placing rows of `entity` in `tenant` (alias `t`): built-ins stored under the

@@ -31,7 +31,11 @@ pub(crate) struct Writer {
 
 /// May a run state of a script be bound to `device`? Only if the device exists and no other run
 /// state of the script is bound to it (`existing`).
-fn bind_allowed(device: &str, found: bool, existing: Option<String>) -> Result<(), StoreError> {
+pub(crate) fn bind_allowed(
+    device: &str,
+    found: bool,
+    existing: Option<String>,
+) -> Result<(), StoreError> {
     if !found {
         return Err(StoreError::InvalidReference(format!(
             "The managedDevice '{device}' named by 'managedDevice@odata.bind' does not exist."
@@ -45,7 +49,7 @@ fn bind_allowed(device: &str, found: bool, existing: Option<String>) -> Result<(
     Ok(())
 }
 
-fn script_not_found(id: &str) -> ExecError {
+pub(crate) fn script_not_found(id: &str) -> ExecError {
     StoreError::NotFound(format!("The deviceHealthScript '{id}' does not exist.")).into()
 }
 
@@ -61,7 +65,7 @@ pub(crate) fn apply(record: &mut Record, changes: Vec<(usize, Value)>) -> Vec<us
 }
 
 /// What the counters know of a run state.
-fn counted(record: &Record) -> counters::Counted {
+pub(crate) fn counted(record: &Record) -> counters::Counted {
     let state = |name: &str| match record.get(name) {
         Value::Enum(v) | Value::Int(v) => *v,
         _ => 0,
@@ -632,34 +636,11 @@ impl Writer {
         tenant: &str,
         state: &Record,
     ) -> Result<(), DbError> {
-        let now = Instant::now();
-        let mut record = Record::with_defaults(&RUN_RECORD);
-        let suffix = &remediate_domain::new_id()[..8];
-        record.set("id", Value::Str(format!("{:020}-{suffix}", now.ticks())));
-        record.set("recordedDateTime", Value::Time(now));
-        record.set(
-            "managedDeviceId",
-            state.device_id.clone().map_or(Value::Null, Value::Str),
-        );
-        for name in [
-            "detectionState",
-            "remediationState",
-            "lastStateUpdateDateTime",
-            "preRemediationDetectionScriptOutput",
-            "preRemediationDetectionScriptError",
-            "remediationScriptError",
-            "postRemediationDetectionScriptOutput",
-            "postRemediationDetectionScriptError",
-        ] {
-            record.set(name, state.get(name).clone());
-        }
-        record.parent = state.parent.clone();
-        record.state_id = Some(state.id().to_owned());
+        let (record, now) = history_record(state);
         let sql = insert_sql(tenant, &record);
         c.execute(&sql.text, &sql.args).await?;
-        if let (Value::Enum(2), Some(script_id)) = (record.get("remediationState"), &state.parent) {
-            let device = state.device_id.as_deref().unwrap_or(state.id());
-            counters::remediated_record(c, tenant, script_id, device, now.ticks(), self.shard)
+        if let Some((script_id, device)) = remediated_key(&record, state) {
+            counters::remediated_record(c, tenant, &script_id, &device, now.ticks(), self.shard)
                 .await?;
         }
         Ok(())
@@ -717,5 +698,48 @@ impl Writer {
             return Err(StoreError::NotFound(missing).into());
         }
         Ok(WriteOutcome::Deleted)
+    }
+}
+
+/// The run record appended for `state` now (SPEC §3.2), and its time.
+pub(crate) fn history_record(state: &Record) -> (Record, Instant) {
+    let now = Instant::now();
+    let mut record = Record::with_defaults(&RUN_RECORD);
+    let suffix = &remediate_domain::new_id()[..8];
+    record.set("id", Value::Str(format!("{:020}-{suffix}", now.ticks())));
+    record.set("recordedDateTime", Value::Time(now));
+    record.set(
+        "managedDeviceId",
+        state.device_id.clone().map_or(Value::Null, Value::Str),
+    );
+    for name in [
+        "detectionState",
+        "remediationState",
+        "lastStateUpdateDateTime",
+        "preRemediationDetectionScriptOutput",
+        "preRemediationDetectionScriptError",
+        "remediationScriptError",
+        "postRemediationDetectionScriptOutput",
+        "postRemediationDetectionScriptError",
+    ] {
+        record.set(name, state.get(name).clone());
+    }
+    record.parent = state.parent.clone();
+    record.state_id = Some(state.id().to_owned());
+    (record, now)
+}
+
+/// A remediated history record (`remediationState` = success) counts for its script and device
+/// (the device, or the run state's id when unbound): `(script id, device key)`.
+pub(crate) fn remediated_key(history: &Record, state: &Record) -> Option<(String, String)> {
+    match (history.get("remediationState"), &state.parent) {
+        (Value::Enum(2), Some(script_id)) => Some((
+            script_id.clone(),
+            state
+                .device_id
+                .clone()
+                .unwrap_or_else(|| state.id().to_owned()),
+        )),
+        _ => None,
     }
 }

@@ -19,7 +19,7 @@ fn state_name(script_id: &str, detection: i64, remediation: i64) -> String {
 }
 
 /// Devices with a remediated history record of the script.
-fn cumulative_name(script_id: &str) -> String {
+pub(crate) fn cumulative_name(script_id: &str) -> String {
     format!("c/{script_id}")
 }
 
@@ -60,6 +60,54 @@ pub(crate) async fn bump(
     Ok(())
 }
 
+/// What a change of one run state does to the counters: the state counters to add to (sorted by
+/// name) and the remediated-device counts to change (sorted by key). The statement-by-statement
+/// path ([`state_changed`]) and PostgreSQL's one-call path (migration 0009) apply the same plan.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct StatePlan {
+    pub states: Vec<(String, i64)>,
+    pub devices: Vec<(String, i64)>,
+}
+
+/// The counters' part of a run state of `script_id` changing from `before` to `after` (`None`: did
+/// not exist / deleted).
+pub(crate) fn plan_state_change(
+    script_id: &str,
+    before: Option<&Counted>,
+    after: Option<&Counted>,
+) -> StatePlan {
+    let mut plan = StatePlan::default();
+    if before == after {
+        return plan;
+    }
+    let cell = |s: &Counted| (s.detection, s.remediation);
+    if before.map(cell) != after.map(cell) {
+        // Counter rows are locked in one global order by every transaction (state counters by
+        // name, then the remediated device, then the tenant's count, then history), so
+        // concurrent writes on PostgreSQL wait for each other but never deadlock.
+        plan.states = before
+            .map(|b| (state_name(script_id, b.detection, b.remediation), -1))
+            .into_iter()
+            .chain(after.map(|a| (state_name(script_id, a.detection, a.remediation), 1)))
+            .collect();
+        plan.states.sort();
+    }
+    let remediated = |s: Option<&Counted>| {
+        s.filter(|s| s.remediation == REMEDIATED_STATE)
+            .map(|s| s.device_key.clone())
+    };
+    let (was, is) = (remediated(before), remediated(after));
+    if was != is {
+        plan.devices = was
+            .map(|k| (k, -1))
+            .into_iter()
+            .chain(is.map(|k| (k, 1)))
+            .collect();
+        plan.devices.sort();
+    }
+    plan
+}
+
 /// A run state of `script_id` changed from `before` to `after` (`None`: did not exist / deleted).
 pub(crate) async fn state_changed(
     c: &mut dyn Conn,
@@ -69,39 +117,14 @@ pub(crate) async fn state_changed(
     before: Option<&Counted>,
     after: Option<&Counted>,
 ) -> Result<(), DbError> {
-    if before == after {
-        return Ok(());
+    let plan = plan_state_change(script_id, before, after);
+    for (name, delta) in &plan.states {
+        bump(c, tenant, name, shard, *delta).await?;
     }
-    let cell = |s: &Counted| (s.detection, s.remediation);
-    if before.map(cell) != after.map(cell) {
-        // Counter rows are locked in one global order by every transaction (state counters by
-        // name, then the remediated device, then the tenant's count, then history), so
-        // concurrent writes on PostgreSQL wait for each other but never deadlock.
-        let mut changes: Vec<(String, i64)> = before
-            .map(|b| (state_name(script_id, b.detection, b.remediation), -1))
-            .into_iter()
-            .chain(after.map(|a| (state_name(script_id, a.detection, a.remediation), 1)))
-            .collect();
-        changes.sort();
-        for (name, delta) in changes {
-            bump(c, tenant, &name, shard, delta).await?;
-        }
-    }
-    let remediated = |s: Option<&Counted>| {
-        s.filter(|s| s.remediation == REMEDIATED_STATE)
-            .map(|s| s.device_key.clone())
-    };
-    let (was, is) = (remediated(before), remediated(after));
-    if was != is {
-        let mut keys: Vec<(String, i64)> = was
-            .map(|k| (k, -1))
-            .into_iter()
-            .chain(is.map(|k| (k, 1)))
-            .collect();
-        keys.sort();
+    if !plan.devices.is_empty() {
         let mut devices = 0;
-        for (key, delta) in keys {
-            devices += remediated_device(c, tenant, &key, delta).await?;
+        for (key, delta) in &plan.devices {
+            devices += remediated_device(c, tenant, key, *delta).await?;
         }
         bump(c, tenant, REMEDIATED, shard, devices).await?;
     }

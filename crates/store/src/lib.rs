@@ -37,6 +37,7 @@ mod error;
 mod exports;
 mod migrate;
 mod reads;
+mod report;
 mod sessions;
 mod store;
 mod translate;
@@ -215,6 +216,19 @@ pub trait Store: Send + Sync + 'static {
         tenant: &str,
         device_id: &str,
     ) -> Result<Option<String>, StoreError>;
+    /// [`Store::assignment_targets`] and [`Store::device_targeting`] together, read in one
+    /// statement: what a device token's request needs to know which scripts it may see.
+    async fn device_visibility(
+        &self,
+        tenant: &str,
+        device_id: &str,
+    ) -> Result<
+        (
+            Vec<(String, String)>,
+            remediate_domain::directory::DeviceTargeting,
+        ),
+        StoreError,
+    >;
     /// Every assignment of the tenant as (script id, target JSON), for device visibility.
     async fn assignment_targets(&self, tenant: &str) -> Result<Vec<(String, String)>, StoreError>;
     /// Rebuild every counter from the rows (after rows were changed outside the server).

@@ -71,6 +71,13 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0008_sessions.sql"),
         then: None,
     },
+    Migration {
+        version: 9,
+        name: "report_function",
+        sqlite: include_str!("../migrations/sqlite/0009_report_function.sql"),
+        postgres: include_str!("../migrations/postgres/0009_report_function.sql"),
+        then: None,
+    },
 ];
 
 /// Apply every migration that is not yet applied. On PostgreSQL an advisory lock serializes

@@ -120,14 +120,38 @@ impl Store for SqlStore {
         .await
     }
 
+    async fn device_visibility(
+        &self,
+        tenant: &str,
+        device_id: &str,
+    ) -> Result<
+        (
+            Vec<(String, String)>,
+            remediate_domain::directory::DeviceTargeting,
+        ),
+        StoreError,
+    > {
+        let (tenant, device_id) = (tenant.to_owned(), device_id.to_owned());
+        let postgres = self.backend_name() == "postgres";
+        self.read(move |c| {
+            Box::pin(async move {
+                crate::directory::device_visibility(c, postgres, &tenant, &device_id).await
+            })
+        })
+        .await
+    }
+
     async fn check_in_view(
         &self,
         tenant: &str,
         device_id: &str,
     ) -> Result<Option<remediate_domain::agents::CheckInView>, StoreError> {
         let (tenant, device_id) = (tenant.to_owned(), device_id.to_owned());
+        let postgres = self.backend_name() == "postgres";
         self.read(move |c| {
-            Box::pin(async move { crate::agents::check_in_view(c, &tenant, &device_id).await })
+            Box::pin(
+                async move { crate::agents::check_in_view(c, postgres, &tenant, &device_id).await },
+            )
         })
         .await
     }

@@ -149,6 +149,36 @@ impl SqlStore {
                         Err(ExecError::Db(e)) => Err(store_error(e)),
                     };
                 }
+                // A device report is one call of a server-side function, its own transaction
+                // (`crate::report`); a deadlock rolls it back and it runs again.
+                if crate::report::is_report(&write) {
+                    let mut attempt = 1;
+                    loop {
+                        let mut conn = pool.acquire().await.map_err(pg)?;
+                        let _timer = TransactionTimer::start(&self.observer);
+                        match crate::report::execute(
+                            &mut *conn,
+                            tenant,
+                            writer.shard,
+                            write.clone(),
+                        )
+                        .await
+                        {
+                            Ok(outcome) => return Ok(outcome),
+                            Err(ExecError::Rejected(e)) => return Err(e),
+                            Err(ExecError::Db(e)) => {
+                                if e.kind != DbErrorKind::Retry || attempt >= WRITE_ATTEMPTS {
+                                    return Err(store_error(e));
+                                }
+                            }
+                        }
+                        tracing::warn!(
+                            attempt,
+                            "a device report was rolled back by a deadlock; running it again"
+                        );
+                        attempt += 1;
+                    }
+                }
                 // A deadlock or serialization failure rolled the whole transaction back: run it
                 // again (the lock order of `lock_script` and the counters makes this rare).
                 let mut attempt = 1;

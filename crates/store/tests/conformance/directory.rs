@@ -211,6 +211,7 @@ both!(membership_by_hand_and_by_rule, |s| {
     let mut dells = vec![lab1.clone(), desk.clone()];
     dells.sort();
     assert_eq!(members(&s, A, &lab).await, dells);
+    same_visibility(&s, &desk).await;
     let targeting = s.device_targeting(A, &desk).await.unwrap();
     let mut groups = targeting.groups.clone();
     groups.sort();
@@ -263,11 +264,41 @@ both!(filters_in_use_and_targeting_reads, |s| {
     let visible = directory::visible_scripts(&s.assignment_targets(A).await.unwrap(), &targeting);
     assert_eq!(visible, [script.clone()]);
     let hp = device_named(&s, A, "H", "HP").await;
+    same_visibility(&s, &dell).await;
+    same_visibility(&s, &hp).await;
+    // A token of a device that is not registered: no groups, the tenant's filters.
+    same_visibility(&s, "not-registered").await;
     let targeting = s.device_targeting(A, &hp).await.unwrap();
     assert!(
         directory::visible_scripts(&s.assignment_targets(A).await.unwrap(), &targeting).is_empty()
     );
 });
+
+/// `device_visibility` (one statement) reads what `assignment_targets` and `device_targeting`
+/// read separately.
+async fn same_visibility(s: &SqlStore, device: &str) {
+    let (mut targets, one) = s.device_visibility(A, device).await.unwrap();
+    let mut separate_targets = s.assignment_targets(A).await.unwrap();
+    let separate = s.device_targeting(A, device).await.unwrap();
+    assert_eq!(
+        directory::visible_scripts(&targets, &one),
+        directory::visible_scripts(&separate_targets, &separate)
+    );
+    targets.sort();
+    separate_targets.sort();
+    assert_eq!(targets, separate_targets);
+    let (mut groups, mut separate_groups) = (one.groups.clone(), separate.groups.clone());
+    groups.sort();
+    separate_groups.sort();
+    assert_eq!(groups, separate_groups);
+    assert_eq!(one.has_user, separate.has_user);
+    assert_eq!(format!("{:?}", one.facts), format!("{:?}", separate.facts));
+    let mut filters: Vec<_> = one.filters.keys().collect();
+    let mut separate_filters: Vec<_> = separate.filters.keys().collect();
+    filters.sort();
+    separate_filters.sort();
+    assert_eq!(filters, separate_filters);
+}
 
 // Devices registering while a dynamic group is created and its rule changed: afterwards the
 // members are exactly the devices the final rule matches (no write misses another's row).
@@ -332,4 +363,57 @@ both!(dynamic_membership_is_exact_under_concurrent_changes, |s| {
     expected.sort();
     assert!(!expected.is_empty());
     assert_eq!(members(&s, A, &group).await, expected);
+});
+
+// An agent's check-in reads the device's groups and its pending on-demand runs (oldest request
+// first) in one statement; what it sees equals the separate reads, and a device that does not
+// exist has no view.
+both!(check_in_view_reads_groups_and_pending_runs_in_order, |s| {
+    let device = device_named(&s, A, "LAB-9", "Dell").await;
+    let group = new_group(&s, A, "Pilot", None).await;
+    let dynamic = new_group(
+        &s,
+        A,
+        "Dells",
+        Some(r#"device.deviceManufacturer -eq "Dell""#),
+    )
+    .await;
+    ok(
+        &s,
+        A,
+        Write::AddReference {
+            of: &GROUP_MEMBERS,
+            parent: group.clone(),
+            item: device.clone(),
+        },
+    )
+    .await;
+    let first = new_script(&s, A, "first").await;
+    let second = new_script(&s, A, "second").await;
+    for script in [&second, &first] {
+        ok(
+            &s,
+            A,
+            Write::RequestOnDemand {
+                device_id: device.clone(),
+                script_id: script.clone(),
+            },
+        )
+        .await;
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let view = s.check_in_view(A, &device).await.unwrap().unwrap();
+    assert_eq!(view.pending_on_demand, [second.clone(), first.clone()]);
+    let mut groups = view.targeting.groups.clone();
+    groups.sort();
+    let mut expected = vec![group.clone(), dynamic.clone()];
+    expected.sort();
+    assert_eq!(groups, expected);
+    same_visibility(&s, &device).await;
+    assert!(s
+        .check_in_view(A, "not-registered")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s.check_in_view(B, &device).await.unwrap().is_none());
 });

@@ -1,0 +1,3 @@
+-- PostgreSQL only (docs/storage.md, "Device reports in one round trip"): there a device report
+-- is one call of a server-side function. SQLite runs in-process, where a statement costs no
+-- round trip, so it keeps the statement-by-statement path and needs no change here.
