@@ -92,6 +92,15 @@ impl From<StoreError> for ApiError {
                 .with_header("retry-after", "5".into())
             }
             StoreError::Timeout(m) => ApiError::new(ErrorKind::Timeout, m),
+            StoreError::InsufficientStorage(m) => {
+                tracing::warn!(error = %loggable(&m), "the database's disk is full");
+                ApiError::new(
+                    ErrorKind::InsufficientStorage,
+                    "The server's disk is full: the change was not saved. Reads still work; \
+                     retry once space has been freed.",
+                )
+                .with_header("retry-after", "30".into())
+            }
             StoreError::Internal(m) => {
                 tracing::error!(error = %loggable(&m), "storage failure");
                 ApiError::new(

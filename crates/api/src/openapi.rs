@@ -106,8 +106,9 @@ fn collection_schema(item: &str) -> Json {
     })
 }
 
-const ERROR_STATUSES: [&str; 13] = [
+const ERROR_STATUSES: [&str; 14] = [
     "400", "401", "403", "404", "405", "408", "409", "413", "414", "415", "429", "503", "504",
+    "507",
 ];
 
 fn responses(success: &str, schema: Option<Json>, content_type: &str) -> Json {

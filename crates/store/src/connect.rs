@@ -7,7 +7,10 @@
 //!   readers never wait for the writer); every write goes to one writer thread that gathers
 //!   concurrent writes into one transaction (group commit, `crate::writer`).
 //! - PostgreSQL: a sqlx pool; each read runs on a pooled connection, each write is one
-//!   transaction on a pooled connection (`crate::writer`).
+//!   transaction on a pooled connection (`crate::writer`). A URL may name several hosts
+//!   (libpq's `postgres://u@h1:p1,h2:p2/db?target_session_attrs=read-write`, [`pg_targets`]):
+//!   the pool then connects to the host that accepts writes and a watch task follows a
+//!   failover ([`watch_hosts`]; docs/deployment.md).
 //!
 //! What `/metrics` reads of the store is here too: the pool's use ([`SqlStore::pool_use`]), the
 //! write observer ([`SqlStore::observe_writes`]) and two counts read at scrape time
@@ -17,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use crate::db::{self, run_now, Conn, DbError, SqliteConn};
 use crate::error::store_error;
@@ -34,7 +37,8 @@ pub(crate) enum Dialect {
 
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// `sqlite://path/to/file.db` or `postgres://user@host:port/db`.
+    /// `sqlite://path/to/file.db` or `postgres://user@host:port/db` (or several hosts,
+    /// `postgres://user@h1:p1,h2:p2/db`).
     pub url: String,
     /// Connections for reads (and, on PostgreSQL, writes).
     pub max_connections: u32,
@@ -53,6 +57,9 @@ pub struct SqlStore {
     pub(crate) observer: ObserverSlot,
     /// The test-only fault hook ([`SqlStore::inject_panic_in_next_write_group`]).
     pub(crate) panic_next_group: Arc<std::sync::atomic::AtomicBool>,
+    /// PostgreSQL with several hosts: the task that moves the pool to the host accepting
+    /// writes ([`watch_hosts`]); stopped with the store.
+    _hosts_watch: Option<HostsWatch>,
 }
 
 /// The connections of the store at one moment (`/metrics`). SQLite: the read connections (the
@@ -187,39 +194,97 @@ impl SqlStore {
             secret,
             observer,
             panic_next_group,
+            _hosts_watch: None,
         })
     }
 
     async fn connect_postgres(options: &StoreOptions) -> Result<SqlStore, StoreError> {
         use sqlx::migrate::MigrateDatabase;
         let pg = |e: sqlx::Error| store_error(db::pg_error(e));
-        if !sqlx::Postgres::database_exists(&options.url)
-            .await
-            .map_err(pg)?
-        {
-            if let Err(e) = sqlx::Postgres::create_database(&options.url).await {
-                // Another process may have created it concurrently.
-                if !sqlx::Postgres::database_exists(&options.url)
+        let targets = pg_targets(&options.url).map_err(StoreError::Internal)?;
+        let hosts: Vec<PgConnectOptions> = targets
+            .urls
+            .iter()
+            .map(|url| url.parse::<PgConnectOptions>())
+            .collect::<Result<_, _>>()
+            .map_err(pg)?;
+        let several = hosts.len() > 1;
+        let patience = options.acquire_timeout.min(PROBE_PATIENCE);
+        // Several hosts, or a server that must accept writes: the first host that will do, in
+        // the order given (as libpq tries them).
+        let first = if several || targets.read_write {
+            let mut first = None;
+            for (i, host) in hosts.iter().enumerate() {
+                // The database may not exist yet: ask the maintenance database, as the
+                // existence check below does.
+                let maintenance = host.clone().database("postgres");
+                if try_host(&maintenance, targets.read_write, patience)
                     .await
-                    .map_err(pg)?
+                    .is_some()
                 {
+                    first = Some(i);
+                    break;
+                }
+            }
+            first.ok_or_else(|| {
+                StoreError::Unavailable(format!(
+                    "no PostgreSQL host of {} {}",
+                    labels(&hosts).join(", "),
+                    if targets.read_write {
+                        "accepts writes"
+                    } else {
+                        "answers"
+                    }
+                ))
+            })?
+        } else {
+            0
+        };
+        let url = &targets.urls[first];
+        if !sqlx::Postgres::database_exists(url).await.map_err(pg)? {
+            if let Err(e) = sqlx::Postgres::create_database(url).await {
+                // Another process may have created it concurrently.
+                if !sqlx::Postgres::database_exists(url).await.map_err(pg)? {
                     return Err(pg(e));
                 }
             }
         }
         let statement_timeout = statement_timeout_sql(options.statement_timeout);
-        let pool = PgPoolOptions::new()
+        let shared = Arc::new(HostsShared {
+            read_write: targets.read_write,
+            wake: tokio::sync::Notify::new(),
+            switched: Mutex::new(None),
+        });
+        let on_connect = shared.clone();
+        let mut pool_options = PgPoolOptions::new()
             .after_connect(move |conn, _meta| {
                 let set = statement_timeout.clone();
+                let shared = on_connect.clone();
                 Box::pin(async move {
+                    if shared.read_write && !accepts_writes(conn).await? {
+                        // Not this server: the pool tries again (with the host the watch finds).
+                        shared.wake.notify_one();
+                        return Err(sqlx::Error::Protocol(
+                            "the PostgreSQL server does not accept writes (a standby?)".into(),
+                        ));
+                    }
                     sqlx::Executor::execute(conn, set.as_str()).await?;
                     Ok(())
                 })
             })
             .max_connections(options.max_connections.max(1))
             .min_connections(0)
-            .acquire_timeout(options.acquire_timeout)
-            .connect(&options.url)
+            .acquire_timeout(options.acquire_timeout);
+        if several {
+            let on_acquire = shared.clone();
+            pool_options = pool_options.before_acquire(move |_conn, meta| {
+                // A connection made before the pool moved to another host is closed, not used.
+                let fresh = !on_acquire.made_before_switch(meta.age);
+                Box::pin(async move { Ok(fresh) })
+            });
+        }
+        let pool = pool_options
+            .connect_with(hosts[first].clone())
             .await
             .map_err(pg)?;
         let secret = {
@@ -237,11 +302,21 @@ impl SqlStore {
                 .map_err(store_error)?;
             secret
         };
+        let hosts_watch = several.then(|| {
+            HostsWatch(tokio::spawn(watch_hosts(
+                pool.clone(),
+                hosts,
+                first,
+                shared,
+                patience,
+            )))
+        });
         Ok(SqlStore {
             backend: Backend::Postgres { pool },
             secret,
             observer: ObserverSlot::default(),
             panic_next_group: Arc::default(),
+            _hosts_watch: hosts_watch,
         })
     }
 
@@ -398,4 +473,253 @@ async fn load_secret(c: &mut dyn Conn) -> Result<Vec<u8>, DbError> {
         .text(0)?
         .ok_or_else(|| DbError::other("the paging secret is missing"))?;
     Ok(value.into_bytes())
+}
+
+// ------------------------------------------------------------------ several PostgreSQL hosts
+
+/// Where the PostgreSQL store connects: one single-host URL per host of the configured URL, in
+/// the order given, and whether only a server that accepts writes will do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PgTargets {
+    pub(crate) urls: Vec<String>,
+    pub(crate) read_write: bool,
+}
+
+/// Split a libpq-style URL with several hosts, `postgres://user@h1:5432,h2:5433/db?…`, into one
+/// URL per host (sqlx takes one host). `target_session_attrs` is read and taken out of the
+/// query: `read-write` and `primary` accept only a server that is not in recovery and not
+/// read-only, `any` any server that answers; without it, several hosts mean `read-write`
+/// (remediate writes; libpq's default, `any`, could land on a standby) and one host means `any`.
+pub(crate) fn pg_targets(url: &str) -> Result<PgTargets, String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("'{url}' is not a postgres:// URL"))?;
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let (userinfo, hosts) = match authority.rfind('@') {
+        Some(at) => authority.split_at(at + 1),
+        None => ("", authority),
+    };
+    let (path, query) = match tail.split_once('?') {
+        Some((path, query)) => (path, query),
+        None => (tail, ""),
+    };
+    let mut kept = Vec::new();
+    let mut attrs = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("target_session_attrs", value)) => attrs = Some(value),
+            _ => kept.push(pair),
+        }
+    }
+    let hosts: Vec<&str> = hosts.split(',').collect();
+    if hosts.len() > 1 && hosts.iter().any(|h| h.is_empty()) {
+        return Err(format!("the database URL names an empty host: '{url}'"));
+    }
+    let read_write = match attrs {
+        None => hosts.len() > 1,
+        Some("any") => false,
+        Some("read-write" | "primary") => true,
+        Some(other) => {
+            return Err(format!(
+                "target_session_attrs={other} is not supported: remediate writes, use read-write, primary or any"
+            ))
+        }
+    };
+    let query = if kept.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", kept.join("&"))
+    };
+    Ok(PgTargets {
+        urls: hosts
+            .iter()
+            .map(|host| format!("{scheme}://{userinfo}{host}{path}{query}"))
+            .collect(),
+        read_write,
+    })
+}
+
+/// How long one host may take to answer a probe (capped by the acquire timeout).
+const PROBE_PATIENCE: Duration = Duration::from_secs(2);
+
+/// How often the current host is checked when nothing asks sooner.
+const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What the pool's hooks and the host watch share (never the pool itself).
+struct HostsShared {
+    read_write: bool,
+    /// Asks the watch to check the hosts now (a new connection landed on a standby).
+    wake: tokio::sync::Notify,
+    /// When the pool last moved to another host.
+    switched: Mutex<Option<std::time::Instant>>,
+}
+
+impl HostsShared {
+    /// Whether a connection `age` old was made before the pool last moved to another host.
+    fn made_before_switch(&self, age: Duration) -> bool {
+        self.switched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|at| age > at.elapsed())
+    }
+}
+
+/// The host watch's task, aborted when the store is dropped.
+struct HostsWatch(tokio::task::JoinHandle<()>);
+
+impl Drop for HostsWatch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn labels(hosts: &[PgConnectOptions]) -> Vec<String> {
+    hosts
+        .iter()
+        .map(|h| format!("{}:{}", h.get_host(), h.get_port()))
+        .collect()
+}
+
+/// Whether the server of `conn` accepts writes: not a standby (in recovery), not read-only.
+async fn accepts_writes(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    let read_only: bool = sqlx::query_scalar(
+        "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'",
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(!read_only)
+}
+
+/// A connection to `host` if it answers within `patience` (and, with `read_write`, accepts
+/// writes).
+async fn try_host(
+    host: &PgConnectOptions,
+    read_write: bool,
+    patience: Duration,
+) -> Option<PgConnection> {
+    use sqlx::Connection;
+    let attempt = async {
+        let mut conn = PgConnection::connect_with(host).await.ok()?;
+        let fits = if read_write {
+            accepts_writes(&mut conn).await.ok()?
+        } else {
+            conn.ping().await.is_ok()
+        };
+        if fits {
+            Some(conn)
+        } else {
+            let _ = conn.close().await;
+            None
+        }
+    };
+    tokio::time::timeout(patience, attempt).await.ok().flatten()
+}
+
+/// Keep the pool on a host that will do. Every [`WATCH_INTERVAL`] (or when a new connection
+/// landed on a standby) the current host is checked on the watch's own connection; when it
+/// does not answer or no longer accepts writes, the hosts are tried in order and the pool's
+/// new connections go to the first that will do (a promoted standby). Connections made before
+/// the move are closed instead of used. Ends when the pool is closed.
+async fn watch_hosts(
+    pool: PgPool,
+    hosts: Vec<PgConnectOptions>,
+    mut current: usize,
+    shared: Arc<HostsShared>,
+    patience: Duration,
+) {
+    let names = labels(&hosts);
+    let mut probe: Option<PgConnection> = None;
+    let mut lost = false;
+    loop {
+        tokio::select! {
+            () = shared.wake.notified() => {}
+            () = tokio::time::sleep(WATCH_INTERVAL) => {}
+        }
+        if pool.is_closed() {
+            return;
+        }
+        if let Some(conn) = probe.as_mut() {
+            let check = async {
+                if shared.read_write {
+                    accepts_writes(conn).await.unwrap_or(false)
+                } else {
+                    sqlx::Connection::ping(conn).await.is_ok()
+                }
+            };
+            if tokio::time::timeout(patience, check).await == Ok(true) {
+                continue;
+            }
+        }
+        probe = None;
+        for (i, host) in hosts.iter().enumerate() {
+            let Some(conn) = try_host(host, shared.read_write, patience).await else {
+                continue;
+            };
+            if i != current {
+                tracing::warn!(from = %names[current], to = %names[i], "PostgreSQL: new connections go to another host");
+                pool.set_connect_options(host.clone());
+                *shared.switched.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(std::time::Instant::now());
+                current = i;
+            }
+            probe = Some(conn);
+            break;
+        }
+        match (&probe, lost) {
+            (None, false) => {
+                tracing::warn!(hosts = %names.join(", "), "PostgreSQL: no host accepts connections for writes; retrying")
+            }
+            (Some(_), true) => {
+                tracing::info!(host = %names[current], "PostgreSQL: a host accepts writes again")
+            }
+            _ => {}
+        }
+        lost = probe.is_none();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{pg_targets, PgTargets};
+
+    #[test]
+    fn several_hosts_become_one_url_each_and_target_session_attrs_is_read() {
+        assert_eq!(
+            pg_targets("postgres://postgres@127.0.0.1:5432/db"),
+            Ok(PgTargets {
+                urls: vec!["postgres://postgres@127.0.0.1:5432/db".into()],
+                read_write: false
+            })
+        );
+        assert_eq!(
+            pg_targets("postgresql://u:p@h1:5432,h2,[::1]:5434/db?sslmode=disable&target_session_attrs=read-write&application_name=r"),
+            Ok(PgTargets {
+                urls: vec![
+                    "postgresql://u:p@h1:5432/db?sslmode=disable&application_name=r".into(),
+                    "postgresql://u:p@h2/db?sslmode=disable&application_name=r".into(),
+                    "postgresql://u:p@[::1]:5434/db?sslmode=disable&application_name=r".into(),
+                ],
+                read_write: true
+            })
+        );
+        // Several hosts default to read-write; one host may ask for it; `any` turns it off.
+        assert!(pg_targets("postgres://h1,h2/db").unwrap().read_write);
+        assert!(
+            pg_targets("postgres://h1/db?target_session_attrs=primary")
+                .unwrap()
+                .read_write
+        );
+        let any = pg_targets("postgres://h1,h2?target_session_attrs=any").unwrap();
+        assert_eq!(any.urls, ["postgres://h1", "postgres://h2"]);
+        assert!(!any.read_write);
+        let refused = pg_targets("postgres://h1,h2/db?target_session_attrs=standby").unwrap_err();
+        assert!(
+            refused.contains("target_session_attrs=standby is not supported"),
+            "{refused}"
+        );
+        assert!(pg_targets("postgres://h1,,h2/db")
+            .unwrap_err()
+            .contains("empty host"));
+    }
 }

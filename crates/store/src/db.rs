@@ -150,6 +150,9 @@ pub enum DbErrorKind {
     Retry,
     /// The statement ran past its deadline and was stopped.
     Timeout,
+    /// The disk (or the database's tablespace) is full: nothing can be written until space is
+    /// freed; reads still work.
+    Full,
     Other,
 }
 
@@ -257,9 +260,9 @@ fn sqlite_error(e: rusqlite::Error) -> DbError {
                 _ => DbErrorKind::Other,
             },
             ErrorCode::OperationInterrupted => DbErrorKind::Timeout,
+            ErrorCode::DiskFull => DbErrorKind::Full,
             ErrorCode::DatabaseBusy
             | ErrorCode::DatabaseLocked
-            | ErrorCode::DiskFull
             | ErrorCode::SystemIoFailure
             | ErrorCode::CannotOpen => DbErrorKind::Unavailable,
             _ => DbErrorKind::Other,
@@ -384,10 +387,13 @@ pub fn pg_error(e: sqlx::Error) -> DbError {
             Some("40P01") | Some("40001") => DbErrorKind::Retry,
             // query_canceled (statement_timeout)
             Some("57014") => DbErrorKind::Timeout,
-            // admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections
-            Some("57P01") | Some("57P02") | Some("57P03") | Some("53300") => {
+            // admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections,
+            // read_only_sql_transaction (a standby, or a primary made read-only)
+            Some("57P01") | Some("57P02") | Some("57P03") | Some("53300") | Some("25006") => {
                 DbErrorKind::Unavailable
             }
+            // disk_full
+            Some("53100") => DbErrorKind::Full,
             _ => DbErrorKind::Other,
         },
         sqlx::Error::PoolTimedOut

@@ -56,6 +56,7 @@ pub(crate) fn store_error(e: DbError) -> StoreError {
         DbErrorKind::Timeout => StoreError::Timeout(
             "The query ran longer than the server's statement timeout; narrow it with $filter or $top.".into(),
         ),
+        DbErrorKind::Full => StoreError::InsufficientStorage(e.message),
         DbErrorKind::Other => StoreError::Internal(e.message),
     }
 }

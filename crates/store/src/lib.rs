@@ -76,6 +76,9 @@ pub enum StoreError {
     /// A read ran longer than the statement timeout and was stopped.
     #[error("{0}")]
     Timeout(String),
+    /// The disk holding the database is full: the write was not stored (reads still work).
+    #[error("the database's disk is full: {0}")]
+    InsufficientStorage(String),
     /// Anything else; a bug or corrupt data.
     #[error("storage failure: {0}")]
     Internal(String),

@@ -323,12 +323,25 @@ fn writer_thread(
 /// Copy the WAL into the database file every 100 ms (PASSIVE: never waits for readers or the
 /// writer), so the WAL stays small without checkpoints inside the writer's commits. Ends with
 /// the writer.
+/// A failing checkpoint (a full disk: the database file cannot grow) is logged once, and once
+/// more when checkpoints succeed again, not every 100 ms.
 fn checkpoint_thread(mut conn: SqliteConn, writer_done: &std::sync::atomic::AtomicBool) {
+    let mut failing = false;
     while !writer_done.load(std::sync::atomic::Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
-        if let Err(e) = run_now(conn.batch("PRAGMA wal_checkpoint(PASSIVE)")) {
-            if e.kind != DbErrorKind::Unavailable {
-                tracing::warn!(error = %e, "SQLite checkpoint failed");
+        match run_now(conn.batch("PRAGMA wal_checkpoint(PASSIVE)")) {
+            Ok(()) => {
+                if failing {
+                    tracing::info!("SQLite checkpoints succeed again");
+                }
+                failing = false;
+            }
+            Err(e) if e.kind == DbErrorKind::Unavailable => {}
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "SQLite checkpoint failed (retried every 100 ms; logged again once it succeeds)");
+                }
+                failing = true;
             }
         }
     }
@@ -394,6 +407,16 @@ async fn commit_group(
             continue;
         }
         let result = writer.execute(c, &tenant, write).await;
+        // A full disk: SQLite may have rolled the whole transaction back already, and nothing
+        // more can be stored. Roll the group back and refuse each of its writes (none was
+        // answered yet), rather than run the rest outside a transaction.
+        if let Err(ExecError::Db(e)) = &result {
+            if e.kind == DbErrorKind::Full {
+                let e = e.clone();
+                let _ = c.batch("ROLLBACK").await;
+                return all(e);
+            }
+        }
         let end = if result.is_err() {
             c.batch("ROLLBACK TO w; RELEASE w").await
         } else {

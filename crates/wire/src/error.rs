@@ -35,12 +35,14 @@ pub enum ErrorKind {
     Timeout,
     /// The client did not send its request body within the body read timeout or the minimum rate.
     ClientTimeout,
+    /// The disk holding the database is full: a write was not stored (reads still work).
+    InsufficientStorage,
     /// A bug or an unexpected failure; details are logged, never returned.
     Internal,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 16] = [
+    pub const ALL: [ErrorKind; 17] = [
         ErrorKind::BadRequest,
         ErrorKind::Unauthenticated,
         ErrorKind::Forbidden,
@@ -56,6 +58,7 @@ impl ErrorKind {
         ErrorKind::ServiceUnavailable,
         ErrorKind::Timeout,
         ErrorKind::ClientTimeout,
+        ErrorKind::InsufficientStorage,
         ErrorKind::Internal,
     ];
 
@@ -77,6 +80,7 @@ impl ErrorKind {
             ErrorKind::ServiceUnavailable => S::SERVICE_UNAVAILABLE,
             ErrorKind::Timeout => S::GATEWAY_TIMEOUT,
             ErrorKind::ClientTimeout => S::REQUEST_TIMEOUT,
+            ErrorKind::InsufficientStorage => S::INSUFFICIENT_STORAGE,
             ErrorKind::Internal => S::INTERNAL_SERVER_ERROR,
         }
     }
@@ -99,6 +103,7 @@ impl ErrorKind {
             ErrorKind::ServiceUnavailable => "ServiceUnavailable",
             ErrorKind::Timeout => "RequestTimeout",
             ErrorKind::ClientTimeout => "RequestTimeout",
+            ErrorKind::InsufficientStorage => "InsufficientStorage",
             ErrorKind::Internal => "InternalServerError",
         }
     }
@@ -176,6 +181,7 @@ mod tests {
                 "503 ServiceUnavailable",
                 "504 RequestTimeout",
                 "408 RequestTimeout",
+                "507 InsufficientStorage",
                 "500 InternalServerError",
             ]
         );

@@ -5,146 +5,12 @@
 //! never a hang); service comes back without restarting remediate; every acknowledged write is
 //! stored and the counters agree with the rows (`recount --check`).
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::harness::{Backend, TestApp};
-
-/// The directory of the PostgreSQL server binaries (`initdb`, `pg_ctl`).
-fn pg_bin() -> PathBuf {
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL's server binaries under /usr/lib/postgresql")
-        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-        .filter(|p| p.join("pg_ctl").exists())
-        .collect();
-    versions.sort();
-    versions
-        .pop()
-        .expect("pg_ctl under /usr/lib/postgresql/*/bin")
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-/// A throwaway cluster in a temporary directory. initdb refuses to run as root: as root, the
-/// cluster belongs to the `postgres` user and its commands run as that user.
-struct Cluster {
-    dir: PathBuf,
-    port: u16,
-}
-
-impl Cluster {
-    fn command(&self, program: &str) -> Command {
-        let path = pg_bin().join(program);
-        if is_root() {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(path);
-            command
-        } else {
-            Command::new(path)
-        }
-    }
-
-    fn run(&self, program: &str, args: &[&str]) {
-        let output = self
-            .command(program)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("{program}: {e}"));
-        assert!(
-            output.status.success(),
-            "{program} {args:?}: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    fn data(&self) -> String {
-        self.dir.join("data").to_string_lossy().into_owned()
-    }
-
-    fn init() -> Cluster {
-        let dir = std::env::temp_dir().join(format!("remediate-pg-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        if is_root() {
-            let status = Command::new("chown")
-                .args(["postgres:postgres"])
-                .arg(&dir)
-                .status()
-                .unwrap();
-            assert!(status.success());
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let cluster = Cluster { dir, port };
-        cluster.run(
-            "initdb",
-            &[
-                "-D",
-                &cluster.data(),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "-E",
-                "UTF8",
-                "--no-instructions",
-            ],
-        );
-        cluster.start();
-        cluster
-    }
-
-    fn start(&self) {
-        let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {}",
-            self.port,
-            self.dir.display()
-        );
-        let log = self.dir.join("log").to_string_lossy().into_owned();
-        self.run(
-            "pg_ctl",
-            &[
-                "-D",
-                &self.data(),
-                "-l",
-                &log,
-                "-o",
-                &options,
-                "-w",
-                "start",
-            ],
-        );
-    }
-
-    fn stop(&self, mode: &str) {
-        self.run("pg_ctl", &["-D", &self.data(), "-m", mode, "-w", "stop"]);
-    }
-
-    fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self
-            .command("pg_ctl")
-            .args(["-D", &self.data(), "-m", "immediate", "-w", "stop"])
-            .output();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use crate::pg_cluster::{wait_for_a_write, Cluster};
 
 /// What the writers saw: run states acknowledged (device ids), and every answer's status.
 #[derive(Default)]
@@ -152,27 +18,6 @@ struct Seen {
     acknowledged: Vec<String>,
     unavailable: usize,
     other: Vec<String>,
-}
-
-async fn wait_for_a_write(app: &TestApp, what: &str) {
-    let started = Instant::now();
-    loop {
-        let reply = app
-            .post(
-                "deviceManagement/managedDevices",
-                r#"{"deviceName":"probe"}"#,
-            )
-            .await;
-        if reply.status == 201 {
-            return;
-        }
-        assert_eq!(reply.status, 503, "{what}: {}", reply.text);
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{what}: the server did not recover within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,7 +103,7 @@ async fn a_real_postgres_restart_fast_and_immediate_is_503_then_recovers_with_no
         );
         assert!(!read.header("retry-after").is_empty());
         cluster.start();
-        wait_for_a_write(&app, mode).await;
+        wait_for_a_write(&app, mode, Duration::from_secs(30)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::SeqCst);

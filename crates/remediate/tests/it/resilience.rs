@@ -11,6 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::both;
 use crate::harness::{Backend, Mode, TestApp};
+use crate::pg_cluster::wait_for_a_write;
 
 // A child process: the test sends it SIGTERM.
 both!(
@@ -169,24 +170,7 @@ async fn postgres_outage_is_503_with_retry_after_and_recovers_without_restart() 
     let ready = app.service("/readyz").await;
     assert_eq!(ready.status().as_u16(), 503);
     proxy.down.store(false, Ordering::SeqCst);
-    let started = Instant::now();
-    loop {
-        let reply = app
-            .post(
-                "deviceManagement/managedDevices",
-                r#"{"deviceName":"after"}"#,
-            )
-            .await;
-        if reply.status == 201 {
-            break;
-        }
-        assert_eq!(reply.status, 503, "{}", reply.text);
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the server did not recover"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_a_write(&app, "after the proxy reconnected", Duration::from_secs(20)).await;
     let list = app.get("deviceManagement/managedDevices?$count=true").await;
     assert_eq!(
         list.json["@odata.count"], 2,
