@@ -2,12 +2,23 @@
 //! with a one-time link of `remediate login-link`, in a session stored in the database. Routes:
 //! `GET /` (overview), `GET /scripts/{id}`, `GET /devices/{id}`, `POST /devices/{id}/run` (Run
 //! remediation), `GET /login` (signed out), `GET /login/{token}` (redeem a link), `POST /logout`,
-//! `GET /assets/dashboard.css`. Pages read with the API's permission checks and store calls
-//! (`pages`); sessions, cookies and CSRF are `session`; escaping and the frame are `html`.
-//! Every answer carries a strict Content-Security-Policy (no script, same-origin style, forms
-//! only to this origin) and is never cached, except the stylesheet.
+//! `GET /assets/dashboard.css`, the Export buttons `POST /scripts/{id}/export` and `POST /export`
+//! with the job's page `GET /export-jobs/{id}` (`export`), `GET /scripts/{id}/history`, and the
+//! OIDC sign-in `GET /oidc/login` and `GET /oidc/callback` (`oidc`). Pages read with the API's
+//! permission checks and store calls (`pages`); sessions, cookies and CSRF are `session`;
+//! escaping and the frame are `html`. The
+//! editing pages (`/scripts/new`, `/scripts/{id}/edit|assign|delete`, `/groups…`, `/filters…`,
+//! `/secrets…`, `GET /rules/check`, `GET /assets/dashboard.js`) are `edit` and `directory`, their
+//! form bodies `form`. Every answer carries a strict Content-Security-Policy (scripts only from
+//! this origin and never inline, same-origin style, forms only to this origin) and is never
+//! cached, except the stylesheet and the script.
 
+mod directory;
+mod edit;
+mod export;
+mod form;
 mod html;
+mod oidc;
 mod pages;
 mod session;
 
@@ -21,6 +32,7 @@ use http::{HeaderValue, Method, StatusCode};
 use crate::error::ApiError;
 use crate::AppState;
 
+pub use oidc::OidcLogin;
 pub use session::{create_login_link, ABSOLUTE_TIMEOUT, COOKIE, IDLE_TIMEOUT, LINK_LIFETIME};
 
 /// Is `path` one of the dashboard's?
@@ -28,9 +40,19 @@ pub fn is_dashboard(path: &str) -> bool {
     path == "/"
         || path == "/login"
         || path == "/logout"
-        || ["/login/", "/scripts/", "/devices/", "/assets/"]
-            .iter()
-            .any(|prefix| path.starts_with(prefix))
+        || path == "/export"
+        || path == "/oidc/login"
+        || path == "/oidc/callback"
+        || edit::is_edit_path(path)
+        || [
+            "/login/",
+            "/scripts/",
+            "/devices/",
+            "/assets/",
+            "/export-jobs/",
+        ]
+        .iter()
+        .any(|prefix| path.starts_with(prefix))
 }
 
 /// One answer of the dashboard.
@@ -111,6 +133,8 @@ fn secure(state: &AppState, request: &http::request::Parts) -> bool {
 /// time limits as the API.
 pub async fn serve(state: Arc<AppState>, request: Request, request_id: &str) -> Response {
     let started = std::time::Instant::now();
+    let route = crate::metrics::dashboard_label(request.uri().path());
+    let method = request.method().clone();
     let reply = match handle(&state, request).await {
         Ok(reply) => reply,
         Err(error) => error_page(&error),
@@ -120,6 +144,9 @@ pub async fn serve(state: Arc<AppState>, request: Request, request_id: &str) -> 
         elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
         "request done"
     );
+    state
+        .metrics
+        .request_done(route, &method, reply.status, started.elapsed());
     to_http(reply, request_id)
 }
 
@@ -176,14 +203,63 @@ async fn route(
             headers: vec![("cache-control", "public, max-age=3600".to_owned())],
         });
     }
+    if path == "/assets/dashboard.js" {
+        return edit::script_asset(get);
+    }
     if path == "/login" {
         if !get {
             return Err(method_not_allowed("GET"));
+        }
+        if state.config.dashboard_oidc.is_some() {
+            let body = "<h1>Sign in</h1><p><a class=\"button\" id=\"oidc-sign-in\" href=\"/oidc/login\">Sign in</a> \
+                        with your organization's account, or open a one-time sign-in link you were given.</p>";
+            return Ok(Reply::html(
+                StatusCode::OK,
+                html::page("Sign in", None, body),
+            ));
         }
         return Ok(signed_out_page(
             StatusCode::OK,
             "Open the sign-in link you were given.",
         ));
+    }
+    if path == "/oidc/login" || path == "/oidc/callback" {
+        if !get {
+            return Err(method_not_allowed("GET"));
+        }
+        let Some(config) = &state.config.dashboard_oidc else {
+            return Err(ApiError::not_found(
+                "Sign-in with OIDC is not configured on this server (serve --dashboard-oidc-issuer).",
+            ));
+        };
+        let secure = secure(state, parts);
+        if path == "/oidc/login" {
+            let (url, cookie) = oidc::start(state, config, secure).await?;
+            return Ok(Reply::redirect(&url).with("set-cookie", cookie));
+        }
+        let params = html::parse_pairs(parts.uri.query().unwrap_or(""));
+        return Ok(
+            match oidc::finish(state, config, &parts.headers, &params).await {
+                // A page of this origin moves on to the overview, so the SameSite=Strict
+                // cookie is sent (a redirect chain that began at the issuer is cross-site).
+                Ok(id) => Reply::html(
+                    StatusCode::OK,
+                    html::page(
+                        "Signed in",
+                        None,
+                        "<h1>Signed in</h1><p><a id=\"continue\" href=\"/\">Continue to the dashboard</a></p>",
+                    ),
+                )
+                .with("set-cookie", session::set_cookie(&id, secure))
+                .with("set-cookie", oidc::clear_pending(secure))
+                .with("refresh", "0; url=/".to_owned()),
+                Err(error) => {
+                    let mut page = error_page(&error);
+                    page.headers.push(("set-cookie", oidc::clear_pending(secure)));
+                    page
+                }
+            },
+        );
     }
     if let Some(token) = path.strip_prefix("/login/") {
         if !get {
@@ -229,6 +305,10 @@ async fn route(
     };
     let params = pages::Params(html::parse_pairs(parts.uri.query().unwrap_or("")));
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // The editing pages (`edit`, `directory`), before `/scripts/{id}` would take `/scripts/new`.
+    if let Some(reply) = edit::route(state, parts, body, &signed, &segments).await {
+        return reply;
+    }
     match segments.as_slice() {
         [""] if get => Ok(Reply::html(
             StatusCode::OK,
@@ -237,6 +317,10 @@ async fn route(
         ["scripts", id] if get && !id.is_empty() => Ok(Reply::html(
             StatusCode::OK,
             pages::script(state, &signed, &segment(id), &params).await?,
+        )),
+        ["scripts", id, "history"] if get && !id.is_empty() => Ok(Reply::html(
+            StatusCode::OK,
+            pages::history(state, &signed, &segment(id)).await?,
         )),
         ["devices", id] if get && !id.is_empty() => Ok(Reply::html(
             StatusCode::OK,
@@ -253,6 +337,42 @@ async fn route(
                 html::enc(&id)
             )))
         }
+        ["scripts", id, "export"] if *method == Method::POST && !id.is_empty() => {
+            if !session::same_origin_form(&signed, &parts.headers, form_value("csrf")) {
+                return Err(csrf_refused());
+            }
+            let id = segment(id);
+            let scope = export::Scope::Script {
+                id: &id,
+                detection: form_value("detection").unwrap_or(""),
+                remediation: form_value("remediation").unwrap_or(""),
+            };
+            let base = state.link_base(&parts.headers, parts.extensions.get());
+            let job = export::create(state, &signed, scope, &base).await?;
+            Ok(Reply::redirect(&format!(
+                "/export-jobs/{}",
+                html::enc(&job)
+            )))
+        }
+        ["export"] if *method == Method::POST => {
+            if !session::same_origin_form(&signed, &parts.headers, form_value("csrf")) {
+                return Err(csrf_refused());
+            }
+            let base = state.link_base(&parts.headers, parts.extensions.get());
+            let job = export::create(state, &signed, export::Scope::Everything, &base).await?;
+            Ok(Reply::redirect(&format!(
+                "/export-jobs/{}",
+                html::enc(&job)
+            )))
+        }
+        ["export-jobs", id] if get && !id.is_empty() => Ok(Reply::html(
+            StatusCode::OK,
+            export::job_page(state, &signed, &segment(id)).await?,
+        )),
+        ["scripts", id, "export"] if !id.is_empty() => Err(method_not_allowed("POST")),
+        ["scripts", id, "history"] if !id.is_empty() => Err(method_not_allowed("GET")),
+        ["export"] => Err(method_not_allowed("POST")),
+        ["export-jobs", id] if !id.is_empty() => Err(method_not_allowed("GET")),
         [""] => Err(method_not_allowed("GET")),
         ["scripts", id] | ["devices", id] if !id.is_empty() => Err(method_not_allowed("GET")),
         ["devices", id, "run"] if !id.is_empty() => Err(method_not_allowed("POST")),
@@ -280,7 +400,7 @@ fn to_http(reply: Reply, request_id: &str) -> Response {
         ("cache-control", "no-store"),
         (
             "content-security-policy",
-            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
         ("x-content-type-options", "nosniff"),
         ("x-frame-options", "DENY"),
@@ -293,7 +413,12 @@ fn to_http(reply: Reply, request_id: &str) -> Response {
     }
     for (name, value) in reply.headers {
         if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(name, v);
+            // Several cookies may be set at once (the session, and the end of an OIDC sign-in).
+            if name == "set-cookie" {
+                headers.append(name, v);
+            } else {
+                headers.insert(name, v);
+            }
         }
     }
     http

@@ -37,6 +37,8 @@ pub struct ApiConfig {
     pub public_url: Option<String>,
     /// Validation limits of request bodies.
     pub limits: remediate_wire::Limits,
+    /// The dashboard's OIDC sign-in (`serve --dashboard-oidc-issuer …`), when configured.
+    pub dashboard_oidc: Option<dashboard::OidcLogin>,
 }
 
 pub struct AppState {

@@ -332,6 +332,69 @@ pub fn route_label(path: &str) -> &'static str {
     }
 }
 
+/// The words of dashboard paths kept in their route label; any other segment is a key
+/// (`{id}`).
+const DASHBOARD_WORDS: &[&str] = &[
+    "login",
+    "logout",
+    "scripts",
+    "devices",
+    "run",
+    "export",
+    "export-jobs",
+    "assets",
+    "groups",
+    "filters",
+    "secrets",
+    "new",
+    "edit",
+    "delete",
+    "assign",
+    "assignments",
+    "members",
+    "revoke",
+    "validate",
+    "content",
+    "history",
+    "rules",
+    "check",
+    "oidc",
+    "callback",
+];
+
+/// The route label of a dashboard request (`crate::dashboard`): `dashboard:` and the path with
+/// every segment that is not one of the dashboard's words as `{id}` (`dashboard:/scripts/{id}`,
+/// `dashboard:/login/{id}`), at most four segments deep (deeper paths are
+/// `dashboard:(other)`). The words are a fixed list, so the labels stay bounded.
+pub fn dashboard_label(path: &str) -> &'static str {
+    static LABELS: OnceLock<RwLock<HashMap<String, &'static str>>> = OnceLock::new();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if segments.len() > 4 {
+        return "dashboard:(other)";
+    }
+    let mut label = String::from("dashboard:");
+    for segment in &segments {
+        label.push('/');
+        if segment.is_empty() {
+            continue;
+        }
+        match DASHBOARD_WORDS.iter().find(|w| **w == *segment) {
+            Some(word) => label.push_str(word),
+            None => label.push_str("{id}"),
+        }
+    }
+    let labels = LABELS.get_or_init(|| RwLock::new(HashMap::new()));
+    if let Some(found) = labels.read().ok().and_then(|l| l.get(&label).copied()) {
+        return found;
+    }
+    let Ok(mut write) = labels.write() else {
+        return "dashboard:(other)";
+    };
+    write
+        .entry(label.clone())
+        .or_insert_with(|| Box::leak(label.into_boxed_str()))
+}
+
 /// The Entra-shaped login endpoints (`crate::entra`), with the tenant as `{tenant}`.
 fn login_label(path: &str) -> &'static str {
     let Some((tenant, rest)) = path.trim_start_matches('/').split_once('/') else {
@@ -574,6 +637,24 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dashboard_paths_are_labelled_by_a_bounded_template() {
+        assert_eq!(dashboard_label("/"), "dashboard:/");
+        assert_eq!(dashboard_label("/scripts/abc-1"), "dashboard:/scripts/{id}");
+        assert_eq!(dashboard_label("/scripts/other"), "dashboard:/scripts/{id}");
+        assert_eq!(
+            dashboard_label("/scripts/abc/export"),
+            "dashboard:/scripts/{id}/export"
+        );
+        assert_eq!(dashboard_label("/login/0123abcd"), "dashboard:/login/{id}");
+        assert_eq!(dashboard_label("/a/b/c/d/e"), "dashboard:(other)");
+        // The same label is the same interned string.
+        assert!(std::ptr::eq(
+            dashboard_label("/devices/x/run"),
+            dashboard_label("/devices/y/run")
+        ));
+    }
 
     #[test]
     fn routes_are_labelled_by_their_template() {

@@ -164,6 +164,20 @@ pub struct ServeArgs {
     /// 21600: 6 hours, as Graph's).
     #[arg(long, env = "REMEDIATE_EXPORT_LINK_LIFETIME_SECS")]
     pub export_link_lifetime_secs: Option<u64>,
+    /// The dashboard's OIDC sign-in: the issuer (its discovery document is
+    /// `{issuer}/.well-known/openid-configuration`). Shows a "Sign in" button on `/login`.
+    #[arg(long, env = "REMEDIATE_DASHBOARD_OIDC_ISSUER")]
+    pub dashboard_oidc_issuer: Option<String>,
+    /// The dashboard's client id at the OIDC issuer (the ID token's audience).
+    #[arg(long, env = "REMEDIATE_DASHBOARD_OIDC_CLIENT_ID")]
+    pub dashboard_oidc_client_id: Option<String>,
+    /// The client secret, for a confidential client (a public client uses PKCE alone).
+    #[arg(long, env = "REMEDIATE_DASHBOARD_OIDC_CLIENT_SECRET")]
+    pub dashboard_oidc_client_secret: Option<String>,
+    /// The redirect URI registered at the issuer: this server's `/oidc/callback` (default:
+    /// `{public URL}/oidc/callback`).
+    #[arg(long, env = "REMEDIATE_DASHBOARD_OIDC_REDIRECT")]
+    pub dashboard_oidc_redirect: Option<String>,
     /// Configuration file (default: ./remediate.toml when it exists).
     #[arg(long, env = "REMEDIATE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -227,6 +241,10 @@ struct FileConfig {
     chaos_seed: Option<u64>,
     metrics_listen: Option<SocketAddr>,
     export_link_lifetime_secs: Option<u64>,
+    dashboard_oidc_issuer: Option<String>,
+    dashboard_oidc_client_id: Option<String>,
+    dashboard_oidc_client_secret: Option<String>,
+    dashboard_oidc_redirect: Option<String>,
     tls: Option<bool>,
     tls_names: Option<Vec<String>>,
     tls_cert: Option<PathBuf>,
@@ -268,6 +286,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// How long an export job's download link is valid (`--export-link-lifetime-secs`).
     pub export_link_lifetime: std::time::Duration,
+    /// The dashboard's OIDC sign-in (`--dashboard-oidc-issuer` and its client).
+    pub dashboard_oidc: Option<remediate_api::dashboard::OidcLogin>,
     /// https on the main listener, and where its certificate comes from.
     pub tls: Option<remediate_api::tls::TlsSource>,
     /// The proxy (`--proxy-listen`).
@@ -342,6 +362,38 @@ impl Config {
                 };
                 config.validate().map_err(|e| anyhow::anyhow!(e))?;
                 Some(config)
+            }
+        };
+        let dashboard_oidc = match args.dashboard_oidc_issuer.or(file.dashboard_oidc_issuer) {
+            None => None,
+            Some(issuer) => {
+                let redirect = args
+                    .dashboard_oidc_redirect
+                    .or(file.dashboard_oidc_redirect)
+                    .or_else(|| {
+                        public_url
+                            .as_ref()
+                            .map(|u| format!("{}/oidc/callback", u.trim_end_matches('/')))
+                    })
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--dashboard-oidc-issuer needs --dashboard-oidc-redirect (or --public-url)"
+                        )
+                    })?;
+                let login = remediate_api::dashboard::OidcLogin {
+                    issuer,
+                    client_id: args
+                        .dashboard_oidc_client_id
+                        .or(file.dashboard_oidc_client_id)
+                        .unwrap_or_default(),
+                    client_secret: args
+                        .dashboard_oidc_client_secret
+                        .or(file.dashboard_oidc_client_secret)
+                        .filter(|s| !s.is_empty()),
+                    redirect_uri: redirect,
+                };
+                login.validate().map_err(|e| anyhow::anyhow!(e))?;
+                Some(login)
             }
         };
         let defaults = remediate_api::guard::ServerLimits::default();
@@ -469,6 +521,7 @@ impl Config {
             limits,
             realism,
             metrics_listen: args.metrics_listen.or(file.metrics_listen),
+            dashboard_oidc,
             export_link_lifetime: match pick!(export_link_lifetime_secs, 6 * 3600) {
                 secs @ 1..=604_800 => std::time::Duration::from_secs(secs),
                 secs => anyhow::bail!(
@@ -601,4 +654,79 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
     n.checked_mul(factor)
         .filter(|s| *s > 0)
         .ok_or_else(|| format!("'{text}' is not a positive duration"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(flags: &[&str]) -> anyhow::Result<Config> {
+        let mut all = vec!["--data-dir", "/nonexistent-remediate-test"];
+        all.extend_from_slice(flags);
+        Config::resolve(ServeArgs::from_flags(all).expect("flags parse"))
+    }
+
+    #[test]
+    fn dashboard_oidc_flags_are_checked_and_the_redirect_defaults_to_the_public_url() {
+        assert!(resolve(&[]).unwrap().dashboard_oidc.is_none());
+        let login = resolve(&[
+            "--dashboard-oidc-issuer",
+            "https://idp.example/t/v2.0",
+            "--dashboard-oidc-client-id",
+            "app",
+            "--public-url",
+            "https://remediate.example/",
+        ])
+        .unwrap()
+        .dashboard_oidc
+        .unwrap();
+        assert_eq!(
+            login.redirect_uri,
+            "https://remediate.example/oidc/callback"
+        );
+        assert_eq!(login.client_secret, None);
+        assert!(!format!("{login:?}").contains("hunter2"));
+        let message = |flags: &[&str]| resolve(flags).unwrap_err().to_string();
+        assert!(message(&[
+            "--dashboard-oidc-issuer",
+            "https://idp.example",
+            "--dashboard-oidc-client-id",
+            "app"
+        ])
+        .contains("--dashboard-oidc-redirect"));
+        assert!(message(&[
+            "--dashboard-oidc-issuer",
+            "https://idp.example",
+            "--dashboard-oidc-redirect",
+            "https://r.example/oidc/callback"
+        ])
+        .contains("--dashboard-oidc-client-id"));
+        assert!(message(&[
+            "--dashboard-oidc-issuer",
+            "ftp://idp.example",
+            "--dashboard-oidc-client-id",
+            "app",
+            "--dashboard-oidc-redirect",
+            "https://r.example/oidc/callback"
+        ])
+        .contains("http(s)"));
+        let secret = resolve(&[
+            "--dashboard-oidc-issuer",
+            "https://idp.example",
+            "--dashboard-oidc-client-id",
+            "app",
+            "--dashboard-oidc-client-secret",
+            "hunter2",
+            "--dashboard-oidc-redirect",
+            "https://r.example/oidc/callback",
+        ])
+        .unwrap()
+        .dashboard_oidc
+        .unwrap();
+        assert_eq!(secret.client_secret.as_deref(), Some("hunter2"));
+        assert!(
+            !format!("{secret:?}").contains("hunter2"),
+            "Debug hides the secret"
+        );
+    }
 }

@@ -97,6 +97,7 @@ impl Server {
                 limits: remediate_wire::Limits {
                     output_field_chars: config.max_output_chars,
                 },
+                dashboard_oidc: config.dashboard_oidc.clone(),
             },
             guard: remediate_api::guard::Guard::new(config.limits.clone(), config.realism.clone()),
             credentials: remediate_api::agents::CredentialCache::default(),

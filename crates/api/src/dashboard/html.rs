@@ -80,9 +80,20 @@ pub fn page(title: &str, frame: Option<&Frame<'_>>, body: &str) -> String {
     out.push_str("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
     out.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">");
     let _ = write!(out, "<title>{} · remediate</title>", esc(title));
-    out.push_str("<link rel=\"stylesheet\" href=\"/assets/dashboard.css\"></head><body>");
+    out.push_str("<link rel=\"stylesheet\" href=\"/assets/dashboard.css\">");
+    if frame.is_some() {
+        out.push_str("<script src=\"/assets/dashboard.js\" defer></script>");
+    }
+    out.push_str("</head><body>");
     out.push_str("<a class=\"skip\" href=\"#main\">Skip to content</a><header class=\"top\">");
-    out.push_str("<nav aria-label=\"Main\"><a href=\"/\">Remediations</a></nav>");
+    out.push_str("<nav aria-label=\"Main\"><a href=\"/\">Remediations</a>");
+    if frame.is_some() {
+        out.push_str(
+            "<a href=\"/groups\">Groups</a><a href=\"/filters\">Assignment filters</a>\
+             <a href=\"/secrets\">Enrollment secrets</a>",
+        );
+    }
+    out.push_str("</nav>");
     if let Some(frame) = frame {
         let _ = write!(
             out,
@@ -292,4 +303,29 @@ ul.counts{list-style:none;padding:0;margin:.3em 0 0;display:flex;flex-wrap:wrap;
 .st-ok{color:#1b5e20;background:#e8f5e9}.st-issue{color:#8e0000;background:#ffebee}
 .st-fixed{color:#0d47a1;background:#e3f2fd}.st-error{color:#8a2c00;background:#fff3e0}
 .st-pending{color:#5d4300;background:#fff8e1}.st-na{color:#37474f;background:#f5f5f5}
+header.top nav{display:flex;flex-wrap:wrap;gap:.4em 1.2em}
+.actions{display:flex;flex-wrap:wrap;gap:.6em 1em;align-items:center;margin:.6em 0}
+a.button{display:inline-block;padding:.25em .6em;border:1px solid #0a4fb3;border-radius:3px;text-decoration:none}
+button.secondary{background:#fff;color:#0a4fb3}
+button.danger{background:#b71c1c;border-color:#b71c1c;color:#fff}
+details.danger summary{color:#8e0000;cursor:pointer}
+form.edit{max-width:46em}
+.field{margin:.7em 0}
+.field label{display:block;font-weight:600;margin-bottom:.15em}
+.field label.inline{display:inline;font-weight:400;margin-left:.4em}
+form.edit input[type=text],form.edit textarea,form.edit select{width:100%}
+textarea{font:13px/1.4 ui-monospace,Menlo,Consolas,monospace}
+textarea[aria-invalid=true]{border:2px solid #c62828}
+.check{margin:.2em 0 0;min-height:1.4em}
+.check-ok{color:#1b5e20}.check-bad{color:#8e0000}
+.error{border-left:4px solid #c62828;background:#ffebee;padding:.3em .8em;margin:.6em 0}
+.error h2{font-size:1.05em;margin:.3em 0}
+.wide{overflow-x:auto}
+table caption{text-align:left;font-weight:600}
+figure.chart{margin:.5em 0}
+figure.chart svg{display:block;width:100%;max-width:720px;height:auto}
+.axis{stroke:#4a5361;stroke-width:1}
+.tick{font-size:11px;fill:#1b1f24}
+form.filters fieldset label{display:inline;font-weight:400;margin:0 1em 0 .2em}
+a.button{display:inline-block;padding:.25em .8em;border:1px solid #0a4fb3;background:#0a4fb3;color:#fff;border-radius:3px;text-decoration:none}
 "#;

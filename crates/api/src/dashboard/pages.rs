@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use remediate_domain::collections::{
-    permissions as perm, ASSIGNMENTS, DEVICES, HISTORY, RUN_STATES, SCRIPTS,
+    permissions as perm, ASSIGNMENTS, ASSIGNMENT_FILTERS, DEVICES, GROUPS, HISTORY, RUN_STATES,
+    SCRIPTS,
 };
 use remediate_domain::model::{
     JOIN_TYPE, OWNER_TYPE, REMEDIATION_STATE, RUN_AS_ACCOUNT, RUN_STATE,
@@ -239,6 +240,10 @@ pub async fn overview(
          <dt>Devices with an issue fixed</dt><dd data-summary=\"remediatedDeviceCount\">{remediated}</dd></dl></section>"
     );
     body.push_str("<h2 id=\"scripts\">Scripts</h2>");
+    body.push_str(&super::edit::overview_actions(signed));
+    if super::export::may_export(signed) {
+        body.push_str(&super::export::everything_form(signed));
+    }
     let _ = write!(
         body,
         "<form method=\"get\" action=\"/\" class=\"filters\" role=\"search\" aria-label=\"Filter scripts\">\
@@ -275,23 +280,25 @@ pub async fn overview(
         "/",
     ));
     body.push_str(
-        "<th scope=\"col\">Assignments</th><th scope=\"col\">Run summary</th></tr></thead><tbody>",
+        "<th scope=\"col\">Assignments</th><th scope=\"col\">Last run</th><th scope=\"col\">Run summary</th></tr></thead><tbody>",
     );
     for record in &page.records {
         let id = record.id();
         let summary = store.run_summary(tenant, id).await?;
+        let last_run = last_run(state, tenant, id).await?;
         let name = match record.get("displayName") {
             Value::Str(s) if !s.trim().is_empty() => esc(s),
             _ => "(no name)".to_owned(),
         };
         let _ = write!(
             body,
-            "<tr data-script=\"{}\"><th scope=\"row\"><a href=\"/scripts/{}\">{name}</a></th><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr data-script=\"{}\"><th scope=\"row\"><a href=\"/scripts/{}\">{name}</a></th><td>{}</td><td>{}</td><td>{}</td><td class=\"last-run\">{}</td><td>{}</td></tr>",
             attr(id),
             attr(&enc(id)),
             html::text(record, "publisher"),
             html::time(record.get("lastModifiedDateTime")),
             assignments.get(id).copied().unwrap_or(0),
+            html::time(&last_run),
             summary.as_ref().map(html::summary_bar).unwrap_or_default(),
         );
     }
@@ -301,6 +308,25 @@ pub async fn overview(
         csrf: &signed.csrf(),
     };
     Ok(html::page("Remediations", Some(&frame), &body))
+}
+
+/// A script's last run: the latest `lastStateUpdateDateTime` of its run states — one row read
+/// through the run-state index on (tenant, script, lastStateUpdateDateTime, id), whatever the
+/// number of run states; `Null` when none has run.
+async fn last_run(state: &AppState, tenant: &str, script_id: &str) -> Result<Value, ApiError> {
+    let list = bind(
+        state,
+        Scope::run_states(script_id),
+        &[("$orderby", "lastStateUpdateDateTime desc".to_owned())],
+        1,
+        None,
+        false,
+    )?;
+    let page = state.store.list(tenant, &list).await?;
+    Ok(page
+        .records
+        .first()
+        .map_or(Value::Null, |r| r.get("lastStateUpdateDateTime").clone()))
 }
 
 /// The optional columns of the device status table: (parameter, header, property).
@@ -366,8 +392,52 @@ fn enum_text(record: &Record, name: &str, of: &remediate_domain::model::EnumType
     }
 }
 
-/// An assignment's target in words.
-fn target_text(record: &Record) -> String {
+/// The names of groups and assignment filters, by id, as far as the session may read them.
+#[derive(Default)]
+struct Names {
+    groups: HashMap<String, String>,
+    filters: HashMap<String, String>,
+}
+
+/// The `displayName` of each item of `of` named in `ids` (missing items are left out).
+async fn display_names(
+    state: &AppState,
+    tenant: &str,
+    of: &'static remediate_domain::collections::Collection,
+    ids: Vec<String>,
+) -> Result<HashMap<String, String>, ApiError> {
+    let mut names = HashMap::new();
+    for id in ids {
+        if names.contains_key(&id) {
+            continue;
+        }
+        let key = EntityRef::Item {
+            of,
+            keys: vec![id.clone()],
+        };
+        if let Some(record) = state.store.get(tenant, &key).await? {
+            if let Some(name) = record.get("displayName").as_str() {
+                names.insert(id, name.to_owned());
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// A group or filter: its name (with its id after it) when known, else its id.
+fn named(kind: &str, id: &str, names: &HashMap<String, String>) -> String {
+    match names.get(id).filter(|n| !n.trim().is_empty()) {
+        Some(name) => format!(
+            "{kind} <strong>{}</strong> <span class=\"note\">({})</span>",
+            esc(name),
+            esc(id)
+        ),
+        None => format!("{kind} {}", esc(id)),
+    }
+}
+
+/// An assignment's target in words, with group and filter names.
+fn target_text(record: &Record, names: &Names) -> String {
     let Value::Json(text) = record.get("target") else {
         return String::new();
     };
@@ -376,25 +446,181 @@ fn target_text(record: &Record) -> String {
         .as_str()
         .unwrap_or("")
         .trim_start_matches("#microsoft.graph.");
+    let group = json["groupId"].as_str().unwrap_or("");
     let mut out = match kind {
         "allDevicesAssignmentTarget" => "All devices".to_owned(),
         "allLicensedUsersAssignmentTarget" => "All users".to_owned(),
-        "groupAssignmentTarget" => format!("Group {}", json["groupId"].as_str().unwrap_or("")),
-        "exclusionGroupAssignmentTarget" => {
-            format!("Excluded group {}", json["groupId"].as_str().unwrap_or(""))
-        }
-        other => other.to_owned(),
+        "groupAssignmentTarget" => named("Group", group, &names.groups),
+        "exclusionGroupAssignmentTarget" => named("Excluded group", group, &names.groups),
+        other => esc(other),
     };
-    if let Some(filter) = json["deviceAndAppManagementAssignmentFilterId"]
-        .as_str()
-        .filter(|f| !f.is_empty() && *f != "00000000-0000-0000-0000-000000000000")
-    {
+    if let Some(filter) = assignment_filter_id(&json) {
         let mode = json["deviceAndAppManagementAssignmentFilterType"]
             .as_str()
             .unwrap_or("");
-        let _ = write!(out, "; filter {filter} ({mode})");
+        let _ = write!(
+            out,
+            "; {} ({})",
+            named("filter", filter, &names.filters),
+            esc(mode)
+        );
     }
-    esc(&out)
+    out
+}
+
+fn assignment_filter_id(target: &serde_json::Value) -> Option<&str> {
+    target["deviceAndAppManagementAssignmentFilterId"]
+        .as_str()
+        .filter(|f| !f.is_empty() && *f != "00000000-0000-0000-0000-000000000000")
+}
+
+/// The names the assignments of a script refer to, read with the session's permissions
+/// (group names need a group read, filter names a filter read; without them ids are shown).
+async fn assignment_names(
+    state: &AppState,
+    signed: &Signed,
+    assignments: &[Record],
+) -> Result<Names, ApiError> {
+    let tenant = &signed.principal.tenant;
+    let targets: Vec<serde_json::Value> = assignments
+        .iter()
+        .filter_map(|a| match a.get("target") {
+            Value::Json(text) => serde_json::from_str(text).ok(),
+            _ => None,
+        })
+        .collect();
+    let mut names = Names::default();
+    if signed.may(GROUPS.read_permissions) {
+        let ids = targets
+            .iter()
+            .filter_map(|t| t["groupId"].as_str())
+            .filter(|g| !g.is_empty())
+            .map(str::to_owned)
+            .collect();
+        names.groups = display_names(state, tenant, &GROUPS, ids).await?;
+    }
+    if signed.may(ASSIGNMENT_FILTERS.read_permissions) {
+        let ids = targets
+            .iter()
+            .filter_map(assignment_filter_id)
+            .map(str::to_owned)
+            .collect();
+        names.filters = display_names(state, tenant, &ASSIGNMENT_FILTERS, ids).await?;
+    }
+    Ok(names)
+}
+
+/// A series of the history chart: label, colour class, its count of a day.
+type Series = (
+    &'static str,
+    &'static str,
+    fn(&remediate_domain::query::HistoryDay) -> i64,
+);
+
+/// Days of `getRemediationHistory` the chart shows (the latest ones).
+const HISTORY_DAYS: usize = 60;
+
+/// `getRemediationHistory` as a chart over time: one stacked column per day with records
+/// (issue fixed, without issues, detection failed), server-rendered SVG (no script), with the
+/// same numbers in a table for screen readers and anyone who wants them.
+fn history_chart(history: &remediate_domain::query::RemediationHistory) -> String {
+    let days = &history.days[history.days.len().saturating_sub(HISTORY_DAYS)..];
+    if days.is_empty() {
+        return "<p class=\"note\">No runs recorded yet.</p>".to_owned();
+    }
+    let series: [Series; 3] = [
+        ("Issue fixed", "fixed", |d| d.remediated),
+        ("Without issues", "ok", |d| d.no_issue),
+        ("Detection failed", "issue", |d| d.detect_failed),
+    ];
+    let max = days
+        .iter()
+        .map(|d| d.remediated + d.no_issue + d.detect_failed)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let (width, height, left, bottom) = (720i64, 200i64, 48i64, 24i64);
+    let plot = height - bottom - 8;
+    let slot = (width - left) / days.len().max(1) as i64;
+    let bar = (slot * 3 / 4).clamp(2, 40);
+    let first = &days[0].date;
+    let last = &days[days.len() - 1].date;
+    let mut out = String::with_capacity(8 * 1024);
+    let _ = write!(
+        out,
+        "<figure class=\"chart\"><svg viewBox=\"0 0 {width} {height}\" role=\"img\" aria-labelledby=\"history-title\" aria-describedby=\"history-desc\">\
+         <title id=\"history-title\">Remediation history</title>\
+         <desc id=\"history-desc\">Devices per day from {} to {} by result: issue fixed, without issues, detection failed; the same numbers are in the table below. Largest day: {max} devices.</desc>",
+        esc(first),
+        esc(last)
+    );
+    // Axis and the largest value.
+    let _ = write!(
+        out,
+        "<line class=\"axis\" x1=\"{left}\" y1=\"{y}\" x2=\"{width}\" y2=\"{y}\"></line>\
+         <line class=\"axis\" x1=\"{left}\" y1=\"8\" x2=\"{left}\" y2=\"{y}\"></line>\
+         <text class=\"tick\" x=\"{tx}\" y=\"16\" text-anchor=\"end\">{max}</text>\
+         <text class=\"tick\" x=\"{tx}\" y=\"{y}\" text-anchor=\"end\">0</text>",
+        y = height - bottom,
+        tx = left - 4
+    );
+    for (i, day) in days.iter().enumerate() {
+        let x = left + i as i64 * slot + (slot - bar) / 2;
+        let mut y = height - bottom;
+        for (label, class, value) in &series {
+            let v = value(day);
+            if v == 0 {
+                continue;
+            }
+            let h = (v * plot / max).max(1);
+            y -= h;
+            let _ = write!(
+                out,
+                "<rect class=\"seg-{class}\" x=\"{x}\" y=\"{y}\" width=\"{bar}\" height=\"{h}\"><title>{}: {label} {v}</title></rect>",
+                esc(&day.date)
+            );
+        }
+    }
+    let _ = write!(
+        out,
+        "<text class=\"tick\" x=\"{left}\" y=\"{}\">{}</text><text class=\"tick\" x=\"{width}\" y=\"{}\" text-anchor=\"end\">{}</text></svg>",
+        height - 6,
+        esc(first),
+        height - 6,
+        esc(last)
+    );
+    out.push_str("<figcaption><ul class=\"counts\">");
+    for (label, class, _) in &series {
+        let _ = write!(
+            out,
+            "<li><span class=\"sw seg-{class}\" aria-hidden=\"true\"></span>{label}</li>"
+        );
+    }
+    out.push_str("</ul></figcaption></figure>");
+    out.push_str("<details><summary>The history as a table</summary><table id=\"history-table\" aria-label=\"Remediation history by day\"><thead><tr><th scope=\"col\">Day (UTC)</th>");
+    for (label, _, _) in &series {
+        let _ = write!(out, "<th scope=\"col\">{label}</th>");
+    }
+    out.push_str("</tr></thead><tbody>");
+    for day in days {
+        let _ = write!(
+            out,
+            "<tr><th scope=\"row\">{}</th><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&day.date),
+            day.remediated,
+            day.no_issue,
+            day.detect_failed
+        );
+    }
+    out.push_str("</tbody></table></details>");
+    if history.days.len() > days.len() {
+        let _ = write!(
+            out,
+            "<p class=\"note\">The latest {HISTORY_DAYS} days with runs of {} are shown.</p>",
+            history.days.len()
+        );
+    }
+    out
 }
 
 fn schedule_text(record: &Record) -> String {
@@ -448,6 +674,7 @@ pub async fn script(
     };
     let mut body = String::with_capacity(32 * 1024);
     let _ = write!(body, "<h1>{}</h1>", esc(&name));
+    body.push_str(&super::edit::script_actions(signed, id));
     body.push_str("<h2>Settings</h2><dl class=\"props\">");
     for (label, value) in [
         ("Id", esc(id)),
@@ -490,6 +717,7 @@ pub async fn script(
         body.push_str("<p class=\"note\">Not assigned.</p>");
     } else {
         body.push_str("<table aria-labelledby=\"assignments\"><thead><tr><th scope=\"col\">Target</th><th scope=\"col\">Remediation</th><th scope=\"col\">Schedule</th></tr></thead><tbody>");
+        let names = assignment_names(state, signed, &assignments.records).await?;
         for a in &assignments.records {
             let remediate = if a.get("runRemediationScript") == &Value::Bool(true) {
                 "Runs"
@@ -499,12 +727,21 @@ pub async fn script(
             let _ = write!(
                 body,
                 "<tr><td>{}</td><td>{remediate}</td><td>{}</td></tr>",
-                target_text(a),
+                target_text(a, &names),
                 schedule_text(a)
             );
         }
         body.push_str("</tbody></table>");
     }
+
+    // The history is its own page: `getRemediationHistory` reads every history record of the
+    // script (seconds at a million), and this page must stay fast whatever the script's size.
+    let _ = write!(
+        body,
+        "<h2 id=\"history\">Remediation history</h2><p><a id=\"history-link\" href=\"{}/history\">The remediation history as a chart over time</a> \
+         (devices per day: issue fixed, without issues, detection failed).</p>",
+        attr(&path)
+    );
 
     body.push_str(&device_status(state, signed, id, &path, params).await?);
     let frame = Frame {
@@ -512,6 +749,51 @@ pub async fn script(
         csrf: &signed.csrf(),
     };
     Ok(html::page(&name, Some(&frame), &body))
+}
+
+/// `/scripts/{id}/history`: `getRemediationHistory` as a chart, with its table.
+pub async fn history(state: &AppState, signed: &Signed, id: &str) -> Result<String, ApiError> {
+    signed.principal.require(SCRIPTS.read_permissions)?;
+    let tenant = &signed.principal.tenant;
+    let Some(script) = state
+        .store
+        .get(tenant, &EntityRef::Script(id.to_owned()))
+        .await?
+    else {
+        return Err(ApiError::not_found(format!(
+            "The deviceHealthScript '{id}' does not exist."
+        )));
+    };
+    let name = match script.get("displayName") {
+        Value::Str(s) if !s.trim().is_empty() => s.clone(),
+        _ => "(no name)".to_owned(),
+    };
+    let mut body = String::with_capacity(16 * 1024);
+    let _ = write!(
+        body,
+        "<p><a href=\"/scripts/{}\">{}</a></p><h1>Remediation history</h1>",
+        attr(&enc(id)),
+        esc(&name)
+    );
+    if let Some(history) = state.store.remediation_history(tenant, id).await? {
+        if let Some(at) = history.last_modified {
+            let _ = write!(
+                body,
+                "<p class=\"note\">Last record {}.</p>",
+                html::time(&Value::Time(at))
+            );
+        }
+        body.push_str(&history_chart(&history));
+    }
+    let frame = Frame {
+        tenant,
+        csrf: &signed.csrf(),
+    };
+    Ok(html::page(
+        &format!("{name}: remediation history"),
+        Some(&frame),
+        &body,
+    ))
 }
 
 /// The device status table of a script: filtered, searched, sorted, paged on the server.
@@ -662,6 +944,14 @@ async fn device_status(
         );
     }
     out.push_str("</fieldset><div><button type=\"submit\">Apply</button></div></form>");
+    if super::export::may_export(signed) {
+        out.push_str(&super::export::script_form(
+            signed,
+            script_id,
+            detection,
+            remediation,
+        ));
+    }
     if total > SCAN_LIMIT {
         let _ = write!(
             out,
@@ -772,6 +1062,28 @@ pub async fn device(
         let _ = write!(body, "<dt>{label}</dt><dd>{value}</dd>");
     }
     body.push_str("</dl>");
+
+    // Its groups (static and dynamic memberships), as targeting sees them.
+    body.push_str("<h2 id=\"groups\">Groups</h2>");
+    if signed.may(GROUPS.read_permissions) {
+        let targeting = store.device_targeting(tenant, id).await?;
+        let names = display_names(state, tenant, &GROUPS, targeting.groups.clone()).await?;
+        if targeting.groups.is_empty() {
+            body.push_str("<p class=\"note\">Not a member of any group.</p>");
+        } else {
+            body.push_str("<ul id=\"device-groups\">");
+            for group in &targeting.groups {
+                let _ = write!(body, "<li>{}</li>", named("", group, &names).trim_start());
+            }
+            body.push_str("</ul>");
+        }
+    } else {
+        let _ = write!(
+            body,
+            "<p class=\"note\">This session may not read groups (it needs one of {}).</p>",
+            esc(&GROUPS.read_permissions.join(", "))
+        );
+    }
 
     // Pending on-demand runs (what agents poll).
     let pending = store

@@ -11,11 +11,11 @@ use std::collections::BTreeSet;
 use crate::both;
 use crate::harness::TestApp;
 
-const READ_ALL: &[&str] = &[
+pub(crate) const READ_ALL: &[&str] = &[
     "DeviceManagementScripts.Read.All",
     "DeviceManagementManagedDevices.Read.All",
 ];
-const OPERATOR: &[&str] = &[
+pub(crate) const OPERATOR: &[&str] = &[
     "DeviceManagementScripts.ReadWrite.All",
     "DeviceManagementManagedDevices.ReadWrite.All",
     "DeviceManagementManagedDevices.PrivilegedOperations.All",
@@ -29,13 +29,13 @@ fn browser() -> reqwest::Client {
         .unwrap()
 }
 
-fn root(app: &TestApp) -> String {
+pub(crate) fn root(app: &TestApp) -> String {
     app.base.trim_end_matches("/beta").to_owned()
 }
 
 /// `remediate login-link` (the binary, on the app's data directory and database): the link's
 /// path, `/login/{token}`.
-fn login_link(app: &TestApp, tenant: &str, scopes: &[&str]) -> String {
+pub(crate) fn login_link(app: &TestApp, tenant: &str, scopes: &[&str]) -> String {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_remediate"));
     command
         .arg("login-link")
@@ -64,14 +64,14 @@ fn login_link(app: &TestApp, tenant: &str, scopes: &[&str]) -> String {
     path.to_owned()
 }
 
-struct Page {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    text: String,
+pub(crate) struct Page {
+    pub(crate) status: u16,
+    pub(crate) headers: reqwest::header::HeaderMap,
+    pub(crate) text: String,
 }
 
 impl Page {
-    fn location(&self) -> &str {
+    pub(crate) fn location(&self) -> &str {
         self.headers
             .get("location")
             .and_then(|v| v.to_str().ok())
@@ -79,7 +79,7 @@ impl Page {
     }
 
     /// The value of the first `name="csrf"` field.
-    fn csrf(&self) -> String {
+    pub(crate) fn csrf(&self) -> String {
         let at = self
             .text
             .find("name=\"csrf\" value=\"")
@@ -89,7 +89,7 @@ impl Page {
     }
 
     /// The row headers (first cells) of the table with this id, as text, in order.
-    fn rows(&self, table_id: &str) -> Vec<String> {
+    pub(crate) fn rows(&self, table_id: &str) -> Vec<String> {
         let start = self
             .text
             .find(&format!("<table id=\"{table_id}\""))
@@ -104,7 +104,7 @@ impl Page {
     }
 }
 
-fn strip_tags(html: &str) -> String {
+pub(crate) fn strip_tags(html: &str) -> String {
     let mut out = String::new();
     let mut inside = false;
     for c in html.chars() {
@@ -118,14 +118,14 @@ fn strip_tags(html: &str) -> String {
     out
 }
 
-struct Browser<'a> {
+pub(crate) struct Browser<'a> {
     app: &'a TestApp,
-    client: reqwest::Client,
-    cookie: Option<String>,
+    pub(crate) client: reqwest::Client,
+    pub(crate) cookie: Option<String>,
 }
 
 impl<'a> Browser<'a> {
-    fn new(app: &'a TestApp) -> Browser<'a> {
+    pub(crate) fn new(app: &'a TestApp) -> Browser<'a> {
         Browser {
             app,
             client: browser(),
@@ -134,7 +134,7 @@ impl<'a> Browser<'a> {
     }
 
     /// Sign in with a new link of `tenant` with `scopes`.
-    async fn sign_in(app: &'a TestApp, tenant: &str, scopes: &[&str]) -> Browser<'a> {
+    pub(crate) async fn sign_in(app: &'a TestApp, tenant: &str, scopes: &[&str]) -> Browser<'a> {
         let mut browser = Browser::new(app);
         let link = login_link(app, tenant, scopes);
         let reply = browser.get(&link).await;
@@ -143,7 +143,7 @@ impl<'a> Browser<'a> {
         browser
     }
 
-    fn take_cookie(&mut self, reply: &Page) {
+    pub(crate) fn take_cookie(&mut self, reply: &Page) {
         let set = reply
             .headers
             .get("set-cookie")
@@ -154,7 +154,7 @@ impl<'a> Browser<'a> {
         self.cookie = Some(value);
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: &str,
         path: &str,
@@ -183,17 +183,17 @@ impl<'a> Browser<'a> {
         }
     }
 
-    async fn get(&self, path: &str) -> Page {
+    pub(crate) async fn get(&self, path: &str) -> Page {
         self.send("GET", path, None, &[]).await
     }
 
-    async fn post(&self, path: &str, form: &str) -> Page {
+    pub(crate) async fn post(&self, path: &str, form: &str) -> Page {
         self.send("POST", path, Some(form), &[]).await
     }
 }
 
 /// Run SQL on the app's database (ticks: 100 ns; a minute is 600,000,000).
-async fn sql(app: &TestApp, statement: &str) -> u64 {
+pub(crate) async fn sql(app: &TestApp, statement: &str) -> u64 {
     match app.database_url() {
         None => {
             let conn = rusqlite::Connection::open(app.data_dir.join("remediate.db")).unwrap();
@@ -213,7 +213,7 @@ async fn sql(app: &TestApp, statement: &str) -> u64 {
     }
 }
 
-async fn sql_text(app: &TestApp, query: &str) -> Vec<String> {
+pub(crate) async fn sql_text(app: &TestApp, query: &str) -> Vec<String> {
     match app.database_url() {
         None => {
             let conn = rusqlite::Connection::open(app.data_dir.join("remediate.db")).unwrap();
@@ -350,7 +350,7 @@ both!(
 
 /// A script with `n` devices `dev-00`… and their run states: device i has detection `fail`
 /// when i % 3 == 0 (remediated when also even), else `success`. Returns (script, devices).
-async fn fleet(app: &TestApp, name: &str, n: usize) -> (String, Vec<String>) {
+pub(crate) async fn fleet(app: &TestApp, name: &str, n: usize) -> (String, Vec<String>) {
     let body = serde_json::json!({"displayName": name, "detectionScriptContent": "ZWNobyAx"});
     let script = app
         .post("deviceManagement/deviceHealthScripts", &body.to_string())

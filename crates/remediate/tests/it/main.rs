@@ -12,6 +12,8 @@ mod agent_signing;
 mod batch_exact;
 mod cli;
 mod dashboard;
+mod dashboard_edit;
+mod dashboard_more;
 mod differential;
 mod directory;
 mod disk_full;
