@@ -8,21 +8,8 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
-
-if [ -n "${REMEDIATE_BIN:-}" ]; then
-  case "$REMEDIATE_BIN" in
-    /*) bin="$REMEDIATE_BIN" ;;
-    *) bin="$PWD/$REMEDIATE_BIN" ;;  # relative to where run.sh was called from
-  esac
-else
-  bin="$root/target/release/remediate"
-fi
-if [ ! -x "$bin" ]; then
-  echo "run.sh: server binary not found or not executable: $bin (build it, or set REMEDIATE_BIN)" >&2
-  exit 1
-fi
-export REMEDIATE_BIN="$bin"
+# REMEDIATE_BIN → an absolute path; sets `root`.
+. "$here/../lib.sh"
 
 cd "$here"
 npm ci --no-audit --no-fund --loglevel=error

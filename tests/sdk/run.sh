@@ -6,22 +6,9 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
+# REMEDIATE_BIN → an absolute path; sets `root`.
+. "$here/../lib.sh"
 venv="$root/.venv"
-
-if [ -n "${REMEDIATE_BIN:-}" ]; then
-  case "$REMEDIATE_BIN" in
-    /*) bin="$REMEDIATE_BIN" ;;
-    *) bin="$PWD/$REMEDIATE_BIN" ;;  # relative to where run.sh was called from
-  esac
-else
-  bin="$root/target/release/remediate"
-fi
-if [ ! -x "$bin" ]; then
-  echo "run.sh: server binary not found or not executable: $bin (build it, or set REMEDIATE_BIN)" >&2
-  exit 1
-fi
-export REMEDIATE_BIN="$bin"
 
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
