@@ -9,8 +9,8 @@ use remediate_wire::decode_entity;
 
 fuzz_target!(|data: &[u8]| {
     let _ = std::hint::black_box(decode_entity(&DEVICE_RUN_STATE, data));
-    let _ = std::hint::black_box(decode_entity(&DEVICE_HEALTH_SCRIPT, data, &[]));
-    let _ = std::hint::black_box(decode_entity(&MANAGED_DEVICE, data, &[]));
+    let _ = std::hint::black_box(decode_entity(&DEVICE_HEALTH_SCRIPT, data));
+    let _ = std::hint::black_box(decode_entity(&MANAGED_DEVICE, data));
 
     let text = String::from_utf8_lossy(data);
     for candidate in [text.as_ref(), text.trim()] {

@@ -532,8 +532,9 @@ fn instance_discovery(
 }
 
 /// `application/x-www-form-urlencoded` pairs (also a query string); an error for text that is not
-/// UTF-8 once decoded.
-fn parse_form(body: &[u8]) -> Result<Vec<(String, String)>, String> {
+/// UTF-8 once decoded. Public (hidden) for the `token_form` fuzz target.
+#[doc(hidden)]
+pub fn parse_form(body: &[u8]) -> Result<Vec<(String, String)>, String> {
     let text = std::str::from_utf8(body).map_err(|_| "the form is not UTF-8".to_owned())?;
     text.split('&')
         .filter(|pair| !pair.is_empty())

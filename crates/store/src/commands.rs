@@ -478,39 +478,20 @@ impl Writer {
             script_id: script_id.clone(),
             id: id.clone(),
         };
-        let mut record = self
+        let record = self
             .fetch_in_script(c, tenant, &script_id, &key)
             .await?
-            .ok_or_else(|| {
-                StoreError::NotFound(format!(
-                    "The deviceRunState '{id}' does not exist in deviceHealthScript '{script_id}'."
-                ))
-            })?;
-        let counted_before = counted(&record);
-        let mut new_device = None;
-        if let Some(device) = bind_device {
-            match &record.device_id {
-                Some(current) if *current == device => {}
-                Some(current) => {
-                    return Err(StoreError::InvalidReference(format!(
-                        "The deviceRunState '{id}' is already bound to managedDevice '{current}'; its device cannot be changed."
-                    ))
-                    .into())
-                }
-                None => {
-                    self.check_bind(c, tenant, &script_id, &device).await?;
-                    record.device_id = Some(device.clone());
-                    new_device = Some(device);
-                }
-            }
+            .ok_or_else(|| missing_run_state(&script_id, &id))?;
+        let RunStateChange {
+            record,
+            changed,
+            new_device,
+            counted_before,
+            history_due,
+        } = change_run_state(record, changes, bind_device)?;
+        if let Some(device) = &new_device {
+            self.check_bind(c, tenant, &script_id, device).await?;
         }
-        let tracked = [
-            "detectionState",
-            "remediationState",
-            "lastStateUpdateDateTime",
-        ];
-        let before: Vec<Value> = tracked.iter().map(|n| record.get(n).clone()).collect();
-        let changed = apply(&mut record, changes);
         self.update_columns(c, tenant, &key, &record, &changed, new_device.as_deref())
             .await?;
         counters::state_changed(
@@ -522,8 +503,7 @@ impl Writer {
             Some(&counted(&record)),
         )
         .await?;
-        let after: Vec<Value> = tracked.iter().map(|n| record.get(n).clone()).collect();
-        if before != after {
+        if history_due {
             self.append_history(c, tenant, &record).await?;
         }
         self.clear_on_demand(c, tenant, &record).await?;
@@ -742,4 +722,71 @@ pub(crate) fn remediated_key(history: &Record, state: &Record) -> Option<(String
         )),
         _ => None,
     }
+}
+
+/// The answer to a change of a run state that does not exist (or whose script does not).
+pub(crate) fn missing_run_state(script_id: &str, id: &str) -> StoreError {
+    StoreError::NotFound(format!(
+        "The deviceRunState '{id}' does not exist in deviceHealthScript '{script_id}'."
+    ))
+}
+
+/// A run state changed in memory ([`change_run_state`]), before anything is written.
+pub(crate) struct RunStateChange {
+    /// The run state as it will be stored.
+    pub record: Record,
+    /// The properties the change set.
+    pub changed: Vec<usize>,
+    /// The device the change binds the run state to, when it was unbound: the caller checks it
+    /// exists and has no other run state of the script.
+    pub new_device: Option<String>,
+    /// What the counters knew of the run state before.
+    pub counted_before: counters::Counted,
+    /// A run record is due: the detection state, remediation state or update time changed.
+    pub history_due: bool,
+}
+
+/// Apply `changes` (and a binding to `bind_device`) to a run state as read: the rules both write
+/// paths share (the statement-by-statement one here and PostgreSQL's one call, `crate::report`).
+/// A run state bound to a device is never moved to another.
+pub(crate) fn change_run_state(
+    mut record: Record,
+    changes: Vec<(usize, Value)>,
+    bind_device: Option<String>,
+) -> Result<RunStateChange, StoreError> {
+    let counted_before = counted(&record);
+    let mut new_device = None;
+    if let Some(device) = bind_device {
+        match &record.device_id {
+            Some(current) if *current == device => {}
+            Some(current) => {
+                return Err(StoreError::InvalidReference(format!(
+                    "The deviceRunState '{}' is already bound to managedDevice '{current}'; its device cannot be changed.",
+                    record.id()
+                )))
+            }
+            None => {
+                record.device_id = Some(device.clone());
+                new_device = Some(device);
+            }
+        }
+    }
+    let tracked = [
+        "detectionState",
+        "remediationState",
+        "lastStateUpdateDateTime",
+    ];
+    let before: Vec<Value> = tracked.iter().map(|n| record.get(n).clone()).collect();
+    let changed = apply(&mut record, changes);
+    let history_due = tracked
+        .iter()
+        .zip(&before)
+        .any(|(n, was)| record.get(n) != was);
+    Ok(RunStateChange {
+        record,
+        changed,
+        new_device,
+        counted_before,
+        history_due,
+    })
 }

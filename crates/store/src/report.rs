@@ -13,13 +13,14 @@ use remediate_domain::Record;
 
 use crate::codec::{columns_json, decode_record, key_where, row_json, select_columns};
 use crate::commands::{
-    apply, bind_allowed, counted, history_record, remediated_key, script_not_found,
+    bind_allowed, change_run_state, counted, history_record, missing_run_state, remediated_key,
+    script_not_found, RunStateChange,
 };
 use crate::counters::{self, StatePlan};
 use crate::db::{self, Conn, DbError};
 use crate::error::ExecError;
 use crate::translate::{self, Arg, Sql};
-use crate::{EntityRef, StoreError};
+use crate::EntityRef;
 
 /// How often a change is computed again when its row keeps changing under it.
 const ATTEMPTS: usize = 20;
@@ -128,38 +129,20 @@ async fn update(
     c: &mut dyn Conn,
     tenant: &str,
     shard: i64,
-    mut record: Record,
+    record: Record,
     version: String,
     changes: Vec<(usize, remediate_domain::Value)>,
     bind_device: Option<String>,
 ) -> Result<Option<WriteOutcome>, ExecError> {
     let script_id = record.parent.clone().unwrap_or_default();
     let id = record.id().to_owned();
-    let counted_before = counted(&record);
-    let mut new_device = None;
-    if let Some(device) = bind_device {
-        match &record.device_id {
-            Some(current) if *current == device => {}
-            Some(current) => {
-                return Err(StoreError::InvalidReference(format!(
-                    "The deviceRunState '{id}' is already bound to managedDevice '{current}'; its device cannot be changed."
-                ))
-                .into())
-            }
-            None => {
-                record.device_id = Some(device.clone());
-                new_device = Some(device);
-            }
-        }
-    }
-    let tracked = [
-        "detectionState",
-        "remediationState",
-        "lastStateUpdateDateTime",
-    ];
-    let before: Vec<_> = tracked.iter().map(|n| record.get(n).clone()).collect();
-    let changed = apply(&mut record, changes);
-    let after: Vec<_> = tracked.iter().map(|n| record.get(n).clone()).collect();
+    let RunStateChange {
+        record,
+        changed,
+        new_device,
+        counted_before,
+        history_due,
+    } = change_run_state(record, changes, bind_device)?;
     let mut set: Vec<(String, Arg)> = Vec::new();
     for &index in &changed {
         let p = &record.entity.properties[index];
@@ -184,7 +167,7 @@ async fn update(
             Some(&counted_before),
             Some(&counted(&record)),
         ),
-        history: (before != after).then(|| history_record(&record).0),
+        history: history_due.then(|| history_record(&record).0),
         clear: record.device_id.clone(),
         ..Call::default()
     };
@@ -318,8 +301,5 @@ fn no_bind(record: &Record, found: bool, existing: Option<String>) -> ExecError 
 }
 
 fn missing_state(script_id: &str, id: &str) -> ExecError {
-    StoreError::NotFound(format!(
-        "The deviceRunState '{id}' does not exist in deviceHealthScript '{script_id}'."
-    ))
-    .into()
+    missing_run_state(script_id, id).into()
 }
