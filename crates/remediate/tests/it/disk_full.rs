@@ -15,7 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::harness::{Backend, Mode, TestApp, WRITE_SCOPES};
-use crate::pg_cluster::{is_root, Cluster};
+use crate::pg_cluster::{
+    all_ids, assert_none_lost, assert_remediated, database_name, device_with_run_state, is_root,
+    run_state_devices, serve_from, stop_writers, Cluster,
+};
 
 /// A size-limited tmpfs mounted on a new temporary directory, unmounted when dropped.
 struct Tmpfs {
@@ -84,27 +87,6 @@ struct Seen {
     other: Vec<String>,
 }
 
-/// Every id on every page of `url` (`$select=id`), and, for run states, their devices.
-async fn all_ids(
-    app: &TestApp,
-    url: &str,
-    field: impl Fn(&serde_json::Value) -> String,
-) -> Vec<String> {
-    let mut ids = Vec::new();
-    let mut next = Some(url.to_owned());
-    while let Some(url) = next {
-        let page = app.get(&url).await;
-        assert_eq!(
-            page.status, 200,
-            "a read while the disk is full: {}",
-            page.text
-        );
-        ids.extend(page.json["value"].as_array().unwrap().iter().map(&field));
-        next = page.json["@odata.nextLink"].as_str().map(str::to_owned);
-    }
-    ids
-}
-
 /// Four writers create devices and run states until 40 writes were refused with a well-formed
 /// 507; then reads are checked while the disk is still full and the writers stopped. What they
 /// saw, and how long the disk took to fill.
@@ -127,31 +109,22 @@ async fn fill(app: &Arc<TestApp>, script: &str, on_full: impl FnOnce()) -> (Seen
             let mut n = 0;
             while !stop.load(Ordering::SeqCst) {
                 n += 1;
-                let device = app
-                    .post(
-                        "deviceManagement/managedDevices",
-                        &format!(r#"{{"deviceName":"w{w}-{n}"}}"#),
-                    )
-                    .await;
-                let reply = if device.status == 201 {
-                    let id = device.json["id"].as_str().unwrap().to_owned();
-                    seen.lock().unwrap().devices.push(id.clone());
-                    let state = app
-                        .run_state(
-                            &script,
-                            &id,
-                            &format!(
-                                r#""detectionState":"fail","remediationState":"success","preRemediationDetectionScriptOutput":"{output}""#
-                            ),
-                        )
-                        .await;
-                    if state.status == 201 {
+                let reply = match device_with_run_state(
+                    &app,
+                    &script,
+                    &format!("w{w}-{n}"),
+                    &format!(
+                        r#""detectionState":"fail","remediationState":"success","preRemediationDetectionScriptOutput":"{output}""#
+                    ),
+                    |id| seen.lock().unwrap().devices.push(id.to_owned()),
+                )
+                .await
+                {
+                    Ok(id) => {
                         seen.lock().unwrap().run_states.push(id);
                         continue;
                     }
-                    state
-                } else {
-                    device
+                    Err(reply) => reply,
                 };
                 let message = reply.json["error"]["message"].as_str().unwrap_or("");
                 if reply.status == 507
@@ -204,23 +177,32 @@ async fn fill(app: &Arc<TestApp>, script: &str, on_full: impl FnOnce()) -> (Seen
         );
     }
     on_full();
-    stop.store(true, Ordering::SeqCst);
-    for writer in writers {
-        writer.await.expect("a writer panicked");
-    }
-    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let seen = stop_writers(&stop, writers, &seen).await;
     assert!(
         seen.other.is_empty(),
         "answers other than 201 or 507 InsufficientStorage: {:?}",
         seen.other
     );
-    // Still full: a write is refused with the whole Graph error and a Retry-After.
-    let refused = app
-        .post(
-            "deviceManagement/managedDevices",
-            r#"{"deviceName":"refused"}"#,
-        )
-        .await;
+    // Still full: a write is refused with the whole Graph error and a Retry-After. A small row
+    // may still fit in a page's free space (PostgreSQL), so a few more writes may be stored
+    // first; within 50 the disk must refuse one.
+    let mut refused = None;
+    for i in 0..50 {
+        let answer = app
+            .post(
+                "deviceManagement/managedDevices",
+                &format!(r#"{{"deviceName":"refused-{i}"}}"#),
+            )
+            .await;
+        match answer.status {
+            201 => continue,
+            _ => {
+                refused = Some(answer);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("the disk stayed full: 50 more small writes were all stored");
     refused.assert_error(507, "InsufficientStorage", "disk is full");
     assert!(!refused.header("retry-after").is_empty());
     (seen, filled_in)
@@ -229,34 +211,19 @@ async fn fill(app: &Arc<TestApp>, script: &str, on_full: impl FnOnce()) -> (Seen
 /// Every acknowledged device and run state is stored (read while the disk is still full); the
 /// number of run states stored.
 async fn nothing_lost(app: &TestApp, script: &str, seen: &Seen) -> usize {
+    const WHAT: &str = "a read while the disk is full";
     let devices: std::collections::HashSet<String> = all_ids(
         app,
         "deviceManagement/managedDevices?$select=id&$top=500",
+        WHAT,
         |d| d["id"].as_str().unwrap().to_owned(),
     )
     .await
     .into_iter()
     .collect();
-    let lost: Vec<&String> = seen
-        .devices
-        .iter()
-        .filter(|d| !devices.contains(*d))
-        .collect();
-    assert!(lost.is_empty(), "acknowledged devices lost: {lost:?}");
-    let states: std::collections::HashSet<String> = all_ids(
-        app,
-        &format!("deviceManagement/deviceHealthScripts/{script}/deviceRunStates?$select=id&$expand=managedDevice($select=id)&$top=500"),
-        |s| s["managedDevice"]["id"].as_str().unwrap().to_owned(),
-    )
-    .await
-    .into_iter()
-    .collect();
-    let lost: Vec<&String> = seen
-        .run_states
-        .iter()
-        .filter(|d| !states.contains(*d))
-        .collect();
-    assert!(lost.is_empty(), "acknowledged run states lost: {lost:?}");
+    assert_none_lost(&seen.devices, &devices, "acknowledged devices lost");
+    let states = run_state_devices(app, script, WHAT).await;
+    assert_none_lost(&seen.run_states, &states, "acknowledged run states lost");
     states.len()
 }
 
@@ -289,17 +256,7 @@ async fn writes_resume(app: &TestApp, script: &str, stored: usize) {
             state.text
         );
     }
-    let summary = app
-        .get(&format!(
-            "deviceManagement/deviceHealthScripts/{script}/runSummary"
-        ))
-        .await;
-    assert_eq!(
-        summary.json["issueRemediatedDeviceCount"].as_u64(),
-        Some(stored as u64 + 20),
-        "{}",
-        summary.text
-    );
+    assert_remediated(app, script, stored + 20).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -370,20 +327,12 @@ async fn a_full_postgres_tablespace_answers_507_keeps_reads_and_writes_resume() 
         "postgres",
         &format!("CREATE TABLESPACE small LOCATION '{}'", tmpfs.dir.display()),
     );
-    let database = app
-        .database_url()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let database = database_name(&app);
     cluster.psql(
         "postgres",
         &format!("CREATE DATABASE {database} TABLESPACE small"),
     );
-    app.stop();
-    app.db_address = cluster.address();
-    app.spawn();
+    serve_from(&mut app, cluster.address());
     let script = app.script("full").await;
     // Leave 2 MB beside what the migrated database takes.
     tmpfs.resize(&format!("{}k", used_kib(&tmpfs.dir) + 2048));

@@ -8,20 +8,14 @@
 //! acknowledged write is there, and the counters agree with the rows. And a server that turns
 //! read-only under remediate: 503 + `Retry-After` for writes, reads work, writes come back.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::harness::{Backend, Mode, TestApp};
-use crate::pg_cluster::{wait_for_a_write, Cluster};
-
-/// What the writers saw: run states acknowledged (device ids), and every other answer.
-#[derive(Default)]
-struct Seen {
-    acknowledged: Vec<String>,
-    unavailable: usize,
-    other: Vec<String>,
-}
+use crate::pg_cluster::{
+    assert_none_lost, assert_read_unavailable, assert_remediated, database_name, run_state_devices,
+    serve_from, wait_for_a_write, Cluster, Writers,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_promoted_standby_takes_the_writes_without_a_restart_and_nothing_acknowledged_is_lost() {
@@ -41,108 +35,34 @@ async fn a_promoted_standby_takes_the_writes_without_a_restart_and_nothing_ackno
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    app.stop();
-    app.db_address = format!("{},{}", primary.address(), standby.address());
-    app.spawn();
-    let database = app
-        .database_url()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    serve_from(
+        &mut app,
+        format!("{},{}", primary.address(), standby.address()),
+    );
+    let database = database_name(&app);
     assert_eq!(
         standby.psql("postgres", "SELECT pg_is_in_recovery()"),
         "t",
         "the standby is a standby before the failover"
     );
     let script = app.script("failover").await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let seen = Arc::new(Mutex::new(Seen::default()));
     let app = Arc::new(app);
-    let mut writers = Vec::new();
-    for w in 0..4 {
-        let (app, stop, seen, script) = (app.clone(), stop.clone(), seen.clone(), script.clone());
-        writers.push(tokio::spawn(async move {
-            let mut n = 0;
-            while !stop.load(Ordering::SeqCst) {
-                n += 1;
-                let started = Instant::now();
-                let device = app
-                    .post(
-                        "deviceManagement/managedDevices",
-                        &format!(r#"{{"deviceName":"w{w}-{n}"}}"#),
-                    )
-                    .await;
-                let reply = if device.status == 201 {
-                    let id = device.json["id"].as_str().unwrap().to_owned();
-                    let reply = app
-                        .run_state(
-                            &script,
-                            &id,
-                            r#""detectionState":"fail","remediationState":"success""#,
-                        )
-                        .await;
-                    if reply.status == 201 {
-                        seen.lock().unwrap().acknowledged.push(id);
-                        continue;
-                    }
-                    reply
-                } else {
-                    device
-                };
-                {
-                    let mut seen = seen.lock().unwrap();
-                    assert!(
-                        started.elapsed() < Duration::from_secs(20),
-                        "a write hung for {:?}",
-                        started.elapsed()
-                    );
-                    if reply.status == 503 && !reply.header("retry-after").is_empty() {
-                        seen.unavailable += 1;
-                    } else {
-                        seen.other.push(format!(
-                            "{} {} {}",
-                            reply.status,
-                            reply.header("retry-after"),
-                            reply.text
-                        ));
-                    }
-                }
-                // Down: no need to spin.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }));
-    }
+    // Down: no need to spin.
+    let writers = Writers::spawn(&app, &script, Some(Duration::from_millis(50)));
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let before = seen.lock().unwrap().acknowledged.len();
+    let before = writers.acknowledged();
     assert!(before > 0, "no write was acknowledged before the failover");
     primary.stop("immediate");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // The primary is gone and the standby does not accept writes yet: reads too are a 503 with
     // Retry-After (remediate does not hand out connections to a standby).
-    let read = app.get("deviceManagement/managedDevices?$top=1").await;
-    assert_eq!(
-        read.status, 503,
-        "a read while no host accepts writes: {}",
-        read.text
-    );
-    assert!(!read.header("retry-after").is_empty());
+    assert_read_unavailable(&app, "a read while no host accepts writes").await;
     let promoted = Instant::now();
     standby.promote();
     wait_for_a_write(&app, "after the promotion", Duration::from_secs(20)).await;
     let recovered_in = promoted.elapsed();
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    stop.store(true, Ordering::SeqCst);
-    for writer in writers {
-        writer.await.expect("a writer panicked");
-    }
-    let seen = std::mem::take(&mut *seen.lock().unwrap());
-    assert!(
-        seen.other.is_empty(),
-        "answers other than 2xx or 503 + Retry-After: {:?}",
-        seen.other
-    );
+    let seen = writers.stop().await;
     assert!(seen.unavailable > 0, "no write met the failover");
     assert!(
         seen.acknowledged.len() > before,
@@ -150,40 +70,14 @@ async fn a_promoted_standby_takes_the_writes_without_a_restart_and_nothing_ackno
     );
     // Every acknowledged run state is on the new primary, with its counters.
     assert_eq!(standby.psql(&database, "SELECT pg_is_in_recovery()"), "f");
-    let mut stored = std::collections::HashSet::new();
-    let mut next = Some(format!(
-        "deviceManagement/deviceHealthScripts/{script}/deviceRunStates?$select=id&$expand=managedDevice($select=id)&$top=500"
-    ));
-    while let Some(url) = next {
-        let page = app.get(&url).await;
-        assert_eq!(page.status, 200, "{}", page.text);
-        for state in page.json["value"].as_array().unwrap() {
-            stored.insert(state["managedDevice"]["id"].as_str().unwrap().to_owned());
-        }
-        next = page.json["@odata.nextLink"].as_str().map(str::to_owned);
-    }
-    let lost: Vec<&String> = seen
-        .acknowledged
-        .iter()
-        .filter(|d| !stored.contains(*d))
-        .collect();
-    assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+    let stored = run_state_devices(&app, &script, "a read on the new primary").await;
+    assert_none_lost(&seen.acknowledged, &stored, "acknowledged but lost");
     let rows: usize = standby
         .psql(&database, "SELECT count(*) FROM device_run_states")
         .parse()
         .unwrap();
     assert_eq!(rows, stored.len(), "the run state rows on the new primary");
-    let summary = app
-        .get(&format!(
-            "deviceManagement/deviceHealthScripts/{script}/runSummary"
-        ))
-        .await;
-    assert_eq!(
-        summary.json["issueRemediatedDeviceCount"].as_u64(),
-        Some(stored.len() as u64),
-        "{}",
-        summary.text
-    );
+    assert_remediated(&app, &script, stored.len()).await;
     let (agrees, output) = app.recount_check();
     assert!(agrees, "recount --check: {output}");
     eprintln!(
@@ -203,9 +97,7 @@ async fn a_server_turned_read_only_is_503_for_writes_and_writes_resume() {
         return;
     };
     let cluster = Cluster::init();
-    app.stop();
-    app.db_address = cluster.address();
-    app.spawn();
+    serve_from(&mut app, cluster.address());
     let device = app.device("before").await;
     let read_only = |on: &str| {
         cluster.psql(

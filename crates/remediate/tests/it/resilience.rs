@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::both;
 use crate::harness::{Backend, Mode, TestApp};
-use crate::pg_cluster::wait_for_a_write;
+use crate::pg_cluster::{serve_from, wait_for_a_write};
 
 // A child process: the test sends it SIGTERM.
 both!(
@@ -141,9 +141,7 @@ async fn postgres_outage_is_503_with_retry_after_and_recovers_without_restart() 
         return;
     };
     let proxy = proxy().await;
-    app.stop();
-    app.db_address = format!("127.0.0.1:{}", proxy.port);
-    app.spawn();
+    serve_from(&mut app, format!("127.0.0.1:{}", proxy.port));
     let created = app.device("before").await;
     proxy.down.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(100)).await;
