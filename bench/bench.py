@@ -2,7 +2,9 @@
 """The driver of bench/run.sh (see docs/benchmarks.md). Run through bench/run.sh, which prepares the tools.
 
 One run measures, on this machine and under the same load generator (wrk):
-  floors   SQLite inserts (1 and 100 rows per transaction), PostgreSQL inserts (pgbench), a minimal HTTP server;
+  floors   SQLite inserts (1 and 100 rows per transaction; remediate's schema and a minimal one), PostgreSQL inserts
+           (pgbench), a minimal HTTP server, and a same-work GET page server (remediate's page statement on the
+           same database, the same JSON) on SQLite and PostgreSQL;
   remediate on SQLite and on PostgreSQL: POST and PATCH of run states, the GET page and runSummary at each size;
   peers    json-server (1k and 50k records) and Stoplight Prism (mock of the POST route);
 then prints a table and the goals' ratios, writes bench/results/latest.json and docs/bench-scaling.png.
@@ -495,6 +497,11 @@ class Bench:
             page_path = f"{rs_path}?{PAGE_QUERY}"
             status, page = call(m.addr, token, "GET", page_path)
             assert status == 200 and len(json.loads(page)["value"]) == 100, (status, page[:300])
+            if size == sizes[-1]:
+                # the same-work floor (bench/floor page) runs the same query on this database later
+                self.files[f"page-db-{db}"] = {"db": os.path.join(disk_dir, "remediate.db") if db == "sqlite"
+                                               else database, "script": read_script, "path": page_path,
+                                               "token": token, "size": size}
             if size == sizes[-1] and db == "sqlite":
                 self.files["page"] = os.path.join(WORK, "page.json")
                 with open(self.files["page"], "wb") as f:
@@ -530,8 +537,11 @@ class Bench:
         self.results["remediate"][db] = out
 
     # -- floors
-    def sqlite_floor(self):
-        ddl = self.write_file("ddl-sqlite.sql", table_ddl("sqlite"))
+    def sqlite_floor(self, minimal=False):
+        """The SQLite insert floor on remediate's own table and indexes, or (minimal) on the same table with only
+        its primary key and the (tenant, scriptId, managedDeviceId) unique index."""
+        ddl = self.write_file("ddl-sqlite-minimal.sql" if minimal else "ddl-sqlite.sql",
+                              table_ddl("sqlite", only_indexes=MINIMAL_INDEXES if minimal else None))
         out = {}
         for per_tx in (1, 100):
             db = os.path.join(WORK, "floor.db")
@@ -540,12 +550,48 @@ class Bench:
                                check=True, capture_output=True, text=True)
             j = json.loads(r.stdout)
             out[f"{per_tx}_per_tx"] = j
-            log(f"  floor     SQLite {per_tx:>3} row(s)/tx        {j['rows_per_s']:>9.1f} rows/s  "
+            log(f"  floor     SQLite{' minimal' if minimal else ''} {per_tx:>3} row(s)/tx        "
+                f"{j['rows_per_s']:>9.1f} rows/s  "
                 f"tx p50 {j['tx_p50_ms']:.2f} ms  p99 {j['tx_p99_ms']:.2f} ms")
             for suffix in ("", "-wal", "-shm"):
                 if os.path.exists(db + suffix):
                     os.remove(db + suffix)
-        self.results["floors"]["sqlite"] = out
+        self.results["floors"]["sqlite_minimal" if minimal else "sqlite"] = out
+
+    def page_floor(self):
+        """The same-work floor of the GET page: `bench/floor page` runs remediate's page statement on the database
+        remediate was measured on (its largest size) and serializes the page; wrk as for remediate's GET page."""
+        out = {}
+        # postgres_pool: the same floor taking one connection per request as a pool does (no pipelining): a
+        # reference line that tells the driver's pipelining apart from the rest of the gap
+        for key in ("sqlite", "postgres", "postgres_pool"):
+            db = key.split("_")[0]
+            info = self.files.get(f"page-db-{db}")
+            if not info:
+                continue
+            port = free_port()
+            cmd = [FLOOR, "page", "--listen", f"127.0.0.1:{port}", "--tenant", TENANT, "--script", info["script"],
+                   "--db" if db == "sqlite" else "--postgres", info["db"]] + (["--pool"] if key.endswith("pool") else [])
+            p = start(cmd, os.path.join(WORK, f"floor-page-{key}.log"))
+            try:
+                wait_port("127.0.0.1", port, proc=p)
+                base = f"http://127.0.0.1:{port}"
+                status, raw = call(("127.0.0.1", port), info["token"], "GET", info["path"])
+                page = json.loads(raw)
+                assert status == 200 and len(page["value"]) == 100 and "@odata.nextLink" in page, (status, raw[:300])
+                res = {"size": info["size"], "page_bytes": len(raw), "runs": []}
+                for c in self.cfg["clients"]:
+                    r = wrk(base, "GET", info["path"], c, self.secs(), info["token"])
+                    res["runs"].append(r)
+                    log(f"  floor     {key} same-work GET page  c={c:<4} {fmt_run(r)}")
+                res["peak_rss_mb"] = vm_hwm_mb(p.pid)
+                out[key] = res
+            except Exception as e:  # noqa: BLE001 - recorded, not fatal
+                out[key] = {"error": str(e)[:500]}
+                log(f"  floor     {key} same-work GET page: {e}")
+            finally:
+                stop(p)
+        self.results["floors"]["page"] = out
 
     def pg_floor(self):
         name = f"remediate_floor_{os.getpid()}"
@@ -838,8 +884,14 @@ def npm_version(pkg):
         return None
 
 
-def table_ddl(dialect):
-    """remediate's own CREATE TABLE and CREATE INDEX statements of device_run_states, as its migrations leave them."""
+# The minimal schema of the insert floor: the table, its primary key and this one index (what a device report
+# needs: one run state per device and script).
+MINIMAL_INDEXES = ("device_run_states_device",)
+
+
+def table_ddl(dialect, only_indexes=None):
+    """remediate's own CREATE TABLE and CREATE INDEX statements of device_run_states, as its migrations leave them
+    (only_indexes: keep only these indexes)."""
     folder = os.path.join(REPO, "crates", "store", "migrations", dialect)
     table, indexes = None, {}
     for fn in sorted(os.listdir(folder)):
@@ -855,6 +907,10 @@ def table_ddl(dialect):
             if m:
                 indexes.pop(m.group(1), None)
     assert table, "device_run_states DDL not found"
+    if only_indexes is not None:
+        missing = set(only_indexes) - set(indexes)
+        assert not missing, f"indexes not found in the migrations: {missing}"
+        indexes = {k: v for k, v in indexes.items() if k in only_indexes}
     return ";\n".join([table] + list(indexes.values())) + ";\n"
 
 
@@ -920,6 +976,15 @@ def ratios(res, mode_cfg):
     goal("POST SQLite 64 clients / SQLite floor (100 rows/tx)",
          good(post_sq) / floor100 if post_sq and floor100 else None, ">=", 0.5,
          f"{post_sq and good(post_sq)} req/s vs {floor100 and round(floor100, 1)} rows/s")
+    # issue 17, the cost of the schema: the same-schema floor (remediate's table and indexes) and a minimal one
+    # (primary key and the (tenant, scriptId, managedDeviceId) index), both at 100 rows per transaction
+    goal("durable POST SQLite 64 clients / same-schema floor (100 rows/tx)",
+         good(post_sq) / floor100 if post_sq and floor100 else None, ">=", 0.9,
+         f"{post_sq and good(post_sq)} req/s vs {floor100 and round(floor100, 1)} rows/s")
+    floor_min = F.get("sqlite_minimal", {}).get("100_per_tx", {}).get("rows_per_s")
+    goal("durable POST SQLite 64 clients / minimal-schema floor (PK + 1 index, 100 rows/tx)",
+         good(post_sq) / floor_min if post_sq and floor_min else None, ">=", 0.25,
+         f"{post_sq and good(post_sq)} req/s vs {floor_min and round(floor_min, 1)} rows/s")
     goal("POST SQLite 64 clients p99/p50", post_sq["p99_ms"] / post_sq["p50_ms"] if post_sq else None, "<=", 20,
          f"p99 {post_sq and post_sq['p99_ms']} ms, p50 {post_sq and post_sq['p50_ms']} ms")
     post_pg = at(pg.get("post"), 64)
@@ -939,6 +1004,25 @@ def ratios(res, mode_cfg):
     goal(f"GET page @{int(largest):,} p99 / minimal HTTP server p99 (64 clients)",
          get_sq["p99_ms"] / fl_get["p99_ms"] if get_sq and fl_get else None, "<=", 2,
          f"{get_sq and get_sq['p99_ms']} vs {fl_get and fl_get['p99_ms']} ms")
+    # issue 17: against a server doing the same work (the same statement on the same database, the same JSON)
+    for db, label in (("sqlite", "SQLite"), ("postgres", "PostgreSQL")):
+        get = at(R.get(db, {}).get("sizes", {}).get(largest, {}).get("get_page"), 64)
+        pf = F.get("page", {}).get(db, {})
+        fl = at(pf.get("runs"), 64)
+        fl8, get8 = at(pf.get("runs"), 8), at(R.get(db, {}).get("sizes", {}).get(largest, {}).get("get_page"), 8)
+        if not get and not pf:
+            continue
+        goal(f"GET page @{int(largest):,} ({label}, 64 clients) / same-work floor (same SQL, same database)",
+             get["req_per_s"] / fl["req_per_s"] if get and fl else None, ">=", 0.7,
+             f"{get and get['req_per_s']} vs {fl and fl['req_per_s']} req/s; at 8 clients "
+             f"{get8 and get8['req_per_s']} vs {fl8 and fl8['req_per_s']}"
+             + (f"; floor failed: {pf['error'][:80]}" if "error" in pf else "")
+             + (f"; the floor with pooled connections (no pipelining): "
+                f"{at(F['page'][db + '_pool'].get('runs'), 64)['req_per_s']} req/s"
+                if at(F.get("page", {}).get(db + "_pool", {}).get("runs"), 64) else ""))
+        goal(f"GET page @{int(largest):,} p99 / same-work floor p99 ({label}, 64 clients)",
+             get["p99_ms"] / fl["p99_ms"] if get and fl else None, "<=", 2,
+             f"{get and get['p99_ms']} vs {fl and fl['p99_ms']} ms")
     for db, label in (("sqlite", "SQLite"), ("postgres", "PostgreSQL")):
         s = R.get(db, {}).get("sizes", {})
         big, small = at(s.get(largest, {}).get("run_summary"), 1), at(s.get(smallest, {}).get("run_summary"), 1)
@@ -973,9 +1057,10 @@ def print_table(res):
         add(f"{name:<44} {r['clients']:>7} {r['req_per_s']:>10.1f} {r['p50_ms']:>9.2f} {r['p99_ms']:>9.2f} {err:>7}")
 
     F = res["floors"]
-    for k, v in F.get("sqlite", {}).items():
-        add(f"{'floor SQLite insert, ' + k.replace('_', ' '):<44} {1:>7} {v['rows_per_s']:>10.1f} "
-            f"{v['tx_p50_ms']:>9.2f} {v['tx_p99_ms']:>9.2f} {'':>7}  (rows/s; tx latency)")
+    for key, what in (("sqlite", "floor SQLite insert, "), ("sqlite_minimal", "floor SQLite insert, PK+1 index, ")):
+        for k, v in F.get(key, {}).items():
+            add(f"{what + k.replace('_', ' '):<44} {1:>7} {v['rows_per_s']:>10.1f} "
+                f"{v['tx_p50_ms']:>9.2f} {v['tx_p99_ms']:>9.2f} {'':>7}  (rows/s; tx latency)")
     for v in F.get("postgres", {}).get("runs", []):
         add(f"{'floor PostgreSQL insert, ' + str(v['rows_per_tx']) + ' per tx':<44} {v['clients']:>7} "
             f"{v['rows_per_s']:>10.1f} {v['tx_p50_ms']:>9.2f} {v['tx_p99_ms']:>9.2f} {'':>7}  (rows/s; tx latency)")
@@ -985,6 +1070,11 @@ def print_table(res):
         row("floor HTTP GET page (stored bytes)", r)
     for r in F.get("http", {}).get("post", []):
         row("floor HTTP POST echo (same body)", r)
+    for db, p in F.get("page", {}).items():
+        if "error" in p:
+            add(f"{'floor ' + db + ' same-work GET page':<44} not measured: {p['error'][:60]}")
+        for r in p.get("runs", []):
+            row(f"floor {db.replace('_pool', ' (pool)')} same-work GET page @{int(p['size']):,}", r)
     for db, d in res["remediate"].items():
         for size, s in d["sizes"].items():
             for key, label in (("get_page", "GET page"), ("run_summary", "runSummary"), ("post", "POST run state"),
@@ -1057,6 +1147,13 @@ def plot(res, path, mode):
                      label=f"floor HTTP {'GET page (serialized)' if key == 'get_page' else 'POST echo'}")
             ax2.plot([r["clients"] for r in runs], [r["p99_ms"] for r in runs], ":", marker="s", color=color,
                      label=f"floor HTTP {'GET page (serialized)' if key == 'get_page' else 'POST echo'}")
+    for db, p in F.get("page", {}).items():
+        runs = measured(p.get("runs"))
+        if runs:
+            for ax, key in ((ax1, "req_per_s"), (ax2, "p99_ms")):
+                ax.plot([r["clients"] for r in runs], [r[key] for r in runs], styles[db.split("_")[0]],
+                        marker="s", color="tab:olive" if db.endswith("pool") else "tab:cyan",
+                        label=f"floor {db.replace('_', ' ')} same-work GET page")
     if F.get("sqlite"):
         for k, ls in (("1_per_tx", (0, (1, 3))), ("100_per_tx", (0, (5, 2)))):
             ax1.axhline(F["sqlite"][k]["rows_per_s"], color="black", linestyle=ls, linewidth=1,
@@ -1152,10 +1249,12 @@ def main():
             log("floors")
             if "row-sqlite" in b.files:
                 b.sqlite_floor()
+                b.sqlite_floor(minimal=True)
             if "row-postgres" in b.files:
                 b.pg_floor()
             if "page" in b.files:
                 b.http_floor()
+            b.page_floor()
         if "peers" in only and "page" in b.files:
             log("peers")
             # remediate's OpenAPI document, for Prism
@@ -1189,6 +1288,10 @@ def main():
                 for r in runs:
                     r.pop("_sent_per_thread", None)
                     r.pop("_threads", None)
+    for p in b.results["floors"].get("page", {}).values():
+        for r in p.get("runs", []):
+            r.pop("_sent_per_thread", None)
+            r.pop("_threads", None)
     for p in b.results["peers"].values():
         for r in p.get("runs", []):
             r.pop("_sent_per_thread", None)
