@@ -5,101 +5,16 @@
 // on the overview holds every script's rows. axe-core on the job's page.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { execFile, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { createRequire } from "node:module";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { promisify } from "node:util";
-import { randomBytes } from "node:crypto";
 import { inflateRawSync } from "node:zlib";
 import { chromium } from "playwright-core";
+import { CHROMIUM, IN_CI, Server, checkA11y, postgresReachable } from "./support.mjs";
 
-const run = promisify(execFile);
-const require = createRequire(import.meta.url);
-const AXE = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
-const BIN = process.env.REMEDIATE_BIN;
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
-const IN_CI = (process.env.CI ?? "").toLowerCase() === "true";
 const TENANT = "contoso";
 const SCOPES = [
   "DeviceManagementScripts.ReadWrite.All",
   "DeviceManagementManagedDevices.ReadWrite.All",
 ];
 const DEVICES = 40;
-
-function childEnv() {
-  const env = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (k.startsWith("REMEDIATE_") || /^(https?|all|no)_proxy$/i.test(k)) continue;
-    env[k] = v;
-  }
-  return env;
-}
-
-async function postgresReachable() {
-  try {
-    await run("pg_isready", ["-h", "127.0.0.1", "-p", "5432", "-q"]);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** One `remediate serve` on a free port with its own data directory (and PostgreSQL database). */
-class Server {
-  constructor(backend) {
-    this.dataDir = mkdtempSync(join(tmpdir(), `remediate-exports-${backend}-`));
-    this.db = backend === "postgres" ? `remediate_exports_${randomBytes(6).toString("hex")}` : null;
-  }
-
-  storageArgs() {
-    const args = ["--data-dir", this.dataDir];
-    if (this.db) args.push("--database", `postgres://postgres@127.0.0.1:5432/${this.db}`);
-    return args;
-  }
-
-  async start() {
-    this.proc = spawn(BIN, ["serve", "--listen", "127.0.0.1:0", ...this.storageArgs()], {
-      cwd: this.dataDir,
-      env: childEnv(),
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let out = "";
-    let err = "";
-    this.proc.stderr.on("data", (d) => (err = (err + d).slice(-8000)));
-    this.origin = await new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no listener within 60 s\n${err}`)), 60_000);
-      this.proc.on("exit", (code) => reject(new Error(`serve exited with ${code}\n${err}`)));
-      this.proc.stdout.on("data", (d) => {
-        out += d;
-        const m = /^listening on (http:\/\/\S+)/m.exec(out);
-        if (m) {
-          clearTimeout(timer);
-          resolve(m[1].replace(/\/$/, ""));
-        }
-      });
-    });
-  }
-
-  async cli(...args) {
-    const { stdout } = await run(BIN, args, { cwd: this.dataDir, env: childEnv(), timeout: 60_000 });
-    return stdout.trim().split("\n").pop().trim();
-  }
-
-  async stop() {
-    if (this.proc && this.proc.exitCode === null) {
-      const exited = new Promise((r) => this.proc.on("exit", r));
-      this.proc.kill("SIGTERM");
-      await exited;
-    }
-    if (this.db) {
-      await run("psql", ["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-q", "-c",
-        `DROP DATABASE IF EXISTS ${this.db} WITH (FORCE)`]).catch(() => {});
-    }
-    rmSync(this.dataDir, { recursive: true, force: true });
-  }
-}
 
 /** Two scripts; the first with DEVICES run states (every third with issues), the second with three. */
 async function seed(server) {
@@ -177,13 +92,6 @@ function parseCsv(text) {
   return records.map((r) => Object.fromEntries(header.map((h, i) => [h, r[i]])));
 }
 
-async function checkA11y(page, what) {
-  await page.addScriptTag({ content: AXE });
-  const result = await page.evaluate(async () => await globalThis.axe.run(document));
-  const bad = result.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
-  assert.deepEqual(bad.map((v) => `${v.id} (${v.impact})`), [], `axe on ${what}`);
-}
-
 /** On the job's page: Refresh until completed; the CSV's records through the download link. */
 async function download(page, what) {
   assert.match(new URL(page.url()).pathname, /^\/export-jobs\/./);
@@ -219,7 +127,7 @@ for (const backend of ["sqlite", "postgres"]) {
 
     before(async () => {
       if (skip) return;
-      server = new Server(backend);
+      server = new Server(backend, "exports");
       await server.start();
       data = await seed(server);
       browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
@@ -231,7 +139,7 @@ for (const backend of ["sqlite", "postgres"]) {
     });
 
     test("Export on a filtered script page and Export everything equal the API's rows", { skip }, async () => {
-      const context = await browser.newContext({ bypassCSP: true });
+      const context = await browser.newContext();
       context.setDefaultTimeout(15_000);
       const page = await context.newPage();
       const link = await server.cli("login-link", "--tenant", TENANT, ...SCOPES.flatMap((s) => ["--scope", s]),
