@@ -53,22 +53,14 @@ async fn dispatch_inner(state: &AppState, req: &ApiRequest) -> Result<ApiRespons
         return Ok(crate::metadata::response());
     }
     let principal = authenticate(state, &req.headers).await?;
-    dispatch_principal(state, req, principal).await
+    dispatch_as(state, req, principal).await
 }
 
-/// Handle one `/beta` request for a caller already authenticated some other way (the
-/// dashboard's session, `crate::dashboard`): everything after authentication is the same —
+/// Handle one `/beta` request for a caller already authenticated (by its bearer token, or by
+/// the dashboard's session, `crate::dashboard`): everything after authentication is the same —
 /// routing, 405, throttling, the declared permissions, body validation, the rules and the
 /// store call — so a page's write is validated and refused exactly as the API's.
 pub async fn dispatch_as(
-    state: &AppState,
-    req: &ApiRequest,
-    principal: Principal,
-) -> Result<ApiResponse, ApiError> {
-    dispatch_principal(state, req, principal).await
-}
-
-async fn dispatch_principal(
     state: &AppState,
     req: &ApiRequest,
     principal: Principal,

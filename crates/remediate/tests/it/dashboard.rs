@@ -161,16 +161,26 @@ impl<'a> Browser<'a> {
         form: Option<&str>,
         extra: &[(&str, &str)],
     ) -> Page {
+        let body = form.map(|f| ("application/x-www-form-urlencoded", f.as_bytes().to_vec()));
+        self.send_body(method, path, body, extra).await
+    }
+
+    /// [`Browser::send`] with any body: `(content type, bytes)`.
+    pub(crate) async fn send_body(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+        extra: &[(&str, &str)],
+    ) -> Page {
         let mut request = self
             .client
             .request(method.parse().unwrap(), format!("{}{path}", root(self.app)));
         if let Some(cookie) = &self.cookie {
             request = request.header("cookie", cookie);
         }
-        if let Some(form) = form {
-            request = request
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(form.to_owned());
+        if let Some((content_type, bytes)) = body {
+            request = request.header("content-type", content_type).body(bytes);
         }
         for (name, value) in extra {
             request = request.header(*name, *value);

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use crate::both;
-use crate::harness::TestApp;
+use crate::dashboard::{root, Browser, Page};
 
 const EDITOR: &[&str] = &[
     "DeviceManagementScripts.ReadWrite.All",
@@ -27,53 +27,6 @@ const READER: &[&str] = &[
     "Group.Read.All",
 ];
 const BOUNDARY: &str = "----remediateTestBoundary7MA4YWxk";
-
-fn root(app: &TestApp) -> String {
-    app.base.trim_end_matches("/beta").to_owned()
-}
-
-/// `remediate login-link` (the binary) for `tenant-a`: the link's path.
-fn login_link(app: &TestApp, scopes: &[&str]) -> String {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_remediate"));
-    command
-        .arg("login-link")
-        .args(["--tenant", "tenant-a", "--data-dir"])
-        .arg(&app.data_dir)
-        .args(["--public-url", "https://dashboard.example"]);
-    if let Some(url) = app.database_url() {
-        command.args(["--database", &url]);
-    }
-    for scope in scopes {
-        command.args(["--scope", scope]);
-    }
-    let out = command.output().expect("remediate login-link runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    url.strip_prefix("https://dashboard.example")
-        .unwrap()
-        .to_owned()
-}
-
-struct Page {
-    status: u16,
-    location: String,
-    text: String,
-}
-
-impl Page {
-    fn csrf(&self) -> String {
-        let at = self
-            .text
-            .find("name=\"csrf\" value=\"")
-            .unwrap_or_else(|| panic!("a csrf field: {}", self.text));
-        let rest = &self.text[at + "name=\"csrf\" value=\"".len()..];
-        rest[..rest.find('"').unwrap()].to_owned()
-    }
-}
 
 /// One part of a multipart body: a field, or a file (name, filename, bytes).
 enum Part<'a> {
@@ -108,88 +61,10 @@ fn multipart(parts: &[Part<'_>]) -> Vec<u8> {
     body
 }
 
-struct Browser<'a> {
-    app: &'a TestApp,
-    client: reqwest::Client,
-    cookie: String,
-}
-
-impl<'a> Browser<'a> {
-    async fn sign_in(app: &'a TestApp, scopes: &[&str]) -> Browser<'a> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        let link = login_link(app, scopes);
-        let response = client
-            .get(format!("{}{link}", root(app)))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 303);
-        let cookie = response.headers()["set-cookie"]
-            .to_str()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_owned();
-        Browser {
-            app,
-            client,
-            cookie,
-        }
-    }
-
-    async fn send(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<(&str, Vec<u8>)>,
-        headers: &[(&str, &str)],
-    ) -> Page {
-        let mut request = self
-            .client
-            .request(method.parse().unwrap(), format!("{}{path}", root(self.app)))
-            .header("cookie", &self.cookie);
-        if let Some((content_type, bytes)) = body {
-            request = request.header("content-type", content_type).body(bytes);
-        }
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let response = request.send().await.expect("the server answers");
-        Page {
-            status: response.status().as_u16(),
-            location: response
-                .headers()
-                .get("location")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned(),
-            text: response.text().await.unwrap_or_default(),
-        }
-    }
-
-    async fn get(&self, path: &str) -> Page {
-        self.send("GET", path, None, &[]).await
-    }
-
-    async fn post_form(&self, path: &str, form: &str) -> Page {
-        self.send(
-            "POST",
-            path,
-            Some((
-                "application/x-www-form-urlencoded",
-                form.as_bytes().to_vec(),
-            )),
-            &[],
-        )
-        .await
-    }
-
-    async fn post_multipart(&self, path: &str, parts: &[Part<'_>]) -> Page {
-        self.send(
+/// A multipart form post of the signed-in browser.
+async fn post_multipart(browser: &Browser<'_>, path: &str, parts: &[Part<'_>]) -> Page {
+    browser
+        .send_body(
             "POST",
             path,
             Some((
@@ -199,7 +74,6 @@ impl<'a> Browser<'a> {
             &[],
         )
         .await
-    }
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -222,7 +96,7 @@ fn enc(text: &str) -> String {
 both!(
     a_script_is_created_from_files_edited_assigned_and_deleted,
     |app| {
-        let browser = Browser::sign_in(&app, EDITOR).await;
+        let browser = Browser::sign_in(&app, "tenant-a", EDITOR).await;
         let overview = browser.get("/").await;
         assert!(overview.text.contains("href=\"/scripts/new\""));
         let form = browser.get("/scripts/new").await;
@@ -231,17 +105,17 @@ both!(
         let csrf = form.csrf();
 
         // Without a detection file: the API's own message, the input kept.
-        let refused = browser
-            .post_multipart(
-                "/scripts/new",
-                &[
-                    Part::Field("csrf", &csrf),
-                    Part::Field("displayName", "Disk <cleanup>"),
-                    Part::File("remediation", "fix.sh", b"rm -rf /tmp/cache\n"),
-                    Part::File("detection", "", b""),
-                ],
-            )
-            .await;
+        let refused = post_multipart(
+            &browser,
+            "/scripts/new",
+            &[
+                Part::Field("csrf", &csrf),
+                Part::Field("displayName", "Disk <cleanup>"),
+                Part::File("remediation", "fix.sh", b"rm -rf /tmp/cache\n"),
+                Part::File("detection", "", b""),
+            ],
+        )
+        .await;
         assert_eq!(refused.status, 400, "{}", refused.text);
         assert!(
         refused.text.contains(
@@ -257,25 +131,25 @@ both!(
         assert!(refused.text.contains(&format!("value=\"{kept}\"")));
 
         let detection = b"#!/bin/sh\r\ndf -h / | tail -1\nexit 1\n\x00\xff";
-        let created = browser
-            .post_multipart(
-                "/scripts/new",
-                &[
-                    Part::Field("csrf", &csrf),
-                    Part::Field("displayName", "Disk <cleanup>"),
-                    Part::Field("description", "Frees space"),
-                    Part::Field("publisher", "IT"),
-                    Part::Field("runAsAccount", "user"),
-                    Part::Field("enforceSignatureCheck", "true"),
-                    Part::File("detection", "detect.sh", detection),
-                    Part::Field("remediationKept", &kept),
-                    Part::Field("remediationKeptName", "fix.sh"),
-                ],
-            )
-            .await;
+        let created = post_multipart(
+            &browser,
+            "/scripts/new",
+            &[
+                Part::Field("csrf", &csrf),
+                Part::Field("displayName", "Disk <cleanup>"),
+                Part::Field("description", "Frees space"),
+                Part::Field("publisher", "IT"),
+                Part::Field("runAsAccount", "user"),
+                Part::Field("enforceSignatureCheck", "true"),
+                Part::File("detection", "detect.sh", detection),
+                Part::Field("remediationKept", &kept),
+                Part::Field("remediationKeptName", "fix.sh"),
+            ],
+        )
+        .await;
         assert_eq!(created.status, 303, "{}", created.text);
         let id = created
-            .location
+            .location()
             .strip_prefix("/scripts/")
             .unwrap()
             .to_owned();
@@ -292,7 +166,7 @@ both!(
         assert_eq!(script.json["remediationScriptContent"], kept);
 
         // The script page offers the editing controls.
-        let page = browser.get(&created.location).await;
+        let page = browser.get(created.location()).await;
         assert!(page.text.contains(&format!("href=\"/scripts/{id}/edit\"")));
         assert!(page
             .text
@@ -306,21 +180,21 @@ both!(
         assert_eq!(edit.status, 200, "{}", edit.text);
         assert!(edit.text.contains("value=\"Disk &lt;cleanup&gt;\""));
         assert!(edit.text.contains("df -h / | tail -1"));
-        let saved = browser
-            .post_multipart(
-                &format!("/scripts/{id}/edit"),
-                &[
-                    Part::Field("csrf", &csrf),
-                    Part::Field("displayName", "Disk cleanup v2"),
-                    Part::Field("description", ""),
-                    Part::Field("publisher", "IT ops"),
-                    Part::Field("runAsAccount", "system"),
-                    Part::Field("runAs32Bit", "true"),
-                    Part::File("detection", "", b""),
-                    Part::Field("removeRemediation", "true"),
-                ],
-            )
-            .await;
+        let saved = post_multipart(
+            &browser,
+            &format!("/scripts/{id}/edit"),
+            &[
+                Part::Field("csrf", &csrf),
+                Part::Field("displayName", "Disk cleanup v2"),
+                Part::Field("description", ""),
+                Part::Field("publisher", "IT ops"),
+                Part::Field("runAsAccount", "system"),
+                Part::Field("runAs32Bit", "true"),
+                Part::File("detection", "", b""),
+                Part::Field("removeRemediation", "true"),
+            ],
+        )
+        .await;
         assert_eq!(saved.status, 303, "{}", saved.text);
         let script = app
             .get(&format!("deviceManagement/deviceHealthScripts/{id}"))
@@ -335,15 +209,15 @@ both!(
         assert_eq!(script.json["remediationScriptContent"], "");
         // An edit the API refuses: its message, nothing changed.
         let long = "x".repeat(5000);
-        let refused = browser
-            .post_multipart(
-                &format!("/scripts/{id}/edit"),
-                &[
-                    Part::Field("csrf", &csrf),
-                    Part::Field("displayName", &long),
-                ],
-            )
-            .await;
+        let refused = post_multipart(
+            &browser,
+            &format!("/scripts/{id}/edit"),
+            &[
+                Part::Field("csrf", &csrf),
+                Part::Field("displayName", &long),
+            ],
+        )
+        .await;
         assert_eq!(refused.status, 400, "{}", refused.text);
         assert!(refused.text.contains("displayName"), "{}", refused.text);
         assert!(refused.text.contains(&long));
@@ -387,9 +261,7 @@ both!(
          &target-1=exclude&group-1={excluded}&filter-1=&filterMode-1=include&schedule-1=&interval-1=&time-1=&date-1=\
          &target-2=&group-2=&filter-2=&schedule-2=&interval-2=&time-2=&date-2="
     );
-        let assigned = browser
-            .post_form(&format!("/scripts/{id}/assign"), &rows)
-            .await;
+        let assigned = browser.post(&format!("/scripts/{id}/assign"), &rows).await;
         assert_eq!(assigned.status, 303, "{}", assigned.text);
         let listed = app
             .get(&format!(
@@ -447,9 +319,7 @@ both!(
         assert!(again.text.contains("value=\"09:30:00\""));
         // An assignment the API refuses: its message, the rows kept, nothing changed.
         let bad = rows.replace("time-0=09%3A30", "time-0=25%3A00");
-        let refused = browser
-            .post_form(&format!("/scripts/{id}/assign"), &bad)
-            .await;
+        let refused = browser.post(&format!("/scripts/{id}/assign"), &bad).await;
         assert_eq!(refused.status, 400, "{}", refused.text);
         assert!(
             refused
@@ -467,7 +337,7 @@ both!(
         assert_eq!(unchanged.json["value"].as_array().unwrap().len(), 2);
         // "Add a row" saves nothing and shows one more row.
         let more = browser
-            .post_form(&format!("/scripts/{id}/assign"), &format!("{rows}&more=1"))
+            .post(&format!("/scripts/{id}/assign"), &format!("{rows}&more=1"))
             .await;
         assert_eq!(more.status, 200);
         assert!(more.text.contains("name=\"target-3\""));
@@ -475,10 +345,10 @@ both!(
 
         // Delete.
         let deleted = browser
-            .post_form(&format!("/scripts/{id}/delete"), &format!("csrf={csrf}"))
+            .post(&format!("/scripts/{id}/delete"), &format!("csrf={csrf}"))
             .await;
         assert_eq!(deleted.status, 303, "{}", deleted.text);
-        assert_eq!(deleted.location, "/");
+        assert_eq!(deleted.location(), "/");
         let gone = app
             .get(&format!("deviceManagement/deviceHealthScripts/{id}"))
             .await;
@@ -493,7 +363,7 @@ both!(
 );
 
 both!(groups_filters_and_enrollment_secrets_are_edited, |app| {
-    let browser = Browser::sign_in(&app, EDITOR).await;
+    let browser = Browser::sign_in(&app, "tenant-a", EDITOR).await;
     let form = browser.get("/groups/new").await;
     assert_eq!(form.status, 200, "{}", form.text);
     assert!(form.text.contains("data-rule-dialect=\"membership\""));
@@ -535,7 +405,7 @@ both!(groups_filters_and_enrollment_secrets_are_edited, |app| {
     );
     // The server checks again on submit.
     let refused = browser
-        .post_form(
+        .post(
             "/groups/new",
             &format!(
                 "csrf={csrf}&displayName=Lab+machines&mailNickname=lab&membership=dynamic&membershipRule={}",
@@ -549,7 +419,7 @@ both!(groups_filters_and_enrollment_secrets_are_edited, |app| {
         .contains("The &#39;membershipRule&#39; is not valid"));
     assert!(refused.text.contains("value=\"Lab machines\""));
     let created = browser
-        .post_form(
+        .post(
             "/groups/new",
             &format!(
                 "csrf={csrf}&displayName=Lab+machines&mailNickname=lab&membership=dynamic&membershipRule={}",
@@ -559,7 +429,7 @@ both!(groups_filters_and_enrollment_secrets_are_edited, |app| {
         .await;
     assert_eq!(created.status, 303, "{}", created.text);
     let dynamic = created
-        .location
+        .location()
         .strip_prefix("/groups/")
         .unwrap()
         .to_owned();
@@ -572,24 +442,24 @@ both!(groups_filters_and_enrollment_secrets_are_edited, |app| {
 
     // A static group: members added and removed.
     let created = browser
-        .post_form(
+        .post(
             "/groups/new",
             &format!("csrf={csrf}&displayName=Pilot&mailNickname=pilot&membership=assigned&membershipRule="),
         )
         .await;
     assert_eq!(created.status, 303, "{}", created.text);
     let pilot = created
-        .location
+        .location()
         .strip_prefix("/groups/")
         .unwrap()
         .to_owned();
     let device = app.device("LAB-7").await;
-    let page = browser.get(&created.location).await;
+    let page = browser.get(created.location()).await;
     assert!(page
         .text
         .contains(&format!("<option value=\"{device}\">LAB-7</option>")));
     let added = browser
-        .post_form(
+        .post(
             &format!("/groups/{pilot}/members"),
             &format!("csrf={csrf}&device={device}"),
         )
@@ -598,7 +468,7 @@ both!(groups_filters_and_enrollment_secrets_are_edited, |app| {
     let members = app.get(&format!("groups/{pilot}/members")).await;
     assert_eq!(members.json["value"][0]["id"], device.as_str());
     let unknown = browser
-        .post_form(
+        .post(
             &format!("/groups/{pilot}/members"),
             &format!("csrf={csrf}&device=no-such-device"),
         )
@@ -610,7 +480,7 @@ both!(groups_filters_and_enrollment_secrets_are_edited, |app| {
         unknown.text
     );
     let removed = browser
-        .post_form(
+        .post(
             &format!("/groups/{pilot}/members/{device}/remove"),
             &format!("csrf={csrf}"),
         )
@@ -625,7 +495,7 @@ both!(groups_filters_and_enrollment_secrets_are_edited, |app| {
 
     // An assignment filter.
     let refused = browser
-        .post_form(
+        .post(
             "/filters/new",
             &format!(
                 "csrf={csrf}&displayName=Lab&platform=windows10AndLater&rule={}",
@@ -640,7 +510,7 @@ both!(groups_filters_and_enrollment_secrets_are_edited, |app| {
         refused.text
     );
     let created = browser
-        .post_form(
+        .post(
             "/filters/new",
             &format!(
                 "csrf={csrf}&displayName=Lab&platform=windows10AndLater&rule={}",
@@ -666,7 +536,7 @@ both!(groups_filters_and_enrollment_secrets_are_edited, |app| {
         "dynamic groups are not offered"
     );
     let refused = browser
-        .post_form(
+        .post(
             "/secrets",
             &format!("csrf={csrf}&displayName=Lab&group={pilot}&expires=2001-01-01T00%3A00&uses="),
         )
@@ -676,7 +546,7 @@ both!(groups_filters_and_enrollment_secrets_are_edited, |app| {
         .text
         .contains("&#39;expirationDateTime&#39; must be in the future."));
     let created = browser
-        .post_form(
+        .post(
             "/secrets",
             &format!("csrf={csrf}&displayName=Lab+rollout&group={pilot}&expires=2099-01-01T12%3A00&uses=5"),
         )
@@ -720,7 +590,7 @@ both!(groups_filters_and_enrollment_secrets_are_edited, |app| {
     let members = app.get(&format!("groups/{pilot}/members")).await;
     assert_eq!(members.json["value"][0]["displayName"], "PILOT-1");
     let revoked = browser
-        .post_form(
+        .post(
             &format!("/secrets/{secret_id}/revoke"),
             &format!("csrf={csrf}"),
         )
@@ -732,7 +602,7 @@ both!(groups_filters_and_enrollment_secrets_are_edited, |app| {
 
     // Groups and filters are deleted.
     let deleted = browser
-        .post_form(&format!("/groups/{pilot}/delete"), &format!("csrf={csrf}"))
+        .post(&format!("/groups/{pilot}/delete"), &format!("csrf={csrf}"))
         .await;
     assert_eq!(deleted.status, 303);
     assert_eq!(app.get(&format!("groups/{pilot}")).await.status, 404);
@@ -749,7 +619,7 @@ both!(
         )
         .await;
         let group = group.json["id"].as_str().unwrap().to_owned();
-        let browser = Browser::sign_in(&app, READER).await;
+        let browser = Browser::sign_in(&app, "tenant-a", READER).await;
         let overview = browser.get("/").await;
         assert_eq!(overview.status, 200);
         assert!(!overview.text.contains("/scripts/new"));
@@ -783,16 +653,16 @@ both!(
         // Forged posts with this session's valid CSRF token: 403 naming the permission, nothing
         // changed.
         let csrf = overview.csrf();
-        let forged = browser
-            .post_multipart(
-                "/scripts/new",
-                &[
-                    Part::Field("csrf", &csrf),
-                    Part::Field("displayName", "Forged"),
-                    Part::File("detection", "d.sh", b"exit 0"),
-                ],
-            )
-            .await;
+        let forged = post_multipart(
+            &browser,
+            "/scripts/new",
+            &[
+                Part::Field("csrf", &csrf),
+                Part::Field("displayName", "Forged"),
+                Part::File("detection", "d.sh", b"exit 0"),
+            ],
+        )
+        .await;
         assert_eq!(forged.status, 403, "{}", forged.text);
         assert!(forged
             .text
@@ -811,9 +681,7 @@ both!(
             (format!("/groups/{group}/members"), "device=x".to_owned()),
             ("/secrets".to_owned(), "displayName=F".to_owned()),
         ] {
-            let page = browser
-                .post_form(&path, &format!("csrf={csrf}&{form}"))
-                .await;
+            let page = browser.post(&path, &format!("csrf={csrf}&{form}")).await;
             assert_eq!(page.status, 403, "{path}: {}", page.text);
         }
         let scripts = app.get("deviceManagement/deviceHealthScripts").await;
@@ -831,7 +699,7 @@ both!(
 );
 
 both!(cross_site_and_tokenless_form_posts_are_refused, |app| {
-    let browser = Browser::sign_in(&app, EDITOR).await;
+    let browser = Browser::sign_in(&app, "tenant-a", EDITOR).await;
     let csrf = browser.get("/scripts/new").await.csrf();
     let body = multipart(&[
         Part::Field("csrf", &csrf),
@@ -846,7 +714,7 @@ both!(cross_site_and_tokenless_form_posts_are_refused, |app| {
         vec![("origin", "null")],
     ] {
         let page = browser
-            .send(
+            .send_body(
                 "POST",
                 "/scripts/new",
                 Some((&content_type, body.clone())),
@@ -859,7 +727,7 @@ both!(cross_site_and_tokenless_form_posts_are_refused, |app| {
     // A wrong or missing token.
     for token in ["", "csrf=0000&", "csrf=&"] {
         let page = browser
-            .post_form(
+            .post(
                 "/groups/new",
                 &format!("{token}displayName=X&mailNickname=x"),
             )
@@ -868,7 +736,7 @@ both!(cross_site_and_tokenless_form_posts_are_refused, |app| {
     }
     // The same form from the dashboard's own page is accepted.
     let page = browser
-        .send(
+        .send_body(
             "POST",
             "/scripts/new",
             Some((&content_type, body.clone())),
@@ -902,30 +770,30 @@ both!(cross_site_and_tokenless_form_posts_are_refused, |app| {
 both!(
     uploads_over_the_body_limit_are_413_and_the_script_asset_is_served,
     |app| {
-        let browser = Browser::sign_in(&app, EDITOR).await;
+        let browser = Browser::sign_in(&app, "tenant-a", EDITOR).await;
         let csrf = browser.get("/scripts/new").await.csrf();
         let big = vec![b'#'; 4 * 1024 * 1024 + 1];
-        let page = browser
-            .post_multipart(
-                "/scripts/new",
-                &[
-                    Part::Field("csrf", &csrf),
-                    Part::File("detection", "big.sh", &big),
-                ],
-            )
-            .await;
+        let page = post_multipart(
+            &browser,
+            "/scripts/new",
+            &[
+                Part::Field("csrf", &csrf),
+                Part::File("detection", "big.sh", &big),
+            ],
+        )
+        .await;
         assert_eq!(page.status, 413, "{}", page.text);
         // Within the body limit, but over it once base64-encoded for the API: the API's limit.
         let large = vec![b'#'; 3 * 1024 * 1024 + 512 * 1024];
-        let page = browser
-            .post_multipart(
-                "/scripts/new",
-                &[
-                    Part::Field("csrf", &csrf),
-                    Part::File("detection", "large.sh", &large),
-                ],
-            )
-            .await;
+        let page = post_multipart(
+            &browser,
+            "/scripts/new",
+            &[
+                Part::Field("csrf", &csrf),
+                Part::File("detection", "large.sh", &large),
+            ],
+        )
+        .await;
         assert_eq!(
             page.status,
             413,

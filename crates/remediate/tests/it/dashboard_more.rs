@@ -7,58 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::both;
 use crate::dashboard::{fleet, Browser, Page, OPERATOR, READ_ALL};
+use crate::exports::{parse_csv, unzip};
 use crate::harness::TestApp;
-
-/// The one entry of a zip, which must be named `name`.
-fn unzip(bytes: &[u8], name: &str) -> String {
-    use std::io::Read;
-    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).expect("a zip");
-    assert_eq!(archive.len(), 1);
-    let mut entry = archive.by_index(0).unwrap();
-    assert_eq!(entry.name().unwrap(), name);
-    let mut text = String::new();
-    entry.read_to_string(&mut text).unwrap();
-    text
-}
-
-/// An RFC 4180 reader (records end in CRLF; quoted fields may hold anything, `""` a quote).
-fn parse_csv(text: &str) -> Vec<Vec<String>> {
-    let mut rows = Vec::new();
-    let mut row = Vec::new();
-    let mut field = String::new();
-    let mut chars = text.chars().peekable();
-    let mut quoted = false;
-    while let Some(c) = chars.next() {
-        if quoted {
-            if c == '"' {
-                if chars.peek() == Some(&'"') {
-                    chars.next();
-                    field.push('"');
-                } else {
-                    quoted = false;
-                }
-            } else {
-                field.push(c);
-            }
-            continue;
-        }
-        match c {
-            '"' => quoted = true,
-            ',' => row.push(std::mem::take(&mut field)),
-            '\r' => {
-                assert_eq!(chars.next(), Some('\n'), "CR without LF outside quotes");
-                row.push(std::mem::take(&mut field));
-                rows.push(std::mem::take(&mut row));
-            }
-            c => field.push(c),
-        }
-    }
-    assert!(
-        field.is_empty() && row.is_empty(),
-        "the last record has no CRLF"
-    );
-    rows
-}
 
 /// The records of a CSV by column name.
 fn records(text: &str) -> Vec<BTreeMap<String, String>> {

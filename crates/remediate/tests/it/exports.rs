@@ -172,7 +172,7 @@ async fn fetch(app: &TestApp, url: &str) -> (u16, Vec<u8>, Value) {
 }
 
 /// The one entry of the zip, which must be named `name`.
-fn unzip(bytes: &[u8], name: &str) -> String {
+pub(crate) fn unzip(bytes: &[u8], name: &str) -> String {
     use std::io::Read;
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).expect("a zip");
     assert_eq!(archive.len(), 1);
@@ -186,7 +186,7 @@ fn unzip(bytes: &[u8], name: &str) -> String {
 
 /// A strict RFC 4180 reader: records end in CRLF, quoted fields may hold anything (`""` is a
 /// quote), an unquoted field holds no quote, CR or LF.
-fn parse_csv(text: &str) -> Vec<Vec<String>> {
+pub(crate) fn parse_csv(text: &str) -> Vec<Vec<String>> {
     let mut rows = Vec::new();
     let mut row = Vec::new();
     let mut field = String::new();
