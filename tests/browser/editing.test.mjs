@@ -246,9 +246,13 @@ for (const backend of ["sqlite", "postgres"]) {
       await checkA11y(page, "the enrollment secrets page with a new secret");
       const secrets = await api("GET", "deviceManagement/agentEnrollmentSecrets");
       assert.deepEqual(secrets.json.value.map((s) => [s.displayName, s.groupIds]), [["Lab rollout", [groups.Pilot]]]);
-      // Opened again (a GET; reloading would post the form again and make another secret).
-      await page.goto(`${server.origin}/secrets`);
+      // Reloaded: the form answered with a redirect, so this is a GET — nothing is posted again,
+      // and the secret is not shown again.
+      assert.equal(new URL(page.url()).pathname, "/secrets");
+      await page.reload();
       assert.ok(!(await page.content()).includes(secret), "the secret is shown only once");
+      const again = await api("GET", "deviceManagement/agentEnrollmentSecrets");
+      assert.equal(again.json.value.length, 1, "reloading made no second secret");
       const row = page.locator("#secrets tbody tr", { hasText: "Lab rollout" });
       assert.match(await row.textContent(), /Pilot/);
       await row.getByRole("button", { name: "Revoke Lab rollout" }).click();

@@ -20,7 +20,8 @@ use super::edit::{
     text_field, Api,
 };
 use super::form::Form;
-use super::html::{attr, enc, esc};
+use super::html::{attr, enc, esc, query as query_string};
+use super::session;
 use super::{method_not_allowed, Reply};
 use crate::error::ApiError;
 
@@ -55,7 +56,14 @@ pub(super) async fn route(
         (["filters", _], None) => filter(api, &seg(1)).await,
         (["filters", _], Some(form)) => save_filter(api, Some(&seg(1)), form).await,
         (["filters", _, "delete"], Some(_)) => delete(api, &filter_path(&seg(1)), "/filters").await,
-        (["secrets"], None) => secrets(api, None, &SecretInput::default(), None).await,
+        (["secrets"], None) => {
+            let created = take_created(api);
+            let reply = secrets(api, created.as_ref(), &SecretInput::default(), None).await?;
+            Ok(match session::cookie_named(api.headers(), CREATED_COOKIE) {
+                Some(_) => reply.with("set-cookie", created_cookie(api, None)),
+                None => reply,
+            })
+        }
         (["secrets"], Some(form)) => create_secret(api, form).await,
         (["secrets", _, "revoke"], Some(_)) => {
             delete(
@@ -95,12 +103,57 @@ async fn delete(api: &Api<'_>, path: &str, then: &str) -> Result<Reply, ApiError
     Ok(Reply::redirect(then))
 }
 
-fn more_note(more: bool) -> &'static str {
-    if more {
-        "<p class=\"note\">Only the first 1000 are shown.</p>"
+/// Rows a list page shows at once.
+const LIST_PAGE: usize = 100;
+
+/// One page of the API's list at `path` (`query` without `$top`), continued from the page's
+/// `after` (the API's own `$skiptoken`, so a forged or foreign token is the API's 400), and the
+/// pager under its table: "{what} 101–200", First page, Next page (`?after=…&n=…`).
+async fn list_page(
+    api: &Api<'_>,
+    path: &str,
+    query: &str,
+    what: &str,
+) -> Result<(Vec<Json>, String), ApiError> {
+    let after = api.param("after");
+    let shown: usize = if after.is_empty() {
+        0
     } else {
-        ""
+        api.param("n").parse().unwrap_or(0)
+    };
+    let mut options = format!("{query}&$top={LIST_PAGE}");
+    if !after.is_empty() {
+        let _ = write!(options, "&$skiptoken={}", enc(&after));
     }
+    let (items, next) = api.list(path, &options).await?;
+    let page = api.path();
+    let mut nav = String::new();
+    if shown > 0 || next.is_some() {
+        let _ = write!(
+            nav,
+            "<nav class=\"pager\" aria-label=\"Pages of {what}\"><p>{what} {}–{}</p>",
+            shown + 1,
+            shown + items.len()
+        );
+        if shown > 0 {
+            let _ = write!(nav, "<a href=\"{}\">First page</a>", attr(page));
+        }
+        if let Some(token) = next {
+            let _ = write!(
+                nav,
+                "<a href=\"{}\" rel=\"next\">Next page</a>",
+                attr(&format!(
+                    "{page}{}",
+                    query_string(&[
+                        ("after", token.as_str()),
+                        ("n", &(shown + items.len()).to_string())
+                    ])
+                ))
+            );
+        }
+        nav.push_str("</nav>");
+    }
+    Ok((items, nav))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -116,7 +169,7 @@ fn is_dynamic(group: &Json) -> bool {
 }
 
 async fn groups(api: &Api<'_>) -> Result<Reply, ApiError> {
-    let (items, more) = api.list("groups", "$orderby=displayName&$top=1000").await?;
+    let (items, pager) = list_page(api, "groups", "$orderby=displayName", "Groups").await?;
     let mut body = String::from("<h1>Groups</h1>");
     if api.signed().may(perm::GROUPS_WRITE) {
         body.push_str(
@@ -140,7 +193,7 @@ async fn groups(api: &Api<'_>) -> Result<Reply, ApiError> {
             );
         }
         body.push_str("</tbody></table>");
-        body.push_str(more_note(more));
+        body.push_str(&pager);
     }
     Ok(html(frame_page(api.signed(), "Groups", &body)))
 }
@@ -332,18 +385,18 @@ async fn group(api: &Api<'_>, id: &str, refused: Option<Refused<'_>>) -> Result<
     // Members.
     body.push_str("<h2 id=\"members\">Members</h2>");
     let may_change = signed.may(perm::MEMBERS_WRITE) && !dynamic;
-    match api
-        .list(
-            &format!("{path}/members"),
-            "$select=id,displayName&$top=1000",
-        )
-        .await
+    match list_page(
+        api,
+        &format!("{path}/members"),
+        "$select=id,displayName",
+        "Members",
+    )
+    .await
     {
-        Ok((members, more)) if members.is_empty() => {
-            let _ = more;
+        Ok((members, _)) if members.is_empty() => {
             body.push_str("<p class=\"note\">No members.</p>");
         }
-        Ok((members, more)) => {
+        Ok((members, pager)) => {
             body.push_str("<table id=\"group-members\" aria-labelledby=\"members\"><thead><tr><th scope=\"col\">Device</th><th scope=\"col\">Id</th>");
             if may_change {
                 body.push_str("<th scope=\"col\">Change</th>");
@@ -370,7 +423,7 @@ async fn group(api: &Api<'_>, id: &str, refused: Option<Refused<'_>>) -> Result<
                 body.push_str("</tr>");
             }
             body.push_str("</tbody></table>");
-            body.push_str(more_note(more));
+            body.push_str(&pager);
         }
         Err(e) if e.kind == remediate_wire::ErrorKind::Forbidden => {
             body.push_str("<p class=\"note\">This session may not read the group's members.</p>");
@@ -387,10 +440,7 @@ async fn group(api: &Api<'_>, id: &str, refused: Option<Refused<'_>>) -> Result<
             csrf_field(signed)
         );
         match api
-            .choices(
-                "devices",
-                "$select=id,displayName&$orderby=displayName&$top=1000",
-            )
+            .choices("devices", "$select=id,displayName&$orderby=displayName")
             .await?
         {
             Some(devices) => {
@@ -527,12 +577,13 @@ fn filter_path(id: &str) -> String {
 }
 
 async fn filters(api: &Api<'_>) -> Result<Reply, ApiError> {
-    let (items, more) = api
-        .list(
-            "deviceManagement/assignmentFilters",
-            "$orderby=displayName&$top=1000",
-        )
-        .await?;
+    let (items, pager) = list_page(
+        api,
+        "deviceManagement/assignmentFilters",
+        "$orderby=displayName",
+        "Assignment filters",
+    )
+    .await?;
     let mut body = String::from("<h1>Assignment filters</h1>");
     if api.signed().may(perm::FILTERS_WRITE) {
         body.push_str(
@@ -556,7 +607,7 @@ async fn filters(api: &Api<'_>) -> Result<Reply, ApiError> {
             );
         }
         body.push_str("</tbody></table>");
-        body.push_str(more_note(more));
+        body.push_str(&pager);
     }
     Ok(html(frame_page(api.signed(), "Assignment filters", &body)))
 }
@@ -816,13 +867,17 @@ async fn secrets(
     refused: Option<(StatusCode, String)>,
 ) -> Result<Reply, ApiError> {
     let signed = api.signed();
-    let (items, more) = api
-        .list(SECRETS, "$orderby=createdDateTime desc&$top=1000")
-        .await?;
+    let (items, pager) = list_page(
+        api,
+        SECRETS,
+        "$orderby=createdDateTime desc",
+        "Enrollment secrets",
+    )
+    .await?;
     let groups = api
         .choices(
             "groups",
-            "$select=id,displayName,groupTypes&$orderby=displayName&$top=1000",
+            "$select=id,displayName,groupTypes&$orderby=displayName",
         )
         .await?;
     let group_name = |id: &str| -> String {
@@ -892,7 +947,7 @@ async fn secrets(
             );
         }
         body.push_str("</tbody></table>");
-        body.push_str(more_note(more));
+        body.push_str(&pager);
     }
 
     body.push_str("<h2 id=\"new\">New secret</h2>");
@@ -951,14 +1006,67 @@ async fn secrets(
     ))
 }
 
+/// The cookie carrying a secret just created to the page that shows it once.
+const CREATED_COOKIE: &str = "remediate_created";
+/// What [`CREATED_COOKIE`] is sealed for.
+const CREATED_PURPOSE: &str = "remediate-created-secret";
+/// How long the browser keeps it if the redirect is not followed.
+const CREATED_LIFETIME: i64 = 120;
+
+/// Binds a created secret's cookie to the session that created it.
+fn created_binding(api: &Api<'_>) -> String {
+    session::hash(&format!("{CREATED_PURPOSE}\u{0}{}", api.signed().id))
+}
+
+/// The `Set-Cookie` carrying `created` (the API's answer: id, name, secret) to the next page,
+/// or (`None`) removing it.
+fn created_cookie(api: &Api<'_>, created: Option<&Json>) -> String {
+    let secure = if api.secure() { "; Secure" } else { "" };
+    match created {
+        Some(created) => {
+            let value = session::seal(
+                api.signing_key(),
+                CREATED_PURPOSE,
+                &json!({
+                    "session": created_binding(api),
+                    "exp": session::unix_now() + CREATED_LIFETIME,
+                    "id": s(created, "id"),
+                    "displayName": s(created, "displayName"),
+                    "secret": s(created, "secret"),
+                }),
+            );
+            format!("{CREATED_COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/secrets; Max-Age={CREATED_LIFETIME}{secure}")
+        }
+        None => format!(
+            "{CREATED_COOKIE}=; HttpOnly; SameSite=Strict; Path=/secrets; Max-Age=0{secure}"
+        ),
+    }
+}
+
+/// The secret this session just created, from its cookie: intact, unexpired and of this
+/// session, else `None`.
+fn take_created(api: &Api<'_>) -> Option<Json> {
+    let value = session::cookie_named(api.headers(), CREATED_COOKIE)?;
+    let created = session::unseal(api.signing_key(), CREATED_PURPOSE, &value)?;
+    let fresh = created["exp"]
+        .as_i64()
+        .is_some_and(|exp| exp > session::unix_now());
+    (fresh && created["session"].as_str() == Some(created_binding(api).as_str())).then_some(created)
+}
+
 async fn create_secret(api: &Api<'_>, form: &Form) -> Result<Reply, ApiError> {
     let input = SecretInput::of(form);
     match api
         .call(Method::POST, SECRETS, "", Some(&input.body()))
         .await
     {
-        // The answer carries the secret once: shown on this page, never stored.
-        Ok(created) => secrets(api, Some(&created), &SecretInput::default(), None).await,
+        // The answer carries the secret once. It is never stored: it goes to the browser in a
+        // short-lived sealed cookie, and the list page it is redirected to shows it and
+        // clears the cookie — so reloading that page neither shows it again nor creates a
+        // second secret (post, redirect, get).
+        Ok(created) => {
+            Ok(Reply::redirect("/secrets").with("set-cookie", created_cookie(api, Some(&created))))
+        }
         Err(e) => {
             let refused = form_error(e)?;
             secrets(api, None, &input, Some(refused)).await

@@ -56,20 +56,55 @@ pub(super) fn script_asset(get: bool) -> Result<Reply, ApiError> {
 pub(super) struct Api<'a> {
     state: &'a AppState,
     signed: &'a Signed,
+    parts: &'a http::request::Parts,
     base_url: String,
 }
 
 impl<'a> Api<'a> {
-    pub fn new(state: &'a AppState, signed: &'a Signed, parts: &http::request::Parts) -> Api<'a> {
+    pub fn new(
+        state: &'a AppState,
+        signed: &'a Signed,
+        parts: &'a http::request::Parts,
+    ) -> Api<'a> {
         Api {
             state,
             signed,
+            parts,
             base_url: state.link_base(&parts.headers, parts.extensions.get()),
         }
     }
 
     pub fn signed(&self) -> &'a Signed {
         self.signed
+    }
+
+    /// The page request's headers (its cookies).
+    pub fn headers(&self) -> &'a HeaderMap {
+        &self.parts.headers
+    }
+
+    /// Is the browser's connection https (cookies then get `Secure`)?
+    pub fn secure(&self) -> bool {
+        super::secure(self.state, self.parts)
+    }
+
+    /// The key signing what the dashboard hands the browser (paging tokens, flash cookies).
+    pub fn signing_key(&self) -> &'a [u8] {
+        self.state.store.paging_secret()
+    }
+
+    /// The page request's path.
+    pub fn path(&self) -> &'a str {
+        self.parts.uri.path()
+    }
+
+    /// A query parameter of the page request (`""` when absent).
+    pub fn param(&self, name: &str) -> String {
+        html::parse_pairs(self.parts.uri.query().unwrap_or(""))
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+            .unwrap_or_default()
     }
 
     /// The server's base URL as an agent reaches it (`--public-url`, else this request's host).
@@ -127,27 +162,48 @@ impl<'a> Api<'a> {
         self.call(Method::GET, path, query, None).await
     }
 
-    /// A list's items (one page of at most 1000) and whether more exist.
-    pub async fn list(&self, path: &str, query: &str) -> Result<(Vec<Json>, bool), ApiError> {
+    /// One page of a list: its items and the API's `$skiptoken` for the next page, if any.
+    pub async fn list(
+        &self,
+        path: &str,
+        query: &str,
+    ) -> Result<(Vec<Json>, Option<String>), ApiError> {
         let answer = self.get(path, query).await?;
-        let more = answer.get("@odata.nextLink").is_some();
+        let next = answer
+            .get("@odata.nextLink")
+            .and_then(Json::as_str)
+            .and_then(skiptoken);
         let items = match answer.get("value") {
             Some(Json::Array(items)) => items.clone(),
             _ => Vec::new(),
         };
-        Ok((items, more))
+        Ok((items, next))
     }
 
-    /// A list for a chooser: `None` when the session may not read it (the page then asks for
-    /// an id instead).
+    /// A list for a chooser (at most [`CHOICES`] items): `None` when the session
+    /// may not read it or there are more than a chooser holds — the page then asks for an id
+    /// instead, rather than offering part of the list.
     pub async fn choices(&self, path: &str, query: &str) -> Result<Option<Vec<Json>>, ApiError> {
-        match self.list(path, query).await {
-            Ok((items, _)) => Ok(Some(items)),
+        match self.list(path, &format!("{query}&$top={CHOICES}")).await {
+            Ok((items, None)) => Ok(Some(items)),
+            Ok((_, Some(_))) => Ok(None),
             Err(e) if e.kind == ErrorKind::Forbidden => Ok(None),
             Err(e) => Err(e),
         }
     }
 }
+
+/// The `$skiptoken` of an `@odata.nextLink`.
+fn skiptoken(link: &str) -> Option<String> {
+    let (_, query) = link.split_once('?')?;
+    html::parse_pairs(query)
+        .into_iter()
+        .find(|(name, _)| name == "$skiptoken")
+        .map(|(_, value)| value)
+}
+
+/// The most a chooser (a `<select>`) offers; above it the form asks for an id.
+const CHOICES: usize = 1000;
 
 /// An API error a form shows next to the user's input (the request was wrong), or the error
 /// page for the rest (not allowed, not found, server trouble).
@@ -983,16 +1039,13 @@ async fn assign_choices(api: &Api<'_>) -> Result<AssignChoices, ApiError> {
     };
     Ok(AssignChoices {
         groups: api
-            .choices(
-                "groups",
-                "$select=id,displayName&$orderby=displayName&$top=1000",
-            )
+            .choices("groups", "$select=id,displayName&$orderby=displayName")
             .await?
             .map(pairs),
         filters: api
             .choices(
                 "deviceManagement/assignmentFilters",
-                "$select=id,displayName&$orderby=displayName&$top=1000",
+                "$select=id,displayName&$orderby=displayName",
             )
             .await?
             .map(pairs),

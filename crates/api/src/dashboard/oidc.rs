@@ -24,6 +24,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::Value as Json;
 
+use super::session::{cookie_named, seal, unix_now, unseal};
 use crate::auth::{JwksSource, Oidc, OidcConfig};
 use crate::error::ApiError;
 use crate::AppState;
@@ -189,13 +190,8 @@ pub fn challenge(verifier: &str) -> String {
     ))
 }
 
-fn sign(secret: &[u8], payload: &str) -> String {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
-    URL_SAFE_NO_PAD.encode(ring::hmac::sign(
-        &key,
-        format!("remediate-oidc\n{payload}").as_bytes(),
-    ))
-}
+/// What the pending cookie is sealed for.
+const PURPOSE: &str = "remediate-oidc";
 
 /// A sign-in in progress, as its cookie carries it.
 #[derive(Debug, PartialEq, Eq)]
@@ -208,14 +204,14 @@ struct Pending {
 }
 
 fn pending_cookie(secret: &[u8], pending: &Pending, secure: bool) -> String {
-    let payload = URL_SAFE_NO_PAD.encode(
-        serde_json::json!({"state": pending.state, "nonce": pending.nonce,
-            "verifier": pending.verifier, "exp": pending.expires})
-        .to_string(),
+    let value = seal(
+        secret,
+        PURPOSE,
+        &serde_json::json!({"state": pending.state, "nonce": pending.nonce,
+            "verifier": pending.verifier, "exp": pending.expires}),
     );
     format!(
-        "{PENDING_COOKIE}={payload}.{}; HttpOnly; SameSite=Lax; Path=/oidc/; Max-Age={}{}",
-        sign(secret, &payload),
+        "{PENDING_COOKIE}={value}; HttpOnly; SameSite=Lax; Path=/oidc/; Max-Age={}{}",
         PENDING_LIFETIME.as_secs(),
         if secure { "; Secure" } else { "" }
     )
@@ -230,24 +226,8 @@ pub fn clear_pending(secure: bool) -> String {
 }
 
 fn read_pending(secret: &[u8], headers: &http::HeaderMap, now: i64) -> Option<Pending> {
-    let value = headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == PENDING_COOKIE)
-        .map(|(_, value)| value.trim().to_owned())?;
-    let (payload, signature) = value.split_once('.')?;
-    let given = URL_SAFE_NO_PAD.decode(signature).ok()?;
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
-    ring::hmac::verify(
-        &key,
-        format!("remediate-oidc\n{payload}").as_bytes(),
-        &given,
-    )
-    .ok()?;
-    let json: Json = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    let value = cookie_named(headers, PENDING_COOKIE)?;
+    let json = unseal(secret, PURPOSE, &value)?;
     let pending = Pending {
         state: json["state"].as_str()?.to_owned(),
         nonce: json["nonce"].as_str()?.to_owned(),
@@ -255,12 +235,6 @@ fn read_pending(secret: &[u8], headers: &http::HeaderMap, now: i64) -> Option<Pe
         expires: json["exp"].as_i64()?,
     };
     (pending.expires > now).then_some(pending)
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn equal(a: &str, b: &str) -> bool {

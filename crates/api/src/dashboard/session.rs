@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::HeaderMap;
 use remediate_domain::Instant;
 use remediate_store::{LoginLink, Session, SessionClock, Store, StoreError};
@@ -124,17 +125,50 @@ pub fn csrf_token(session_id: &str) -> String {
     hash(&format!("remediate-dashboard-csrf\u{0}{session_id}"))
 }
 
-/// The session cookie's value in a request, if any.
-pub fn cookie(headers: &HeaderMap) -> Option<String> {
+/// The value of the cookie `name` in a request, if any.
+pub fn cookie_named(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value.trim().to_owned())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
+}
+
+/// The session cookie's value in a request, if any.
+pub fn cookie(headers: &HeaderMap) -> Option<String> {
+    cookie_named(headers, COOKIE).filter(|v| !v.is_empty() && v.len() <= 128)
+}
+
+/// What the server hands the browser to give back unchanged (a sign-in in progress, a secret
+/// to show once): `payload.signature`, the JSON payload base64url-encoded and signed with
+/// HMAC-SHA256 under `key` for one `purpose` (a value signed for one purpose is refused for
+/// another).
+pub fn seal(key: &[u8], purpose: &str, payload: &serde_json::Value) -> String {
+    use base64::Engine as _;
+    let payload = URL_SAFE_NO_PAD.encode(payload.to_string());
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    let signature = ring::hmac::sign(&key, format!("{purpose}\n{payload}").as_bytes());
+    format!("{payload}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+/// The payload of a [`seal`]ed value, if its signature holds for `purpose`.
+pub fn unseal(key: &[u8], purpose: &str, value: &str) -> Option<serde_json::Value> {
+    use base64::Engine as _;
+    let (payload, signature) = value.split_once('.')?;
+    let given = URL_SAFE_NO_PAD.decode(signature).ok()?;
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    ring::hmac::verify(&key, format!("{purpose}\n{payload}").as_bytes(), &given).ok()?;
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()
+}
+
+/// Seconds since 1970 (the expiry clock of sealed cookies).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// The live session of a request: `None` without a cookie, for an unknown session, or for one

@@ -551,7 +551,27 @@ both!(groups_filters_and_enrollment_secrets_are_edited, |app| {
             &format!("csrf={csrf}&displayName=Lab+rollout&group={pilot}&expires=2099-01-01T12%3A00&uses=5"),
         )
         .await;
+    // Post, redirect, get: the secret travels in a sealed cookie of this session to the list
+    // page, which shows it once and clears the cookie — a reload shows it no more and creates
+    // nothing.
+    assert_eq!(created.status, 303, "{}", created.text);
+    assert_eq!(created.headers["location"], "/secrets");
+    let flash = created.headers["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        flash.contains("HttpOnly")
+            && flash.contains("SameSite=Strict")
+            && flash.contains("Path=/secrets"),
+        "{flash}"
+    );
+    let flash = flash.split(';').next().unwrap().to_owned();
+    let created = browser
+        .send("GET", "/secrets", None, &[("cookie", &flash)])
+        .await;
     assert_eq!(created.status, 200, "{}", created.text);
+    assert!(created.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .starts_with("remediate_created=; "));
     let at = created.text.find("<code id=\"secret\">").unwrap() + "<code id=\"secret\">".len();
     let secret = &created.text[at..at + created.text[at..].find('<').unwrap()];
     assert!(secret.starts_with("rmd_"), "{secret}");
@@ -569,10 +589,31 @@ both!(groups_filters_and_enrollment_secrets_are_edited, |app| {
         .unwrap()
         .starts_with("2099-01-01T12:00:00"));
     let secret_id = item["id"].as_str().unwrap().to_owned();
-    // Shown once: the list does not carry it.
+    // Shown once: the list does not carry it, and the cookie is of this session only.
     let list = browser.get("/secrets").await;
     assert!(!list.text.contains(secret));
     assert!(list.text.contains("Lab rollout"));
+    let other = Browser::sign_in(&app, "tenant-a", EDITOR).await;
+    let elsewhere = other
+        .send("GET", "/secrets", None, &[("cookie", &flash)])
+        .await;
+    assert_eq!(elsewhere.status, 200, "{}", elsewhere.text);
+    assert!(!elsewhere.text.contains(secret));
+    let mut forged = flash.clone();
+    forged.insert(forged.find('=').unwrap() + 1, 'A');
+    let forged = browser
+        .send("GET", "/secrets", None, &[("cookie", &forged)])
+        .await;
+    assert!(!forged.text.contains(secret));
+    assert_eq!(
+        app.get("deviceManagement/agentEnrollmentSecrets")
+            .await
+            .json["value"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     let enroll = |secret: String| {
         let url = format!("{}/agent/enroll", root(&app));
         async move {
@@ -823,3 +864,56 @@ both!(
         assert!(response.text().await.unwrap().contains("/rules/check"));
     }
 );
+
+both!(long_lists_are_paged_and_long_choosers_ask_for_ids, |app| {
+    // 1,001 groups: the list pages 100 at a time through every one, in name order; a chooser
+    // (at most 1,000 options) gives way to typing ids rather than offering part of the list.
+    let mut names = Vec::new();
+    for i in 0..1001 {
+        let name = format!("Group {i:04}");
+        let created = app
+            .post(
+                "groups",
+                &json!({"displayName": name, "mailNickname": format!("g{i}"),
+                    "mailEnabled": false, "securityEnabled": true})
+                .to_string(),
+            )
+            .await;
+        assert_eq!(created.status, 201, "{}", created.text);
+        names.push(name);
+    }
+    let browser = Browser::sign_in(&app, "tenant-a", EDITOR).await;
+    let mut seen = Vec::new();
+    let mut path = "/groups".to_owned();
+    let mut pages = 0;
+    loop {
+        let page = browser.get(&path).await;
+        assert_eq!(page.status, 200, "{}", page.text);
+        pages += 1;
+        let rows = page.rows("groups");
+        assert!(rows.len() <= 100);
+        let first = seen.len() + 1;
+        seen.extend(rows.iter().cloned());
+        assert!(
+            page.text
+                .contains(&format!("<p>Groups {first}–{}</p>", seen.len())),
+            "page {pages} says which rows it shows"
+        );
+        assert_eq!(pages > 1, page.text.contains(">First page</a>"));
+        let Some(at) = page.text.find("\" rel=\"next\">Next page</a>") else {
+            break;
+        };
+        let start = page.text[..at].rfind("<a href=\"").unwrap() + "<a href=\"".len();
+        path = page.text[start..at].replace("&amp;", "&");
+    }
+    assert_eq!(pages, 11);
+    assert_eq!(seen, names);
+    // A forged continuation is the API's 400, not a wrong page.
+    let forged = browser.get("/groups?after=forged&n=100").await;
+    assert_eq!(forged.status, 400, "{}", forged.text);
+
+    let secrets = browser.get("/secrets").await;
+    assert_eq!(secrets.status, 200, "{}", secrets.text);
+    assert!(!secrets.text.contains("name=\"group\" value="));
+    assert!(secrets.text.contains("name=\"groupIds\""));
+});
