@@ -735,3 +735,12 @@ mod postgres {
             .is_some()
     }
 }
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (for a process the test starts itself).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
-use crate::harness::{Reply, TestApp};
+use crate::harness::{free_port, Reply, TestApp};
 
 /// The directory of the PostgreSQL server binaries (`initdb`, `pg_ctl`, `pg_basebackup`).
 fn pg_bin() -> PathBuf {
@@ -37,14 +37,6 @@ pub fn is_root() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A new temporary directory, owned by `postgres` when running as root.

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use crate::both;
-use crate::harness::TestApp;
+use crate::harness::{free_port, TestApp};
 
 const SCRIPTS: &str = "deviceManagement/deviceHealthScripts";
 
@@ -258,14 +258,6 @@ async fn operator_certificates_are_reloaded_on_sighup() {
 }
 
 /// A free port for the proxy (the in-process harness reports only the main listener's address).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Send raw bytes to the proxy and read its answer's head and body (up to `Content-Length`, or
 /// everything until the proxy closes the connection with `until_eof`).
 fn raw(proxy: &str, request: &str, until_eof: bool) -> (String, String) {
