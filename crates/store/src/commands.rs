@@ -623,6 +623,17 @@ impl Writer {
             counters::remediated_record(c, tenant, &script_id, &device, now.ticks(), self.shard)
                 .await?;
         }
+        if let (Some(script_id), Some(entry)) = (&record.parent, history_day_of(&record)) {
+            counters::history_day_recorded(
+                c,
+                self.dialect == Dialect::Postgres,
+                tenant,
+                script_id,
+                self.shard,
+                &entry,
+            )
+            .await?;
+        }
         Ok(())
     }
 
@@ -707,6 +718,34 @@ pub(crate) fn history_record(state: &Record) -> (Record, Instant) {
     record.parent = state.parent.clone();
     record.state_id = Some(state.id().to_owned());
     (record, now)
+}
+
+/// A history record's place in the per-day aggregate of getRemediationHistory (device, day,
+/// class: the definitions of `migrations/history_days_fill.sql`); `None` without a day (no run
+/// time and no `recordedDateTime`, which the server never writes).
+pub(crate) fn history_day_of(history: &Record) -> Option<counters::HistoryDayEntry> {
+    let ticks = |name: &str| match history.get(name) {
+        Value::Time(t) => Some(t.ticks()),
+        _ => None,
+    };
+    let state = |name: &str| match history.get(name) {
+        Value::Enum(v) | Value::Int(v) => Some(*v),
+        _ => None,
+    };
+    let recorded = ticks("recordedDateTime")?;
+    let at = ticks("lastStateUpdateDateTime")
+        .filter(|t| *t > 0)
+        .unwrap_or(recorded);
+    Some(counters::HistoryDayEntry {
+        device: match history.get("managedDeviceId") {
+            Value::Str(device) => device.clone(),
+            _ => history.state_id.clone().unwrap_or_default(),
+        },
+        day: at / counters::TICKS_PER_DAY,
+        id: history.id().to_owned(),
+        class: counters::history_class(state("detectionState"), state("remediationState")),
+        recorded,
+    })
 }
 
 /// A remediated history record (`remediationState` = success) counts for its script and device

@@ -1,7 +1,9 @@
 //! Counters kept in the same transaction as every change they count (migration 0003), so the
-//! summaries and unfiltered counts cost the same at a million run states as at ten. The rows stay
-//! the truth: [`FILL`] rebuilds every counter from them, and [`check`] compares the two
-//! (`remediate recount [--check]`, and the invariant tests).
+//! summaries and unfiltered counts cost the same at a million run states as at ten, and the
+//! per-day aggregate of the run history (migration 0010: [`history_day_recorded`],
+//! [`history_days_pruned`]), so getRemediationHistory costs O(days) at a million records. The
+//! rows stay the truth: [`FILL`] and [`HISTORY_FILL`] rebuild everything from them, and
+//! [`check`] compares the two (`remediate recount [--check]`, and the invariant tests).
 
 use std::collections::BTreeMap;
 
@@ -9,6 +11,9 @@ use crate::db::{self, Conn, DbError};
 
 /// Rebuilds every counter from the rows, on empty counter tables.
 pub(crate) const FILL: &str = include_str!("../migrations/counters_fill.sql");
+
+/// Rebuilds the per-day history aggregate from the run history, on empty tables.
+pub(crate) const HISTORY_FILL: &str = include_str!("../migrations/history_days_fill.sql");
 
 /// Concurrent PostgreSQL transactions spread their additions over this many rows per counter.
 pub(crate) const SHARDS: u64 = 16;
@@ -259,11 +264,13 @@ pub(crate) async fn script_deleted(
         ],
     )
     .await?;
-    c.execute(
-        "DELETE FROM remediated_history WHERE \"tenant\" = $1 AND \"scriptId\" = $2",
-        &[db::text(tenant), db::text(script_id)],
-    )
-    .await?;
+    for table in ["remediated_history", "history_days", "history_day_counts"] {
+        c.execute(
+            &format!("DELETE FROM {table} WHERE \"tenant\" = $1 AND \"scriptId\" = $2"),
+            &[db::text(tenant), db::text(script_id)],
+        )
+        .await?;
+    }
     Ok(())
 }
 
@@ -288,6 +295,340 @@ pub(crate) async fn history_pruned(c: &mut dyn Conn, cutoff: i64) -> Result<(), 
         bump(c, &tenant, &cumulative_name(&script_id), 0, -n).await?;
     }
     Ok(())
+}
+
+/// 100 ns ticks per day: a history record's day is its time in ticks divided by this.
+pub(crate) const TICKS_PER_DAY: i64 = 864_000_000_000;
+
+/// The classes of getRemediationHistory (docs/computed-views.md), as `history_days` stores them.
+pub(crate) const CLASS_NONE: i64 = 0;
+pub(crate) const CLASS_REMEDIATED: i64 = 1;
+pub(crate) const CLASS_NO_ISSUE: i64 = 2;
+pub(crate) const CLASS_DETECT_FAILED: i64 = 3;
+
+/// The class of a history record by its detection and remediation state (`None`: SQL NULL, which
+/// compares as neither equal nor unequal): the `CASE` of `history_days_fill.sql`.
+pub(crate) fn history_class(detection: Option<i64>, remediation: Option<i64>) -> i64 {
+    match (detection, remediation) {
+        (_, Some(REMEDIATED_STATE)) => CLASS_REMEDIATED,
+        (Some(1), Some(_)) => CLASS_NO_ISSUE,
+        (Some(2 | 3), Some(_)) => CLASS_DETECT_FAILED,
+        _ => CLASS_NONE,
+    }
+}
+
+/// A history record's place in the per-day aggregate (`history_days`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HistoryDayEntry {
+    /// `managedDeviceId`, or `stateId` when unbound.
+    pub device: String,
+    /// The day of `lastStateUpdateDateTime` when > 0, else of `recordedDateTime`.
+    pub day: i64,
+    pub id: String,
+    pub class: i64,
+    /// `recordedDateTime`.
+    pub recorded: i64,
+}
+
+/// Add `delta` to the count of a script's devices whose latest record of `day` is in `class`.
+async fn bump_day(
+    c: &mut dyn Conn,
+    tenant: &str,
+    script_id: &str,
+    day: i64,
+    class: i64,
+    shard: i64,
+    delta: i64,
+) -> Result<(), DbError> {
+    if delta == 0 {
+        return Ok(());
+    }
+    c.execute(
+        "INSERT INTO history_day_counts (\"tenant\", \"scriptId\", \"day\", \"class\", \"shard\", \"n\") \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (\"tenant\", \"scriptId\", \"day\", \"class\", \"shard\") \
+         DO UPDATE SET \"n\" = history_day_counts.\"n\" + excluded.\"n\"",
+        &[
+            db::text(tenant),
+            db::text(script_id),
+            db::int(day),
+            db::int(class),
+            db::int(shard),
+            db::int(delta),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A record (`entry`) was appended to the history of `script_id`: the device's row of its day
+/// takes it when its id is greater than the row's, and the counts of the two classes move, in
+/// the row's shard. A new row is counted in `shard`. PostgreSQL (`postgres`) locks the row (after
+/// every other lock of the write: the lock order of `crate::commands`); the report function of
+/// migration 0010 takes the same steps.
+pub(crate) async fn history_day_recorded(
+    c: &mut dyn Conn,
+    postgres: bool,
+    tenant: &str,
+    script_id: &str,
+    shard: i64,
+    entry: &HistoryDayEntry,
+) -> Result<(), DbError> {
+    let key = || {
+        vec![
+            db::text(tenant),
+            db::text(script_id),
+            db::text(&entry.device),
+            db::int(entry.day),
+        ]
+    };
+    let lock = if postgres { " FOR UPDATE" } else { "" };
+    // A row deleted by pruning between the INSERT and the SELECT is inserted again.
+    for _ in 0..10 {
+        let mut args = key();
+        args.extend([
+            db::text(&entry.id),
+            db::int(entry.class),
+            db::int(entry.recorded),
+            db::int(shard),
+        ]);
+        let inserted = c
+            .execute(
+                "INSERT INTO history_days (\"tenant\", \"scriptId\", \"device\", \"day\", \"id\", \"class\", \
+                   \"recorded\", \"lastRecorded\", \"shard\") VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) \
+                 ON CONFLICT (\"tenant\", \"scriptId\", \"device\", \"day\") DO NOTHING",
+                &args,
+            )
+            .await?;
+        if inserted > 0 {
+            return bump_day(c, tenant, script_id, entry.day, entry.class, shard, 1).await;
+        }
+        let Some(row) = c
+            .query_opt(
+                &format!(
+                    "SELECT \"id\", \"class\", \"shard\" FROM history_days \
+                     WHERE \"tenant\" = $1 AND \"scriptId\" = $2 AND \"device\" = $3 AND \"day\" = $4{lock}"
+                ),
+                &key(),
+            )
+            .await?
+        else {
+            continue;
+        };
+        let (old_id, old_class, row_shard) = (
+            row.text(0)?.unwrap_or_default(),
+            row.count(1)?,
+            row.count(2)?,
+        );
+        let mut args = key();
+        args.push(db::int(entry.recorded));
+        if old_id < entry.id {
+            args.extend([db::text(&entry.id), db::int(entry.class)]);
+            c.execute(
+                "UPDATE history_days SET \"id\" = $6, \"class\" = $7, \"recorded\" = $5, \
+                   \"lastRecorded\" = CASE WHEN \"lastRecorded\" < $5 THEN $5 ELSE \"lastRecorded\" END \
+                 WHERE \"tenant\" = $1 AND \"scriptId\" = $2 AND \"device\" = $3 AND \"day\" = $4",
+                &args,
+            )
+            .await?;
+            if old_class != entry.class {
+                let mut moves = [(old_class, -1), (entry.class, 1)];
+                moves.sort();
+                for (class, delta) in moves {
+                    bump_day(c, tenant, script_id, entry.day, class, row_shard, delta).await?;
+                }
+            }
+        } else {
+            c.execute(
+                "UPDATE history_days SET \"lastRecorded\" = $5 \
+                 WHERE \"tenant\" = $1 AND \"scriptId\" = $2 AND \"device\" = $3 AND \"day\" = $4 \
+                   AND \"lastRecorded\" < $5",
+                &args,
+            )
+            .await?;
+        }
+        return Ok(());
+    }
+    Err(DbError::other(
+        "a day of the history aggregate kept disappearing while a record was added",
+    ))
+}
+
+/// History records recorded before `cutoff` were just deleted: the device-days they were all of
+/// go, and a device-day that lost its latest record but not every record takes the latest of
+/// those left (only where record ids do not follow their `recordedDateTime`, as the server's do:
+/// a rare lookup that reads the script's history). Rows first, then the counts in key order (the
+/// lock order of writes; `postgres` locks the rows it reads); counts that reach zero are deleted.
+pub(crate) async fn history_days_pruned(
+    c: &mut dyn Conn,
+    postgres: bool,
+    cutoff: i64,
+) -> Result<(), DbError> {
+    type CountKey = (String, String, i64, i64, i64);
+    let mut deltas: BTreeMap<CountKey, i64> = BTreeMap::new();
+    // Counted per (script, day, class, shard) as they go, so a prune of millions of device-days
+    // holds only those groups: PostgreSQL in one statement (the rows deleted are exactly the rows
+    // counted, whatever writes run beside it); SQLite's single writer counts, then deletes.
+    let gone = if postgres {
+        c.query(
+            "WITH gone AS (DELETE FROM history_days WHERE \"recorded\" < $1 AND \"lastRecorded\" < $1 \
+               RETURNING \"tenant\", \"scriptId\", \"day\", \"class\", \"shard\") \
+             SELECT \"tenant\", \"scriptId\", \"day\", \"class\", \"shard\", COUNT(*) FROM gone \
+             GROUP BY \"tenant\", \"scriptId\", \"day\", \"class\", \"shard\"",
+            &[db::int(cutoff)],
+        )
+        .await?
+    } else {
+        let gone = c
+            .query(
+                "SELECT \"tenant\", \"scriptId\", \"day\", \"class\", \"shard\", COUNT(*) FROM history_days \
+                 WHERE \"recorded\" < $1 AND \"lastRecorded\" < $1 \
+                 GROUP BY \"tenant\", \"scriptId\", \"day\", \"class\", \"shard\"",
+                &[db::int(cutoff)],
+            )
+            .await?;
+        c.execute(
+            "DELETE FROM history_days WHERE \"recorded\" < $1 AND \"lastRecorded\" < $1",
+            &[db::int(cutoff)],
+        )
+        .await?;
+        gone
+    };
+    for row in gone {
+        let key = (
+            row.text(0)?.unwrap_or_default(),
+            row.text(1)?.unwrap_or_default(),
+            row.count(2)?,
+            row.count(3)?,
+            row.count(4)?,
+        );
+        *deltas.entry(key).or_default() -= row.count(5)?;
+    }
+    let lock = if postgres { " FOR UPDATE" } else { "" };
+    let partial = c
+        .query(
+            &format!(
+                "SELECT \"tenant\", \"scriptId\", \"device\", \"day\", \"class\", \"shard\" \
+                 FROM history_days WHERE \"recorded\" < $1{lock}"
+            ),
+            &[db::int(cutoff)],
+        )
+        .await?;
+    for row in partial {
+        let tenant = row.text(0)?.unwrap_or_default();
+        let script_id = row.text(1)?.unwrap_or_default();
+        let device = row.text(2)?.unwrap_or_default();
+        let (day, class, shard) = (row.count(3)?, row.count(4)?, row.count(5)?);
+        let key = [
+            db::text(&tenant),
+            db::text(&script_id),
+            db::text(&device),
+            db::int(day),
+        ];
+        let latest = c
+            .query_opt(
+                &format!(
+                    "SELECT \"id\", {CLASS_SQL}, \"recordedDateTime\" FROM run_history \
+                     WHERE \"tenant\" = $1 AND \"scriptId\" = $2 \
+                       AND COALESCE(\"managedDeviceId\", \"stateId\") = $3 AND {DAY_SQL} = $4 \
+                     ORDER BY \"id\" DESC LIMIT 1"
+                ),
+                &key,
+            )
+            .await?;
+        let new_class = match latest {
+            Some(latest) => {
+                let new_class = latest.count(1)?;
+                let mut args = key.to_vec();
+                args.extend([
+                    db::text(&latest.text(0)?.unwrap_or_default()),
+                    db::int(new_class),
+                    crate::translate::Arg::Int(latest.int(2)?),
+                ]);
+                c.execute(
+                    "UPDATE history_days SET \"id\" = $5, \"class\" = $6, \"recorded\" = $7 \
+                     WHERE \"tenant\" = $1 AND \"scriptId\" = $2 AND \"device\" = $3 AND \"day\" = $4",
+                    &args,
+                )
+                .await?;
+                Some(new_class)
+            }
+            None => {
+                c.execute(
+                    "DELETE FROM history_days \
+                     WHERE \"tenant\" = $1 AND \"scriptId\" = $2 AND \"device\" = $3 AND \"day\" = $4",
+                    &key,
+                )
+                .await?;
+                None
+            }
+        };
+        if new_class != Some(class) {
+            *deltas
+                .entry((tenant.clone(), script_id.clone(), day, class, shard))
+                .or_default() -= 1;
+            if let Some(new_class) = new_class {
+                *deltas
+                    .entry((tenant, script_id, day, new_class, shard))
+                    .or_default() += 1;
+            }
+        }
+    }
+    for ((tenant, script_id, day, class, shard), delta) in deltas {
+        bump_day(c, &tenant, &script_id, day, class, shard, delta).await?;
+    }
+    // Each row is counted in its own shard, so a zero is exact (and a concurrent write that
+    // raises it first keeps it: the condition is checked again on the row it changed).
+    c.execute("DELETE FROM history_day_counts WHERE \"n\" = 0", &[])
+        .await?;
+    Ok(())
+}
+
+/// A history record's day in SQL (`history_days_fill.sql`).
+const DAY_SQL: &str =
+    "((CASE WHEN \"lastStateUpdateDateTime\" > 0 THEN \"lastStateUpdateDateTime\" \
+     ELSE \"recordedDateTime\" END) / 864000000000)";
+/// A history record's class in SQL (`history_days_fill.sql`).
+const CLASS_SQL: &str = "(CASE WHEN \"remediationState\" = 2 THEN 1 \
+     WHEN \"detectionState\" = 1 AND \"remediationState\" <> 2 THEN 2 \
+     WHEN \"detectionState\" IN (2, 3) AND \"remediationState\" <> 2 THEN 3 ELSE 0 END)";
+
+/// `(day, [remediated, no issue, detection failed])` of a script: every day with at least one
+/// device, in order, from the counts (O(days)).
+pub(crate) async fn history_days(
+    c: &mut dyn Conn,
+    tenant: &str,
+    script_id: &str,
+) -> Result<Vec<(i64, [i64; 3])>, DbError> {
+    let rows = c
+        .query(
+            "SELECT \"day\", \"class\", CAST(SUM(\"n\") AS BIGINT) FROM history_day_counts \
+             WHERE \"tenant\" = $1 AND \"scriptId\" = $2 GROUP BY \"day\", \"class\" ORDER BY \"day\", \"class\"",
+            &[db::text(tenant), db::text(script_id)],
+        )
+        .await?;
+    let mut out: Vec<(i64, [i64; 3], i64)> = Vec::new();
+    for row in rows {
+        let (day, class, n) = (row.count(0)?, row.count(1)?, row.count(2)?);
+        if out.last().map(|(d, _, _)| *d) != Some(day) {
+            out.push((day, [0; 3], 0));
+        }
+        let Some((_, counts, devices)) = out.last_mut() else {
+            continue;
+        };
+        *devices += n;
+        if let Some(slot) = usize::try_from(class - 1)
+            .ok()
+            .and_then(|i| counts.get_mut(i))
+        {
+            *slot += n;
+        }
+    }
+    Ok(out
+        .into_iter()
+        .filter(|(_, _, devices)| *devices > 0)
+        .map(|(day, counts, _)| (day, counts))
+        .collect())
 }
 
 /// `[low, high)` of the state counter names of a script (`'0'` follows `'/'`).
@@ -359,19 +700,21 @@ pub(crate) async fn run_states(
 /// Throw every counter away and rebuild them from the rows.
 pub(crate) async fn recount(c: &mut dyn Conn) -> Result<(), DbError> {
     c.batch(
-        "DELETE FROM counters; DELETE FROM remediated_history; DELETE FROM remediated_devices;",
+        "DELETE FROM counters; DELETE FROM remediated_history; DELETE FROM remediated_devices; \
+         DELETE FROM history_days; DELETE FROM history_day_counts;",
     )
     .await?;
-    c.batch(FILL).await
+    c.batch(FILL).await?;
+    c.batch(HISTORY_FILL).await
 }
 
 /// Every difference between the counters and what the rows say, in words (empty: they agree).
 /// Recounts in place: run it in a transaction that is then rolled back.
 pub(crate) async fn check(c: &mut dyn Conn) -> Result<Vec<String>, DbError> {
     let kept = snapshot(c).await?;
+    let mut differences = day_shards(c).await?;
     recount(c).await?;
     let expected = snapshot(c).await?;
-    let mut differences = Vec::new();
     for (key, want) in &expected {
         let have = kept.get(key).copied().unwrap_or(0);
         if have != *want {
@@ -386,7 +729,48 @@ pub(crate) async fn check(c: &mut dyn Conn) -> Result<Vec<String>, DbError> {
     Ok(differences)
 }
 
-/// Every counter (summed over shards) and every row of the two helper tables, as named numbers.
+/// Each shard of `history_day_counts` must count the rows of `history_days` in that shard (what
+/// makes deleting a zero count exact); the differences, in words.
+async fn day_shards(c: &mut dyn Conn) -> Result<Vec<String>, DbError> {
+    let mut counts: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for (kept, sql) in [
+        (
+            true,
+            "SELECT \"tenant\", \"scriptId\", \"day\", \"class\", \"shard\", \"n\" FROM history_day_counts",
+        ),
+        (
+            false,
+            "SELECT \"tenant\", \"scriptId\", \"day\", \"class\", \"shard\", COUNT(*) FROM history_days \
+             GROUP BY \"tenant\", \"scriptId\", \"day\", \"class\", \"shard\"",
+        ),
+    ] {
+        for row in c.query(sql, &[]).await? {
+            let key = format!(
+                "history day count {}/{} day {} class {} shard {}",
+                row.text(0)?.unwrap_or_default(),
+                row.text(1)?.unwrap_or_default(),
+                row.count(2)?,
+                row.count(3)?,
+                row.count(4)?
+            );
+            let entry = counts.entry(key).or_default();
+            if kept {
+                entry.0 += row.count(5)?;
+            } else {
+                entry.1 += row.count(5)?;
+            }
+        }
+    }
+    Ok(counts
+        .into_iter()
+        .filter(|(_, (kept, rows))| kept != rows)
+        .map(|(key, (kept, rows))| {
+            format!("{key}: kept {kept}, its rows in history_days say {rows}")
+        })
+        .collect())
+}
+
+/// Every counter (summed over shards) and every row of the helper tables, as named numbers.
 async fn snapshot(c: &mut dyn Conn) -> Result<BTreeMap<String, i64>, DbError> {
     let mut out = BTreeMap::new();
     for (what, sql) in [
@@ -401,6 +785,18 @@ async fn snapshot(c: &mut dyn Conn) -> Result<BTreeMap<String, i64>, DbError> {
         (
             "remediated history",
             "SELECT \"tenant\", \"scriptId\" || ' ' || \"device\", \"recorded\" FROM remediated_history",
+        ),
+        (
+            "history day",
+            "SELECT \"tenant\", \"scriptId\" || ' device ' || \"device\" || ' day ' || CAST(\"day\" AS TEXT) \
+               || ': latest ' || \"id\" || ' class ' || CAST(\"class\" AS TEXT) \
+               || ' recorded ' || COALESCE(CAST(\"recorded\" AS TEXT), 'null') \
+               || ' last recorded ' || CAST(\"lastRecorded\" AS TEXT), 1 FROM history_days",
+        ),
+        (
+            "history day count",
+            "SELECT \"tenant\", \"scriptId\" || ' day ' || CAST(\"day\" AS TEXT) || ' class ' || CAST(\"class\" AS TEXT), \
+               CAST(SUM(\"n\") AS BIGINT) FROM history_day_counts GROUP BY \"tenant\", \"scriptId\", \"day\", \"class\"",
         ),
     ] {
         for row in c.query(sql, &[]).await? {

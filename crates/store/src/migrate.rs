@@ -78,6 +78,13 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0009_report_function.sql"),
         then: None,
     },
+    Migration {
+        version: 10,
+        name: "history_days",
+        sqlite: include_str!("../migrations/sqlite/0010_history_days.sql"),
+        postgres: include_str!("../migrations/postgres/0010_history_days.sql"),
+        then: Some(crate::counters::HISTORY_FILL),
+    },
 ];
 
 /// Apply every migration that is not yet applied. On PostgreSQL an advisory lock serializes

@@ -93,14 +93,19 @@ impl Store for SqlStore {
     }
 
     async fn prune_history(&self, cutoff: Instant) -> Result<u64, StoreError> {
+        let postgres = self.backend_name() == "postgres";
         self.maintain(true, move |c| {
             Box::pin(async move {
                 counters::history_pruned(c, cutoff.ticks()).await?;
-                c.execute(
-                    "DELETE FROM run_history WHERE \"recordedDateTime\" < $1",
-                    &[db::int(cutoff.ticks())],
-                )
-                .await
+                let deleted = c
+                    .execute(
+                        "DELETE FROM run_history WHERE \"recordedDateTime\" < $1",
+                        &[db::int(cutoff.ticks())],
+                    )
+                    .await?;
+                // The per-day aggregate follows what is left (after the delete).
+                counters::history_days_pruned(c, postgres, cutoff.ticks()).await?;
+                Ok(deleted)
             })
         })
         .await

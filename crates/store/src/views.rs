@@ -1,6 +1,7 @@
 //! Computed views (SPEC §3.4): run summaries, remediation history and summary, a device's state
-//! in every script. Each is one SQL aggregate over the stored rows, so it always equals what the
-//! rows say. Counter definitions are in `docs/computed-views.md`.
+//! in every script. The counts come from the counters and the per-day history aggregate kept in
+//! the transaction of every change (`crate::counters`), so they always equal what the rows say.
+//! Counter definitions are in `docs/computed-views.md`.
 
 use remediate_domain::model::{DEVICE_RUN_STATE, POLICY_STATE, RUN_SUMMARY};
 use remediate_domain::query::{HistoryDay, RemediationHistory};
@@ -11,8 +12,6 @@ use crate::counters;
 use crate::db::{self, Conn, DbError};
 use crate::reads::exists;
 use crate::EntityRef;
-
-const TICKS_PER_DAY: i64 = 864_000_000_000;
 
 pub async fn run_summary(
     c: &mut dyn Conn,
@@ -87,33 +86,24 @@ pub async fn remediation_history(
     if !exists(c, tenant, &EntityRef::Script(script_id.to_owned())).await? {
         return Ok(None);
     }
-    // Each device counts once per UTC day, classified by its last record of that day. The day is
-    // that of the run (lastStateUpdateDateTime) or, for records without a run time, of receipt.
-    let rows = c.query(&format!(
-        "SELECT day, \
-           COUNT(CASE WHEN rem = 2 THEN 1 END), \
-           COUNT(CASE WHEN det = 1 AND rem <> 2 THEN 1 END), \
-           COUNT(CASE WHEN det IN (2, 3) AND rem <> 2 THEN 1 END) \
-         FROM (SELECT day, det, rem, ROW_NUMBER() OVER (PARTITION BY day, dev ORDER BY id DESC) AS rn \
-               FROM (SELECT (CASE WHEN \"lastStateUpdateDateTime\" > 0 THEN \"lastStateUpdateDateTime\" ELSE \"recordedDateTime\" END) / {TICKS_PER_DAY} AS day, \
-                            COALESCE(\"managedDeviceId\", \"stateId\") AS dev, \"detectionState\" AS det, \"remediationState\" AS rem, \"id\" AS id \
-                     FROM run_history WHERE \"tenant\" = $1 AND \"scriptId\" = $2) x) y \
-         WHERE rn = 1 GROUP BY day ORDER BY day"
-    ), &[db::text(tenant), db::text(script_id)])
-    .await?;
-    let mut days = Vec::with_capacity(rows.len());
-    for row in rows {
-        let day: i64 = row.count(0)?;
-        let date = Instant::from_ticks(day * TICKS_PER_DAY)
+    // Each device counts once per UTC day, classified by its last record of that day (the day
+    // of the run, lastStateUpdateDateTime, or of receipt for records without a run time): read
+    // from the per-day aggregate kept on write (`counters::history_day_recorded`), O(days).
+    let mut days = Vec::new();
+    for (day, [remediated, no_issue, detect_failed]) in
+        counters::history_days(c, tenant, script_id).await?
+    {
+        let date = Instant::from_ticks(day * counters::TICKS_PER_DAY)
             .map(Instant::date_string)
             .unwrap_or_default();
         days.push(HistoryDay {
             date,
-            remediated: row.count(1)?,
-            no_issue: row.count(2)?,
-            detect_failed: row.count(3)?,
+            remediated,
+            no_issue,
+            detect_failed,
         });
     }
+    // The newest receipt: the end of the (tenant, scriptId, recordedDateTime) index.
     let last = c.query_one("SELECT MAX(\"recordedDateTime\") FROM run_history WHERE \"tenant\" = $1 AND \"scriptId\" = $2", &[db::text(tenant), db::text(script_id)]).await?
         .int(0)?;
     Ok(Some(RemediationHistory {

@@ -734,8 +734,8 @@ pub async fn script(
         body.push_str("</tbody></table>");
     }
 
-    // The history is its own page: `getRemediationHistory` reads every history record of the
-    // script (seconds at a million), and this page must stay fast whatever the script's size.
+    // The history is its own page (a chart and a table of every day): `getRemediationHistory`
+    // reads the per-day aggregate kept on write (O(days), milliseconds at a million records).
     let _ = write!(
         body,
         "<h2 id=\"history\">Remediation history</h2><p><a id=\"history-link\" href=\"{}/history\">The remediation history as a chart over time</a> \

@@ -736,12 +736,18 @@ async fn pruned_history_leaves_the_cumulative_count() {
         summary["issueRemediatedCumulativeDeviceCount"], 2,
         "{summary}"
     );
-    // Age every record of one device by 100 days (both its history rows and the newest-record
-    // time kept beside them, so the database stays consistent).
+    // Age every record of one device by 100 days (both its history rows and what is kept beside
+    // them: the newest-record time and its per-day history aggregate, so the database stays
+    // consistent; its records have no run time, so their day moves too).
     let days_100: i64 = 100 * 864_000_000_000;
     let sql = format!(
         "UPDATE run_history SET \"recordedDateTime\" = \"recordedDateTime\" - {days_100} WHERE \"managedDeviceId\" = '{old}'; \
-         UPDATE remediated_history SET \"recorded\" = \"recorded\" - {days_100} WHERE \"device\" = '{old}';"
+         UPDATE remediated_history SET \"recorded\" = \"recorded\" - {days_100} WHERE \"device\" = '{old}'; \
+         UPDATE history_days SET \"day\" = \"day\" - 100, \"recorded\" = \"recorded\" - {days_100}, \
+           \"lastRecorded\" = \"lastRecorded\" - {days_100} WHERE \"device\" = '{old}'; \
+         DELETE FROM history_day_counts; \
+         INSERT INTO history_day_counts SELECT \"tenant\", \"scriptId\", \"day\", \"class\", \"shard\", COUNT(*) \
+           FROM history_days GROUP BY \"tenant\", \"scriptId\", \"day\", \"class\", \"shard\";"
     );
     let url = app.database_url().unwrap();
     let status = std::process::Command::new("psql")

@@ -17,6 +17,7 @@
 
 mod counting;
 mod directory;
+mod history_days;
 mod queries;
 mod refusals;
 mod schema;
