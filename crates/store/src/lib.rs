@@ -19,7 +19,8 @@
 //! - `agents`: enrollment secrets, enrolling devices, device credentials;
 //! - `apps`: registered applications of the Entra-shaped token endpoint;
 //! - `sessions`: the dashboard's login links and sessions;
-//! - `views`: computed views; `counters`: the summary counters;
+//! - `views`: computed views; `counters`: the summary counters; `plans`: the run-state list's
+//!   plans chosen from the counters at scale;
 //! - `codec`: rows ↔ records; `translate`: filters, orderings and values → SQL;
 //! - `db`: the two drivers behind one `Conn` interface; `migrate`: the schema;
 //! - `error`: the one internal error type of commands and reads;
@@ -36,6 +37,7 @@ mod directory;
 mod error;
 mod exports;
 mod migrate;
+mod plans;
 mod reads;
 mod report;
 mod sessions;
@@ -52,6 +54,7 @@ use remediate_domain::Record;
 
 pub use apps::RegisteredApp;
 pub use connect::{PoolUse, ScrapeCounts, SqlStore, StoreOptions};
+pub use plans::set_list_plan_min_rows;
 pub use sessions::{LoginLink, Session, SessionClock};
 pub use writer::WriteObserver;
 

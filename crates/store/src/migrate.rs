@@ -85,6 +85,13 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0010_history_days.sql"),
         then: Some(crate::counters::HISTORY_FILL),
     },
+    Migration {
+        version: 11,
+        name: "status_table",
+        sqlite: include_str!("../migrations/sqlite/0011_status_table.sql"),
+        postgres: include_str!("../migrations/postgres/0011_status_table.sql"),
+        then: None,
+    },
 ];
 
 /// Apply every migration that is not yet applied. On PostgreSQL an advisory lock serializes

@@ -14,6 +14,7 @@ use crate::codec::{
 use crate::counters;
 use crate::db::{self, Conn, DbError};
 use crate::error::ExecError;
+use crate::plans;
 use crate::translate::{self, Arg, Sql};
 use crate::{EntityRef, StoreError};
 
@@ -130,12 +131,32 @@ async fn page_of(c: &mut dyn Conn, tenant: &str, query: &ListQuery) -> Result<Pa
         from.push(" AND ");
         translate::filter(&mut from, filter);
     }
+    // A filter of detection/remediation state equalities only: its matches from the counters.
+    let parent = || query.scope.parents.first().map_or("", String::as_str);
+    let state_matches = match (query.scope.of.id, &query.filter) {
+        _ if plans::min_rows().is_none() => None,
+        (CollectionId::RunStates, Some(filter)) => match plans::state_equalities(filter) {
+            Some(wanted) => Some(plans::state_matches(c, tenant, parent(), &wanted).await?),
+            None => None,
+        },
+        _ => None,
+    };
+    if state_matches == Some(0) {
+        // Nothing matches: no need to walk an index of the script to find that out.
+        return Ok(Page {
+            records: Vec::new(),
+            devices: Vec::new(),
+            next: None,
+            count: query.count.then_some(0),
+        });
+    }
     let count = if !query.count {
         None
     } else {
-        // Unfiltered counts of run states and devices come from the counters (constant time).
-        let parent = || query.scope.parents.first().map_or("", String::as_str);
+        // Unfiltered counts of run states and devices, and counts of state equalities, come
+        // from the counters (constant time).
         let n = match (query.scope.of.id, &query.filter) {
+            _ if state_matches.is_some() => state_matches.unwrap_or(0),
             (CollectionId::RunStates, None) => counters::run_states(c, tenant, parent()).await?,
             (CollectionId::Devices, None) => counters::total(c, tenant, counters::DEVICES).await?,
             (
@@ -168,30 +189,38 @@ async fn page_of(c: &mut dyn Conn, tenant: &str, query: &ListQuery) -> Result<Pa
             count,
         });
     }
-    let mut sql = Sql::default();
-    sql.push("SELECT ").push(&select_columns(entity, "t", true));
+    let mut select = String::from("SELECT ");
+    select.push_str(&select_columns(entity, "t", true));
     if query.expand_device {
-        sql.push(", ")
-            .push(&select_columns(&MANAGED_DEVICE, "d", false));
+        select.push_str(", ");
+        select.push_str(&select_columns(&MANAGED_DEVICE, "d", false));
     }
     for key in &keys {
-        sql.push(", ").push(&key.sql);
+        select.push_str(", ");
+        select.push_str(&key.sql);
     }
-    // Re-number the FROM clause's placeholders after the (parameterless) select list.
-    sql.text.push_str(&from.text);
-    sql.args = from.args;
-    if let Some(after) = &query.after {
-        translate::after_condition(&mut sql, &keys, after);
-    }
-    translate::order_by(&mut sql, &keys);
-    sql.push(" LIMIT ")
-        .arg(Arg::Int(Some(query.top as i64 + 1)));
-    if query.after.is_none() && query.skip > 0 {
-        sql.push(" OFFSET ").arg(Arg::Int(Some(
-            i64::try_from(query.skip).unwrap_or(i64::MAX),
-        )));
-    }
-    let mut rows = c.query(&sql.text, &sql.args).await?;
+    let mut rows = match plans::device_sort(c, tenant, query, state_matches).await? {
+        Some(sort) => plans::device_rows(c, tenant, query, &select, &keys, sort).await?,
+        None => {
+            let mut sql = Sql::default();
+            sql.push(&select);
+            // Re-number the FROM clause's placeholders after the (parameterless) select list.
+            sql.text.push_str(&from.text);
+            sql.args = from.args;
+            if let Some(after) = &query.after {
+                translate::after_condition(&mut sql, &keys, after);
+            }
+            translate::order_by(&mut sql, &keys);
+            sql.push(" LIMIT ")
+                .arg(Arg::Int(Some(query.top as i64 + 1)));
+            if query.after.is_none() && query.skip > 0 {
+                sql.push(" OFFSET ").arg(Arg::Int(Some(
+                    i64::try_from(query.skip).unwrap_or(i64::MAX),
+                )));
+            }
+            c.query(&sql.text, &sql.args).await?
+        }
+    };
     let has_more = rows.len() > query.top;
     let base = column_count(entity);
     let device_width = if query.expand_device {

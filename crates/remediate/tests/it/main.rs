@@ -37,6 +37,7 @@ mod scripts_devices;
 mod security;
 mod security_tokens;
 mod slow_clients;
+mod status_plans;
 mod surface;
 mod tidy;
 mod tls;

@@ -1,0 +1,345 @@
+//! Plans of a script's run-state list chosen from the counters, so the device status table (and
+//! the API's `deviceRunStates` with the same `$filter`/`$orderby`) answers as fast at 1,000,000
+//! run states as at 100 (docs/query-plans.md, "The device status table"). The rows and their
+//! order are always those of the generic plan in `reads`; only how they are found changes.
+//!
+//! - Counting: a filter that is only `detectionState`/`remediationState` equalities is counted
+//!   from the state counters ([`state_equalities`], [`state_matches`]); one that matches nothing
+//!   answers an empty page without reading rows.
+//! - Tuning: [`set_list_plan_min_rows`] (or `REMEDIATE_LIST_PLAN_MIN_ROWS`) sets from how many
+//!   matching run states the scale plans are used; tests lower it, or turn them off to compare.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use remediate_domain::collections::CollectionId;
+use remediate_domain::query::{After, CompareOp, Filter, ListQuery};
+use remediate_domain::Value;
+
+use crate::counters;
+use crate::db::{self, Conn, DbError, Row};
+use crate::translate::{self, Arg, KeyExpr, Sql};
+
+/// The default of [`min_rows`]: below it the generic plan is fast whatever it does.
+const DEFAULT_MIN_ROWS: u64 = 10_000;
+/// [`MIN_ROWS`] not read from the environment yet.
+const UNSET: u64 = u64::MAX - 1;
+/// [`MIN_ROWS`]: never use the scale plans.
+const OFF: u64 = u64::MAX;
+
+static MIN_ROWS: AtomicU64 = AtomicU64::new(UNSET);
+
+/// From how many matching run states the scale plans are used (`None`: never; tests compare
+/// both). Process-wide: the plans change the cost of a list, never its rows.
+pub fn set_list_plan_min_rows(min_rows: Option<u64>) {
+    MIN_ROWS.store(
+        min_rows.map_or(OFF, |n| n.min(UNSET - 1)),
+        Ordering::Relaxed,
+    );
+}
+
+/// The threshold in force: [`set_list_plan_min_rows`], else `REMEDIATE_LIST_PLAN_MIN_ROWS`
+/// (a number, or `off`), else [`DEFAULT_MIN_ROWS`]. `None` when the scale plans are off.
+pub(crate) fn min_rows() -> Option<u64> {
+    let mut n = MIN_ROWS.load(Ordering::Relaxed);
+    if n == UNSET {
+        n = match std::env::var("REMEDIATE_LIST_PLAN_MIN_ROWS") {
+            Ok(v) if v.trim() == "off" => OFF,
+            Ok(v) => v
+                .trim()
+                .parse::<u64>()
+                .map_or(DEFAULT_MIN_ROWS, |n| n.min(UNSET - 1)),
+            Err(_) => DEFAULT_MIN_ROWS,
+        };
+        MIN_ROWS.store(n, Ordering::Relaxed);
+    }
+    (n != OFF).then_some(n)
+}
+
+/// A run-state filter that is only a conjunction of `detectionState eq …` and
+/// `remediationState eq …` with non-null values: its `(is detection, value)` constraints (several
+/// on one column all apply). `None` for any other filter.
+pub(crate) fn state_equalities(filter: &Filter) -> Option<Vec<(bool, i64)>> {
+    match filter {
+        Filter::And(a, b) => {
+            let mut out = state_equalities(a)?;
+            out.extend(state_equalities(b)?);
+            Some(out)
+        }
+        Filter::Compare {
+            column,
+            op: CompareOp::Eq,
+            value: Value::Enum(v) | Value::Int(v),
+        } if !column.via_device => match column.property().name {
+            "detectionState" => Some(vec![(true, *v)]),
+            "remediationState" => Some(vec![(false, *v)]),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The run states of a script whose (detection, remediation) cell meets every constraint of
+/// [`state_equalities`] (all of them for none), from the state counters: exact, constant time.
+pub(crate) async fn state_matches(
+    c: &mut dyn Conn,
+    tenant: &str,
+    script_id: &str,
+    wanted: &[(bool, i64)],
+) -> Result<i64, DbError> {
+    Ok(counters::state_counts(c, tenant, script_id)
+        .await?
+        .iter()
+        .filter(|(det, rem, _)| {
+            wanted
+                .iter()
+                .all(|(is_det, v)| if *is_det { det == v } else { rem == v })
+        })
+        .map(|(_, _, n)| n)
+        .sum())
+}
+
+/// The managed-device property a run-state list is sorted by when the device-driven plan
+/// serves it (`deviceName` or `userPrincipalName`, each with an index on managed_devices).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DeviceSort {
+    property: &'static str,
+}
+
+/// Use the device-driven plan? Only for a script's run states sorted by the device's name or
+/// user alone, without `$skip`, when the matching run states `m` (the count of a filter of
+/// state equalities, else every run state of the script) are many against the tenant's devices:
+/// a page then probes about `25 × devices / m` devices, against sorting all `m` rows
+/// (`m² ≥ 26 × devices`). Other filters (a device-name search) are applied to the walk: a
+/// search that many devices match fills a page quickly; one that few match reads the whole
+/// index, as the generic plan reads the whole script. A threshold of 0 (tests) always uses it.
+pub(crate) async fn device_sort(
+    c: &mut dyn Conn,
+    tenant: &str,
+    query: &ListQuery,
+    state_matches: Option<i64>,
+) -> Result<Option<DeviceSort>, DbError> {
+    let Some(min) = min_rows() else {
+        return Ok(None);
+    };
+    if query.scope.of.id != CollectionId::RunStates
+        || query.skip > 0
+        || query.order.len() != 1
+        || !query.order[0].column.via_device
+    {
+        return Ok(None);
+    }
+    let property = query.order[0].column.property().name;
+    if !matches!(property, "deviceName" | "userPrincipalName") {
+        return Ok(None);
+    }
+    let sort = DeviceSort { property };
+    if min == 0 {
+        return Ok(Some(sort));
+    }
+    let script = query.scope.parents.first().map_or("", String::as_str);
+    let m = match state_matches {
+        Some(m) => m,
+        None => counters::run_states(c, tenant, script).await?,
+    }
+    .max(0) as u64;
+    if m < min {
+        return Ok(None);
+    }
+    let devices = counters::total(c, tenant, counters::DEVICES).await?.max(0) as u64;
+    Ok((m.saturating_mul(m) >= devices.saturating_mul(26)).then_some(sort))
+}
+
+/// The first `top + 1` rows of the query in its order, found from the devices: the rows whose
+/// sort key is NULL (run states without a device, of a deleted device, of a device without the
+/// property), ordered by id, come first ascending and last descending, exactly where the generic
+/// plan's `NULLS FIRST`/`NULLS LAST` put them; the others are found by walking managed_devices
+/// in the key's order (its index) and probing each device's run state through an index on
+/// managedDeviceId. Rows have the generic plan's select list (`select`).
+pub(crate) async fn device_rows(
+    c: &mut dyn Conn,
+    tenant: &str,
+    query: &ListQuery,
+    select: &str,
+    keys: &[KeyExpr],
+    sort: DeviceSort,
+) -> Result<Vec<Row>, DbError> {
+    let want = query.top + 1;
+    let descending = query.order[0].descending;
+    // Where the keyset position lies: None (start), in the NULL group (its id), or among keys.
+    let after_null = query
+        .after
+        .as_ref()
+        .filter(|a| a.values.first().is_none_or(|v| *v == Value::Null));
+    let after_keyed = query.after.as_ref().filter(|_| after_null.is_none());
+    let mut rows = Vec::new();
+    if descending {
+        if after_null.is_none() {
+            rows = keyed_rows(c, tenant, query, select, keys, sort, after_keyed, want).await?;
+        }
+        if rows.len() < want {
+            let more = want - rows.len();
+            let after_id = after_null.map(|a| a.id.as_str());
+            rows.extend(null_rows(c, tenant, query, select, sort, after_id, more).await?);
+        }
+    } else {
+        if after_keyed.is_none() {
+            let after_id = after_null.map(|a| a.id.as_str());
+            rows = null_rows(c, tenant, query, select, sort, after_id, want).await?;
+        }
+        if rows.len() < want {
+            let more = want - rows.len();
+            rows.extend(keyed_rows(c, tenant, query, select, keys, sort, after_keyed, more).await?);
+        }
+    }
+    Ok(rows)
+}
+
+/// ` AND <filter>` of the query, if any.
+fn push_filter(sql: &mut Sql, query: &ListQuery) {
+    if let Some(filter) = &query.filter {
+        sql.push(" AND ");
+        translate::filter(sql, filter);
+    }
+}
+
+/// The script's run states whose device has the sort property, in the key order after `after`.
+#[allow(clippy::too_many_arguments)]
+async fn keyed_rows(
+    c: &mut dyn Conn,
+    tenant: &str,
+    query: &ListQuery,
+    select: &str,
+    keys: &[KeyExpr],
+    sort: DeviceSort,
+    after: Option<&After>,
+    limit: usize,
+) -> Result<Vec<Row>, DbError> {
+    let script = query.scope.parents.first().map_or("", String::as_str);
+    let mut sql = Sql::default();
+    // CROSS JOIN: SQLite keeps the devices outside (walked through their index in key order);
+    // PostgreSQL plans it as an inner join (a nested loop over the index; docs/query-plans.md).
+    sql.push(select)
+        .push(" FROM managed_devices d CROSS JOIN device_run_states t WHERE d.\"tenant\" = ");
+    sql.arg(db::text(tenant));
+    sql.push(&format!(
+        " AND d.\"{}_lc\" IS NOT NULL AND t.\"tenant\" = ",
+        sort.property
+    ));
+    sql.arg(db::text(tenant));
+    sql.push(" AND t.\"scriptId\" = ").arg(db::text(script));
+    sql.push(" AND t.\"managedDeviceId\" = d.\"id\"");
+    push_filter(&mut sql, query);
+    if let Some(after) = after {
+        // Every key is non-null here: the keyset condition needs no NULL cases, and seeks.
+        let non_null: Vec<KeyExpr> = keys
+            .iter()
+            .map(|k| KeyExpr {
+                nullable: false,
+                ..k.clone()
+            })
+            .collect();
+        translate::after_condition(&mut sql, &non_null, after);
+    }
+    // The generic plan's ORDER BY (NULLS clauses included: they match PostgreSQL's index).
+    translate::order_by(&mut sql, keys);
+    sql.push(" LIMIT ").arg(Arg::Int(Some(limit as i64)));
+    c.query(&sql.text, &sql.args).await
+}
+
+/// The script's run states whose sort key is NULL, by id (in the query's direction) after
+/// `after_id`: unbound ones, those of deleted devices (`deleted_devices`), and those of devices
+/// without the property, each found through an index and merged.
+#[allow(clippy::too_many_arguments)]
+async fn null_rows(
+    c: &mut dyn Conn,
+    tenant: &str,
+    query: &ListQuery,
+    select: &str,
+    sort: DeviceSort,
+    after_id: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Row>, DbError> {
+    let script = query.scope.parents.first().map_or("", String::as_str);
+    let descending = query.order[0].descending;
+    let tail = |sql: &mut Sql| {
+        push_filter(sql, query);
+        if let Some(id) = after_id {
+            sql.push(if descending {
+                " AND t.\"id\" < "
+            } else {
+                " AND t.\"id\" > "
+            })
+            .arg(db::text(id));
+        }
+        sql.push(if descending {
+            " ORDER BY t.\"id\" DESC LIMIT "
+        } else {
+            " ORDER BY t.\"id\" ASC LIMIT "
+        })
+        .arg(Arg::Int(Some(limit as i64)));
+    };
+    let join_device =
+        " LEFT JOIN managed_devices d ON d.\"tenant\" = t.\"tenant\" AND d.\"id\" = t.\"managedDeviceId\"";
+    // Without a device.
+    let mut unbound = Sql::default();
+    unbound
+        .push(select)
+        .push(" FROM device_run_states t")
+        .push(join_device)
+        .push(" WHERE t.\"tenant\" = ")
+        .arg(db::text(tenant));
+    unbound
+        .push(" AND t.\"scriptId\" = ")
+        .arg(db::text(script))
+        .push(" AND t.\"managedDeviceId\" IS NULL");
+    tail(&mut unbound);
+    // Of a deleted device.
+    let mut deleted = Sql::default();
+    deleted
+        .push(select)
+        .push(" FROM deleted_devices g CROSS JOIN device_run_states t")
+        .push(join_device)
+        .push(" WHERE g.\"tenant\" = ")
+        .arg(db::text(tenant));
+    deleted.push(" AND t.\"tenant\" = ").arg(db::text(tenant));
+    deleted
+        .push(" AND t.\"scriptId\" = ")
+        .arg(db::text(script))
+        .push(" AND t.\"managedDeviceId\" = g.\"id\" AND d.\"id\" IS NULL");
+    tail(&mut deleted);
+    // Of a device without the property.
+    let mut unnamed = Sql::default();
+    unnamed
+        .push(select)
+        .push(" FROM managed_devices d CROSS JOIN device_run_states t WHERE d.\"tenant\" = ")
+        .arg(db::text(tenant));
+    unnamed.push(&format!(
+        " AND d.\"{}_lc\" IS NULL AND t.\"tenant\" = ",
+        sort.property
+    ));
+    unnamed.arg(db::text(tenant));
+    unnamed
+        .push(" AND t.\"scriptId\" = ")
+        .arg(db::text(script))
+        .push(" AND t.\"managedDeviceId\" = d.\"id\"");
+    tail(&mut unnamed);
+    let mut rows = Vec::new();
+    for sql in [unbound, deleted, unnamed] {
+        rows.extend(c.query(&sql.text, &sql.args).await?);
+    }
+    // The id is the last selected column; ids compare bytewise on both databases.
+    let mut keyed: Vec<(String, Row)> = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id = row.text(row.0.len().saturating_sub(1))?.unwrap_or_default();
+        keyed.push((id, row));
+    }
+    keyed.sort_by(|a, b| {
+        if descending {
+            b.0.cmp(&a.0)
+        } else {
+            a.0.cmp(&b.0)
+        }
+    });
+    keyed.truncate(limit);
+    Ok(keyed.into_iter().map(|(_, row)| row).collect())
+}
