@@ -306,7 +306,9 @@ impl Ctx<'_> {
                     expanded_device(device, select.as_deref()),
                 ));
             }
-            self.expand_script(&mut extra, record, &bound).await?;
+            if bound.expand_assignments.is_some() || bound.expand_run_summary.is_some() {
+                self.expand_script(&mut extra, record, &bound).await?;
+            }
             items.push(RecordJson {
                 record,
                 odata_type: entity_type_annotation(record.entity, declared),

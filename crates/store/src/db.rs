@@ -23,6 +23,8 @@ use crate::translate::Arg;
 const NUL_MARK: char = '\u{FDD0}';
 /// The escape of a literal U+FDD0 or U+FDD1 (the next noncharacter) in stored text.
 const ESCAPE: char = '\u{FDD1}';
+/// The first byte of the UTF-8 form of [`NUL_MARK`] and [`ESCAPE`] (`EF B7 90`, `EF B7 91`).
+const NONCHAR_LEAD: u8 = 0xEF;
 
 /// The stored form of a text value. PostgreSQL text cannot hold U+0000 and SQLite's string
 /// functions (`length`, `LIKE`, `instr`) stop at it, yet a device's script output may contain it
@@ -35,7 +37,11 @@ const ESCAPE: char = '\u{FDD1}';
 /// U+FDD0/U+FDD1 themselves could match inside an escape, and strings that differ at a NUL sort by
 /// U+FDD0 (docs/decisions.md).
 pub(crate) fn text_in(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.contains(['\0', NUL_MARK, ESCAPE]) {
+    // Fast path: U+FDD0 and U+FDD1 both start with the byte 0xEF in UTF-8 (which starts only
+    // characters U+F000–U+FFFF), so text without NUL and 0xEF needs no look at its characters.
+    if !text.bytes().any(|b| b == 0 || b == NONCHAR_LEAD)
+        || !text.contains(['\0', NUL_MARK, ESCAPE])
+    {
         return text.into();
     }
     let mut out = String::with_capacity(text.len() + 8);
@@ -51,7 +57,8 @@ pub(crate) fn text_in(text: &str) -> std::borrow::Cow<'_, str> {
 
 /// The value of stored text ([`text_in`] undone).
 pub(crate) fn text_out(stored: String) -> String {
-    if !stored.contains([NUL_MARK, ESCAPE]) {
+    // Fast path (a `memchr` over the bytes): no 0xEF, so neither U+FDD0 nor U+FDD1 (see [`text_in`]).
+    if !stored.as_bytes().contains(&NONCHAR_LEAD) || !stored.contains([NUL_MARK, ESCAPE]) {
         return stored;
     }
     let mut out = String::with_capacity(stored.len());
@@ -344,7 +351,9 @@ impl Conn for SqliteConn {
             let mut cells = Vec::with_capacity(width);
             for i in 0..width {
                 use rusqlite::types::ValueRef as V;
-                cells.push(match row.get_ref(i).map_err(sqlite_error)? {
+                // `i` is below the statement's column count: the index cannot be out of range
+                // (the only error of `get_ref`), so no `Result` per cell.
+                cells.push(match row.get_ref_unwrap(i) {
                     V::Null => Cell::Null,
                     V::Integer(v) => Cell::Int(v),
                     // Only integers are stored and every aggregate is cast to BIGINT.
@@ -423,25 +432,68 @@ fn pg_bind<'q>(
     query
 }
 
-fn pg_row(row: &sqlx::postgres::PgRow) -> Result<Row, DbError> {
-    let mut cells = Vec::with_capacity(row.len());
-    for (i, column) in row.columns().iter().enumerate() {
-        if row.try_get_raw(i).map_err(pg_error)?.is_null() {
+/// How a result column's cells are read: from its type, looked up once per result (every row of
+/// a result has the same columns), not once per cell.
+#[derive(Debug, Clone, Copy)]
+enum PgKind {
+    Int8,
+    Int4,
+    Int2,
+    Bool,
+    Text,
+    Bytea,
+    /// Any other type: an error for a cell that is not NULL.
+    Other,
+}
+
+fn pg_kinds(row: &sqlx::postgres::PgRow) -> Vec<PgKind> {
+    row.columns()
+        .iter()
+        .map(|column| match column.type_info().name() {
+            "INT8" => PgKind::Int8,
+            "INT4" => PgKind::Int4,
+            "INT2" => PgKind::Int2,
+            "BOOL" => PgKind::Bool,
+            "TEXT" | "VARCHAR" | "NAME" | "BPCHAR" => PgKind::Text,
+            "BYTEA" => PgKind::Bytea,
+            _ => PgKind::Other,
+        })
+        .collect()
+}
+
+/// One non-NULL value decoded straight from its bytes (the column's type was checked by
+/// [`pg_kinds`]; the error is the one `try_get` reports).
+fn pg_decode<'r, T: sqlx::Decode<'r, sqlx::Postgres>>(
+    value: sqlx::postgres::PgValueRef<'r>,
+    i: usize,
+) -> Result<T, DbError> {
+    T::decode(value).map_err(|source| {
+        pg_error(sqlx::Error::ColumnDecode {
+            index: format!("{i:?}"),
+            source,
+        })
+    })
+}
+
+fn pg_row(row: &sqlx::postgres::PgRow, kinds: &[PgKind]) -> Result<Row, DbError> {
+    let mut cells = Vec::with_capacity(kinds.len());
+    for (i, kind) in kinds.iter().enumerate() {
+        let value = row.try_get_raw(i).map_err(pg_error)?;
+        if value.is_null() {
             cells.push(Cell::Null);
             continue;
         }
-        let cell = match column.type_info().name() {
-            "INT8" => Cell::Int(row.try_get::<i64, _>(i).map_err(pg_error)?),
-            "INT4" => Cell::Int(row.try_get::<i32, _>(i).map_err(pg_error)?.into()),
-            "INT2" => Cell::Int(row.try_get::<i16, _>(i).map_err(pg_error)?.into()),
-            "BOOL" => Cell::Int(row.try_get::<bool, _>(i).map_err(pg_error)?.into()),
-            "TEXT" | "VARCHAR" | "NAME" | "BPCHAR" => {
-                Cell::Text(text_out(row.try_get::<String, _>(i).map_err(pg_error)?))
-            }
-            "BYTEA" => Cell::Blob(row.try_get::<Vec<u8>, _>(i).map_err(pg_error)?),
-            other => {
+        let cell = match kind {
+            PgKind::Int8 => Cell::Int(pg_decode::<i64>(value, i)?),
+            PgKind::Int4 => Cell::Int(pg_decode::<i32>(value, i)?.into()),
+            PgKind::Int2 => Cell::Int(pg_decode::<i16>(value, i)?.into()),
+            PgKind::Bool => Cell::Int(pg_decode::<bool>(value, i)?.into()),
+            PgKind::Text => Cell::Text(text_out(pg_decode::<String>(value, i)?)),
+            PgKind::Bytea => Cell::Blob(pg_decode::<Vec<u8>>(value, i)?),
+            PgKind::Other => {
                 return Err(DbError::other(format!(
-                    "column {i} has the unexpected type {other} (cast it to BIGINT or TEXT)"
+                    "column {i} has the unexpected type {} (cast it to BIGINT or TEXT)",
+                    row.columns()[i].type_info().name()
                 )))
             }
         };
@@ -457,7 +509,11 @@ impl Conn for sqlx::PgConnection {
             .fetch_all(&mut *self)
             .await
             .map_err(pg_error)?;
-        rows.iter().map(pg_row).collect()
+        let Some(first) = rows.first() else {
+            return Ok(Vec::new());
+        };
+        let kinds = pg_kinds(first);
+        rows.iter().map(|row| pg_row(row, &kinds)).collect()
     }
 
     async fn execute(&mut self, sql: &str, args: &[Arg]) -> Result<u64, DbError> {
