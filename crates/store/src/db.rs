@@ -187,6 +187,9 @@ impl std::fmt::Display for DbError {
 /// A connection (or a transaction on one).
 #[async_trait]
 pub trait Conn: Send {
+    /// Is this a SQLite connection (else PostgreSQL)? For the few plans whose SQL differs beyond
+    /// what `translate` spells per dialect (`plans`' trigram search).
+    fn is_sqlite(&self) -> bool;
     /// Run one statement and return all of its rows.
     async fn query(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<Row>, DbError>;
     /// Run one statement and return the number of rows it changed.
@@ -342,6 +345,10 @@ impl SqliteConn {
 
 #[async_trait]
 impl Conn for SqliteConn {
+    fn is_sqlite(&self) -> bool {
+        true
+    }
+
     async fn query(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<Row>, DbError> {
         let mut statement = self.prepare(sql, args)?;
         let width = statement.column_count();
@@ -504,6 +511,10 @@ fn pg_row(row: &sqlx::postgres::PgRow, kinds: &[PgKind]) -> Result<Row, DbError>
 
 #[async_trait]
 impl Conn for sqlx::PgConnection {
+    fn is_sqlite(&self) -> bool {
+        false
+    }
+
     async fn query(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<Row>, DbError> {
         let rows = pg_bind(sqlx::query(sql), args)
             .fetch_all(&mut *self)

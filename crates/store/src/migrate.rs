@@ -92,6 +92,13 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0011_status_table.sql"),
         then: None,
     },
+    Migration {
+        version: 12,
+        name: "name_search",
+        sqlite: include_str!("../migrations/sqlite/0012_name_search.sql"),
+        postgres: include_str!("../migrations/postgres/0012_name_search.sql"),
+        then: None,
+    },
 ];
 
 /// Apply every migration that is not yet applied. On PostgreSQL an advisory lock serializes

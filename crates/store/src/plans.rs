@@ -6,13 +6,15 @@
 //! - Counting: a filter that is only `detectionState`/`remediationState` equalities is counted
 //!   from the state counters ([`state_equalities`], [`state_matches`]); one that matches nothing
 //!   answers an empty page without reading rows.
+//! - Searching: a rare device-name search reads only the run states of the devices it matches,
+//!   found through the trigram indexes of migration 0012 ([`search_devices`]).
 //! - Tuning: [`set_list_plan_min_rows`] (or `REMEDIATE_LIST_PLAN_MIN_ROWS`) sets from how many
 //!   matching run states the scale plans are used; tests lower it, or turn them off to compare.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use remediate_domain::collections::CollectionId;
-use remediate_domain::query::{After, CompareOp, Filter, ListQuery};
+use remediate_domain::query::{After, CompareOp, Filter, ListQuery, StringFunction};
 use remediate_domain::Value;
 
 use crate::counters;
@@ -76,6 +78,29 @@ pub(crate) fn state_equalities(filter: &Filter) -> Option<Vec<(bool, i64)>> {
         },
         _ => None,
     }
+}
+
+/// Does a list with the state equalities `wanted` need their count from the counters? Not when
+/// the page asks for no `$count` and one index serves both the filter and the order, so walking
+/// it finds the page — or that nothing matches — at once: a single `detectionState` equality
+/// ordered by id, detection state or last update (the indexes on (…, detectionState, id) and
+/// (…, detectionState, lastStateUpdateDateTime, id)), or a single `remediationState` equality
+/// ordered by id or remediation state (…, remediationState, id). That spares the common report
+/// page ("failures, newest first") the counters' read — a second round trip on PostgreSQL.
+pub(crate) fn needs_state_matches(query: &ListQuery, wanted: &[(bool, i64)]) -> bool {
+    let [(detection, _)] = wanted else {
+        return true;
+    };
+    let served = query.order.iter().all(|key| {
+        !key.column.via_device
+            && match key.column.property().name {
+                "id" => true,
+                "detectionState" | "lastStateUpdateDateTime" => *detection,
+                "remediationState" => !*detection,
+                _ => false,
+            }
+    });
+    query.count || !served
 }
 
 /// The run states of a script whose (detection, remediation) cell meets every constraint of
@@ -342,4 +367,108 @@ async fn null_rows(
     });
     keyed.truncate(limit);
     Ok(keyed.into_iter().map(|(_, row)| row).collect())
+}
+
+/// At most this many devices restrict a device-name search to their run states
+/// ([`search_devices`]); a search that more devices match is common, and the other plans find a
+/// page of it quickly.
+pub(crate) const SEARCH_CAP: usize = 2_000;
+
+/// The first `contains(managedDevice/deviceName, …)` among the top-level conjuncts of a filter
+/// whose folded text has at least 3 characters (the trigram indexes serve no shorter text).
+fn name_search(filter: &Filter) -> Option<&Filter> {
+    match filter {
+        Filter::And(a, b) => name_search(a).or_else(|| name_search(b)),
+        Filter::Function {
+            function: StringFunction::Contains,
+            column,
+            text,
+        } if column.via_device
+            && column.property().name == "deviceName"
+            && translate::fold(text).chars().count() >= 3 =>
+        {
+            Some(filter)
+        }
+        _ => None,
+    }
+}
+
+/// The search plan: when the filter of a script's run-state list requires a device-name search
+/// (a top-level `contains(managedDevice/deviceName, …)`), the ids of every device of the tenant
+/// whose name contains the text, found through the trigram index (SQLite's FTS5 table
+/// `managed_devices_name_trigram`, checked again with the generic translation's exact `LIKE`;
+/// PostgreSQL's GIN trigram index serves that `LIKE` itself), if at most [`SEARCH_CAP`]. The
+/// caller then adds `t."managedDeviceId" IN (ids)` to the query: every row the filter accepts has
+/// a bound, existing device whose name matches, so the condition changes no row or order, and
+/// the run states are found through the (tenant, scriptId, managedDeviceId) index. `None`: no
+/// such search, too few run states for the scale plans, or a common search.
+pub(crate) async fn search_devices(
+    c: &mut dyn Conn,
+    tenant: &str,
+    query: &ListQuery,
+) -> Result<Option<Vec<String>>, DbError> {
+    let Some(min) = min_rows() else {
+        return Ok(None);
+    };
+    if query.scope.of.id != CollectionId::RunStates {
+        return Ok(None);
+    }
+    let Some(search) = query.filter.as_ref().and_then(name_search) else {
+        return Ok(None);
+    };
+    if min > 0 {
+        let script = query.scope.parents.first().map_or("", String::as_str);
+        if (counters::run_states(c, tenant, script).await?.max(0) as u64) < min {
+            return Ok(None);
+        }
+    }
+    let mut sql = Sql::default();
+    if c.is_sqlite() {
+        let Filter::Function { text, .. } = search else {
+            return Ok(None);
+        };
+        // A phrase of the folded text: the rows whose name contains it (the tokenizer folds case
+        // again, so these are a superset of the exact matches; wildcards are literal here). Joined
+        // from the full-text table (CROSS JOIN keeps it outside) so the LIMIT stops the walk.
+        let phrase = format!("\"{}\"", translate::fold(text).replace('"', "\"\""));
+        sql.push(
+            "SELECT d.\"id\" FROM managed_devices_name_trigram f CROSS JOIN managed_devices d \
+             WHERE f.managed_devices_name_trigram MATCH ",
+        )
+        .arg(Arg::Text(Some(phrase)));
+        sql.push(" AND d.rowid = f.rowid AND d.\"tenant\" = ")
+            .arg(db::text(tenant));
+    } else {
+        // The GIN trigram index serves the LIKE below.
+        sql.push("SELECT d.\"id\" FROM managed_devices d WHERE d.\"tenant\" = ")
+            .arg(db::text(tenant));
+    }
+    // The generic translation of the search (exact: `%`, `_` and `\` escaped).
+    sql.push(" AND ");
+    translate::filter(&mut sql, search);
+    sql.push(" LIMIT ")
+        .arg(Arg::Int(Some(SEARCH_CAP as i64 + 1)));
+    let rows = c.query(&sql.text, &sql.args).await?;
+    if rows.len() > SEARCH_CAP {
+        return Ok(None);
+    }
+    let mut ids = Vec::with_capacity(rows.len());
+    for row in rows {
+        if let Some(id) = row.text(0)? {
+            ids.push(id);
+        }
+    }
+    Ok(Some(ids))
+}
+
+/// ` AND t."managedDeviceId" IN (ids)` ([`search_devices`]); never called with no ids.
+pub(crate) fn push_devices(sql: &mut Sql, ids: &[String]) {
+    sql.push(" AND t.\"managedDeviceId\" IN (");
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.arg(db::text(id));
+    }
+    sql.push(")");
 }

@@ -131,13 +131,29 @@ async fn page_of(c: &mut dyn Conn, tenant: &str, query: &ListQuery) -> Result<Pa
         from.push(" AND ");
         translate::filter(&mut from, filter);
     }
+    // A rare device-name search: only the run states of the few devices it matches
+    // (plans::search_devices; the condition changes no row).
+    let searched = plans::search_devices(c, tenant, query).await?;
+    if let Some(ids) = &searched {
+        if ids.is_empty() {
+            return Ok(Page {
+                records: Vec::new(),
+                devices: Vec::new(),
+                next: None,
+                count: query.count.then_some(0),
+            });
+        }
+        plans::push_devices(&mut from, ids);
+    }
     // A filter of detection/remediation state equalities only: its matches from the counters.
     let parent = || query.scope.parents.first().map_or("", String::as_str);
     let state_matches = match (query.scope.of.id, &query.filter) {
         _ if plans::min_rows().is_none() => None,
         (CollectionId::RunStates, Some(filter)) => match plans::state_equalities(filter) {
-            Some(wanted) => Some(plans::state_matches(c, tenant, parent(), &wanted).await?),
-            None => None,
+            Some(wanted) if plans::needs_state_matches(query, &wanted) => {
+                Some(plans::state_matches(c, tenant, parent(), &wanted).await?)
+            }
+            _ => None,
         },
         _ => None,
     };
@@ -199,7 +215,11 @@ async fn page_of(c: &mut dyn Conn, tenant: &str, query: &ListQuery) -> Result<Pa
         select.push_str(", ");
         select.push_str(&key.sql);
     }
-    let mut rows = match plans::device_sort(c, tenant, query, state_matches).await? {
+    let sort = match searched {
+        Some(_) => None,
+        None => plans::device_sort(c, tenant, query, state_matches).await?,
+    };
+    let mut rows = match sort {
         Some(sort) => plans::device_rows(c, tenant, query, &select, &keys, sort).await?,
         None => {
             let mut sql = Sql::default();

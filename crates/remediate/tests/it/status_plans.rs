@@ -2,7 +2,8 @@
 //! docs/query-plans.md "The device status table") return exactly the rows, order, counts and
 //! pages of the generic plan: every sort of the dashboard's device status table in both
 //! directions, detection/remediation filters (one matching nothing), device-name searches with
-//! `%`, `_` and quotes, walked page by page through the API with the scale plans forced on
+//! `%`, `_` and quotes (rare, none and common ones; those of 3 characters or more through the
+//! trigram indexes), walked page by page through the API with the scale plans forced on
 //! (threshold 0) and off. The data holds unbound run states, run states of deleted devices, devices
 //! without a name or user, and duplicate names and users (ties broken by id).
 
@@ -65,6 +66,7 @@ both!(scale_plans_return_the_generic_plans_rows, |app| {
         "scriptError",
     ];
     let mut deleted = Vec::new();
+    let mut renamed = Vec::new();
     for i in 0..48usize {
         let mut body = serde_json::Map::new();
         if let Some(name) = names[i % names.len()] {
@@ -94,6 +96,8 @@ both!(scale_plans_return_the_generic_plans_rows, |app| {
         }
         if i % 11 == 3 {
             deleted.push(device);
+        } else if i % 13 == 7 {
+            renamed.push(device);
         }
     }
     // Unbound run states, and run states whose device is deleted afterwards.
@@ -108,6 +112,15 @@ both!(scale_plans_return_the_generic_plans_rows, |app| {
             )
             .await;
         assert_eq!(reply.status, 201, "{}", reply.text);
+    }
+    // Renamed devices: the trigram indexes follow the new name (and forget the old one).
+    for (i, device) in renamed.iter().enumerate() {
+        let name = ["Zeta-renamed", "O'Brien 50%_off"][i % 2];
+        let body = json!({ "deviceName": name }).to_string();
+        let reply = app
+            .patch(&format!("deviceManagement/managedDevices/{device}"), &body)
+            .await;
+        assert!(matches!(reply.status, 200 | 204), "{}", reply.text);
     }
     for device in &deleted {
         let reply = app
@@ -137,6 +150,23 @@ both!(scale_plans_return_the_generic_plans_rows, |app| {
         "contains(managedDevice/deviceName,'_')",
         "contains(managedDevice/deviceName,'''')",
         "detectionState eq 'fail' and contains(managedDevice/deviceName,'p')",
+        // Searches of 3 characters or more take the search plan (the trigram indexes): rare,
+        // none, across a deleted device ('zeta'), case, wildcards and quotes taken literally,
+        // and searches the plan must not serve alone (under `or`/`not`).
+        "contains(managedDevice/deviceName,'zeta')",
+        "contains(managedDevice/deviceName,'ETA')",
+        "contains(managedDevice/deviceName,'zzz')",
+        "contains(managedDevice/deviceName,'50%_')",
+        "contains(managedDevice/deviceName,'%_o')",
+        "contains(managedDevice/deviceName,'c-%')",
+        "contains(managedDevice/deviceName,'c_2')",
+        "contains(managedDevice/deviceName,'c%2')",
+        "contains(managedDevice/deviceName,'o''b')",
+        "contains(managedDevice/deviceName,'\\_2')",
+        "remediationState eq 'skipped' and contains(managedDevice/deviceName,'dup')",
+        "contains(managedDevice/deviceName,'dup') and contains(managedDevice/deviceName,'p_')",
+        "contains(managedDevice/deviceName,'zeta') or detectionState eq 'fail'",
+        "not contains(managedDevice/deviceName,'dup')",
     ];
     let mut checked = 0;
     for order in orders {
@@ -252,7 +282,15 @@ both!(
             "synced",
         ] {
             for dir in ["asc", "desc"] {
-                for filter in ["", "&detection=fail", "&remediation=skipped", "&q=dup"] {
+                for filter in [
+                    "",
+                    "&detection=fail",
+                    "&remediation=skipped",
+                    "&q=dup",
+                    "&q=ZED-1",
+                    "&q=zzz",
+                    "&detection=fail&q=alpha",
+                ] {
                     let first = format!("/scripts/{script}?sort={sort}&dir={dir}{filter}");
                     remediate_store::set_list_plan_min_rows(None);
                     let generic = pages(first.clone()).await;
