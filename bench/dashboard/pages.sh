@@ -401,9 +401,14 @@ measure_all() { # $1 db, $2 N, $3 dir
   page "script detection=fail" "/scripts/$big?detection=fail"
   page "script remediation=remediationFailed" "/scripts/$big?remediation=remediationFailed"
   page "script detection=fail remediation=remediationFailed" "/scripts/$big?detection=fail&remediation=remediationFailed"
+  page "script detection=success (common)" "/scripts/$big?detection=success"
+  page "script remediation=skipped (common)" "/scripts/$big?remediation=skipped"
   page "script q=PC-0 (many)" "/scripts/$big?q=PC-0"
   page "script q=PC-0000042 (one)" "/scripts/$big?q=PC-0000042"
   page "script q=zzz (none)" "/scripts/$big?q=zzz"
+  page "script q=PC (many, short)" "/scripts/$big?q=PC"
+  page "script q=zq (none, short)" "/scripts/$big?q=zq"
+  page "script q=Z (none, one character)" "/scripts/$big?q=Z"
   curl -s -b "$work/cookies" -o "$work/first" "$url/scripts/$big"
   local next
   next="$(grep -o '<a href="[^"]*" rel="next">' "$work/first" | head -1 | sed 's/^<a href="//; s/" rel="next">$//' | unescape)"
@@ -424,9 +429,10 @@ measure_all() { # $1 db, $2 N, $3 dir
     for d in asc desc; do api "api \$orderby=$s $d" "$base?\$orderby=$(enc "${orderby[$s]} $d")$tail"; done
   done
   for path in "detectionState eq 'fail'" "remediationState eq 'remediationFailed'" \
+      "detectionState eq 'success'" "remediationState eq 'skipped'" \
       "detectionState eq 'fail' and remediationState eq 'remediationFailed'" \
       "contains(managedDevice/deviceName,'PC-0')" "contains(managedDevice/deviceName,'PC-0000042')" \
-      "contains(managedDevice/deviceName,'zzz')"; do
+      "contains(managedDevice/deviceName,'zzz')" "contains(managedDevice/deviceName,'zq')"; do
     api "api \$filter=$path" "$base?\$filter=$(enc "$path")&\$orderby=$(enc 'lastStateUpdateDateTime desc')$tail"
   done
   curl -s -H "Authorization: Bearer $token" -o "$work/first" "$url$base?\$orderby=$(enc 'lastStateUpdateDateTime desc')$tail"

@@ -391,9 +391,12 @@ fn sqlite_page(db: &str, ctx: &PageCtx) -> Result<(Vec<PageRow>, bool), String> 
     SQLITE.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
-            // remediate's reader settings (store::db::SqliteConn::open with an 8 MiB page cache), read-only use
+            // remediate's reader settings (store::db::SqliteConn::open with an 8 MiB page cache: the
+            // query planner stability guarantee too), read-only use
             let conn = rusqlite::Connection::open(db).map_err(|e| e.to_string())?;
             conn.set_prepared_statement_cache_capacity(256);
+            conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+                .map_err(|e| e.to_string())?;
             conn.busy_timeout(Duration::from_secs(10)).map_err(|e| e.to_string())?;
             conn.execute_batch(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \

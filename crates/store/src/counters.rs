@@ -15,6 +15,29 @@ pub(crate) const FILL: &str = include_str!("../migrations/counters_fill.sql");
 /// Rebuilds the per-day history aggregate from the run history, on empty tables.
 pub(crate) const HISTORY_FILL: &str = include_str!("../migrations/history_days_fill.sql");
 
+/// The ids that run states are bound to and no managed device has (a deleted device's run states
+/// stay): what `deleted_devices` must hold (migration 0011) for the device-driven plans
+/// (`crate::plans`) to find them. The delete trigger adds every deleted device; [`prune_deleted_devices`]
+/// drops the ones no run state is bound to any more.
+const DELETED_DEVICES_FILL: &str = "INSERT INTO deleted_devices (\"tenant\", \"id\") \
+     SELECT DISTINCT t.\"tenant\", t.\"managedDeviceId\" FROM device_run_states t \
+     WHERE t.\"managedDeviceId\" IS NOT NULL AND NOT EXISTS (SELECT 1 FROM managed_devices d \
+       WHERE d.\"tenant\" = t.\"tenant\" AND d.\"id\" = t.\"managedDeviceId\")";
+
+/// Drop the `deleted_devices` rows no run state is bound to (their run states were deleted, or
+/// their script); returns how many. Safe beside writers: a run state is only ever bound to an
+/// existing device (whose row the binding locks), so a device listed here gains no run state, and
+/// a row can only go once its last run state is gone from what this statement sees.
+pub(crate) async fn prune_deleted_devices(c: &mut dyn Conn) -> Result<u64, DbError> {
+    c.execute(
+        "DELETE FROM deleted_devices WHERE NOT EXISTS (SELECT 1 FROM device_run_states t \
+           WHERE t.\"tenant\" = deleted_devices.\"tenant\" \
+             AND t.\"managedDeviceId\" = deleted_devices.\"id\")",
+        &[],
+    )
+    .await
+}
+
 /// Concurrent PostgreSQL transactions spread their additions over this many rows per counter.
 pub(crate) const SHARDS: u64 = 16;
 
@@ -701,10 +724,11 @@ pub(crate) async fn run_states(
 pub(crate) async fn recount(c: &mut dyn Conn) -> Result<(), DbError> {
     c.batch(
         "DELETE FROM counters; DELETE FROM remediated_history; DELETE FROM remediated_devices; \
-         DELETE FROM history_days; DELETE FROM history_day_counts;",
+         DELETE FROM history_days; DELETE FROM history_day_counts; DELETE FROM deleted_devices;",
     )
     .await?;
     c.batch(FILL).await?;
+    c.batch(DELETED_DEVICES_FILL).await?;
     c.batch(HISTORY_FILL).await
 }
 
@@ -713,6 +737,7 @@ pub(crate) async fn recount(c: &mut dyn Conn) -> Result<(), DbError> {
 pub(crate) async fn check(c: &mut dyn Conn) -> Result<Vec<String>, DbError> {
     let kept = snapshot(c).await?;
     let mut differences = day_shards(c).await?;
+    differences.extend(unlisted_deleted_devices(c).await?);
     recount(c).await?;
     let expected = snapshot(c).await?;
     for (key, want) in &expected {
@@ -727,6 +752,33 @@ pub(crate) async fn check(c: &mut dyn Conn) -> Result<Vec<String>, DbError> {
         }
     }
     Ok(differences)
+}
+
+/// Run states bound to a device that neither exists nor is listed in `deleted_devices` (the
+/// device-driven plans would miss them), in words. A listed device with no run state left is not
+/// a difference: the hourly maintenance ([`prune_deleted_devices`]) drops it.
+async fn unlisted_deleted_devices(c: &mut dyn Conn) -> Result<Vec<String>, DbError> {
+    let rows = c
+        .query(
+            "SELECT DISTINCT t.\"tenant\", t.\"managedDeviceId\" FROM device_run_states t \
+             WHERE t.\"managedDeviceId\" IS NOT NULL \
+               AND NOT EXISTS (SELECT 1 FROM managed_devices d \
+                 WHERE d.\"tenant\" = t.\"tenant\" AND d.\"id\" = t.\"managedDeviceId\") \
+               AND NOT EXISTS (SELECT 1 FROM deleted_devices g \
+                 WHERE g.\"tenant\" = t.\"tenant\" AND g.\"id\" = t.\"managedDeviceId\") \
+             ORDER BY 1, 2",
+            &[],
+        )
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        out.push(format!(
+            "deleted device {}/{}: run states are bound to it, and it is not in deleted_devices",
+            row.text(0)?.unwrap_or_default(),
+            row.text(1)?.unwrap_or_default()
+        ));
+    }
+    Ok(out)
 }
 
 /// Each shard of `history_day_counts` must count the rows of `history_days` in that shard (what

@@ -285,10 +285,21 @@ fn sqlite_error(e: rusqlite::Error) -> DbError {
 impl SqliteConn {
     /// Open `path` with the server's settings: WAL, `synchronous=FULL` (a commit is on disk
     /// before it returns), foreign keys, a busy timeout, statement journals (savepoints) in
-    /// memory, a page cache of `cache_mib`, and a cache of prepared statements.
+    /// memory, a page cache of `cache_mib`, a cache of prepared statements, and the query
+    /// planner stability guarantee.
     pub fn open(path: &str, cache_mib: u32) -> Result<SqliteConn, DbError> {
         let conn = rusqlite::Connection::open(path).map_err(sqlite_error)?;
         conn.set_prepared_statement_cache_capacity(256);
+        // With the statistics `PRAGMA optimize` gathers (`sqlite_stat4`), SQLite plans a
+        // statement for the values bound to it and prepares it again whenever they change: every
+        // execution of a cached statement (18% of a GET page's CPU, docs/benchmarks.md). The
+        // guarantee (QPSG) plans once for any values, from the per-index averages
+        // (`sqlite_stat1`), which the page plans are built for (docs/query-plans.md).
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )
+        .map_err(sqlite_error)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(sqlite_error)?;
         conn.execute_batch(&format!(
@@ -547,7 +558,47 @@ impl Conn for sqlx::PgConnection {
 
 #[cfg(test)]
 mod tests {
-    use super::{text_in, text_out, NUL_MARK};
+    use super::{text_in, text_out, SqliteConn, NUL_MARK};
+
+    /// Times the statement was prepared again after rebinding, over executions with values
+    /// that the statistics tell apart.
+    fn reprepares(conn: &rusqlite::Connection) -> i32 {
+        let mut statement = conn.prepare("SELECT COUNT(*) FROM t WHERE k = ?1").unwrap();
+        for value in ["common", "rare", "common", "rare", "none"] {
+            let _: i64 = statement.query_row([value], |r| r.get(0)).unwrap();
+        }
+        statement.get_status(rusqlite::StatementStatus::RePrepare)
+    }
+
+    #[test]
+    fn cached_statements_are_not_planned_again_for_each_binding() {
+        let dir = std::env::temp_dir().join(format!("remediate-qpsg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("qpsg.db");
+        let path = path.to_str().unwrap();
+        {
+            // Skewed values and the statistics `PRAGMA optimize` gathers (with STAT4 samples).
+            let conn = rusqlite::Connection::open(path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE t (id INTEGER PRIMARY KEY, k TEXT NOT NULL); \
+                 CREATE INDEX t_k ON t (k); \
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) \
+                 INSERT INTO t (k) SELECT CASE WHEN i % 100 = 0 THEN 'rare' ELSE 'common' END FROM n; \
+                 ANALYZE;",
+            )
+            .unwrap();
+            let samples: i64 = conn
+                .query_row("SELECT COUNT(*) FROM sqlite_stat4", [], |r| r.get(0))
+                .unwrap();
+            assert!(samples > 0, "the bundled SQLite keeps STAT4 samples");
+            // Without the guarantee, every new binding prepares the statement again.
+            assert!(reprepares(&conn) > 0);
+        }
+        let server = SqliteConn::open(path, 1).unwrap();
+        assert_eq!(reprepares(&server.conn), 0);
+        drop(server);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn stored_text_round_trips_nul_and_the_noncharacters() {

@@ -185,6 +185,7 @@ pub trait Store: Send + Sync + 'static {
     /// The tenant's global-scripts state (member value of globalDeviceHealthScriptState).
     async fn global_scripts_state(&self, tenant: &str) -> Result<i64, StoreError>;
     /// Delete history records older than `cutoff` (retention); returns how many were deleted.
+    /// Also drops the deleted devices no run state is bound to any more (`deleted_devices`).
     async fn prune_history(&self, cutoff: remediate_domain::Instant) -> Result<u64, StoreError>;
     /// What targeting reads of a device: its group memberships (static and dynamic), its
     /// properties for filter rules, and the tenant's filters. A device that does not exist has

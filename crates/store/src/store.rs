@@ -105,6 +105,7 @@ impl Store for SqlStore {
                     .await?;
                 // The per-day aggregate follows what is left (after the delete).
                 counters::history_days_pruned(c, postgres, cutoff.ticks()).await?;
+                counters::prune_deleted_devices(c).await?;
                 Ok(deleted)
             })
         })

@@ -145,14 +145,18 @@ both!(scale_plans_return_the_generic_plans_rows, |app| {
         "detectionState eq 'fail' and remediationState eq 'remediationFailed'",
         "detectionState eq 'notApplicable'",
         "detectionState eq 'success' and detectionState eq 'fail'",
-        "contains(managedDevice/deviceName,'dup')",
+        // Every search in a top-level conjunct takes the search plan: up to 2 characters by
+        // reading every device name ('%', '_' and quotes literal, case folded, a rare 'zq',
+        // across a deleted device 'Z'), 3 or more through the trigram indexes on SQLite: rare,
+        // none, across a deleted device ('zeta'), case, wildcards and quotes taken literally;
+        // and searches the plan must not serve alone (under `or`/`not`).
         "contains(managedDevice/deviceName,'%')",
         "contains(managedDevice/deviceName,'_')",
         "contains(managedDevice/deviceName,'''')",
         "detectionState eq 'fail' and contains(managedDevice/deviceName,'p')",
-        // Searches of 3 characters or more take the search plan (the trigram indexes): rare,
-        // none, across a deleted device ('zeta'), case, wildcards and quotes taken literally,
-        // and searches the plan must not serve alone (under `or`/`not`).
+        "contains(managedDevice/deviceName,'zq')",
+        "contains(managedDevice/deviceName,'Z')",
+        "contains(managedDevice/deviceName,'dup')",
         "contains(managedDevice/deviceName,'zeta')",
         "contains(managedDevice/deviceName,'ETA')",
         "contains(managedDevice/deviceName,'zzz')",

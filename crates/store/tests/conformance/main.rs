@@ -16,6 +16,7 @@
 //! tests share).
 
 mod counting;
+mod deleted_devices;
 mod directory;
 mod history_days;
 mod queries;
