@@ -401,6 +401,7 @@ measure_all() { # $1 db, $2 N, $3 dir
   page "script detection=fail" "/scripts/$big?detection=fail"
   page "script remediation=remediationFailed" "/scripts/$big?remediation=remediationFailed"
   page "script detection=fail remediation=remediationFailed" "/scripts/$big?detection=fail&remediation=remediationFailed"
+  page "script detection=fail remediation=scriptError sort=device" "/scripts/$big?detection=fail&remediation=scriptError&sort=device"
   page "script detection=success (common)" "/scripts/$big?detection=success"
   page "script remediation=skipped (common)" "/scripts/$big?remediation=skipped"
   page "script q=PC-0 (many)" "/scripts/$big?q=PC-0"

@@ -103,8 +103,24 @@ async fn page_of(c: &mut dyn Conn, tenant: &str, query: &ListQuery) -> Result<Pa
         || query.order.iter().any(|k| k.column.via_device)
         || query.filter.as_ref().is_some_and(uses_device);
     let keys = translate::key_exprs(&query.order);
+    // A filter of detection/remediation state equalities only: its matches from the counters,
+    // and on SQLite the index to read them from when its planner's choice is the slow one.
+    let (state_matches, index) = match (query.scope.of.id, &query.filter) {
+        _ if plans::min_rows().is_none() => (None, None),
+        (CollectionId::RunStates, Some(filter)) => match plans::state_equalities(filter) {
+            Some(wanted) if plans::needs_state_matches(query, &wanted) => {
+                let (matches, index) = plans::state_matches(c, tenant, query, &wanted).await?;
+                (Some(matches), index)
+            }
+            _ => (None, None),
+        },
+        _ => (None, None),
+    };
     let mut from = Sql::default();
     from.push(&format!(" FROM \"{}\" t", entity.table));
+    if let Some(index) = index {
+        from.push(&format!(" INDEXED BY \"{index}\""));
+    }
     if join_device {
         from.push(" LEFT JOIN managed_devices d ON d.\"tenant\" = t.\"tenant\" AND d.\"id\" = t.\"managedDeviceId\"");
     }
@@ -145,18 +161,7 @@ async fn page_of(c: &mut dyn Conn, tenant: &str, query: &ListQuery) -> Result<Pa
         }
         plans::push_devices(&mut from, ids);
     }
-    // A filter of detection/remediation state equalities only: its matches from the counters.
     let parent = || query.scope.parents.first().map_or("", String::as_str);
-    let state_matches = match (query.scope.of.id, &query.filter) {
-        _ if plans::min_rows().is_none() => None,
-        (CollectionId::RunStates, Some(filter)) => match plans::state_equalities(filter) {
-            Some(wanted) if plans::needs_state_matches(query, &wanted) => {
-                Some(plans::state_matches(c, tenant, parent(), &wanted).await?)
-            }
-            _ => None,
-        },
-        _ => None,
-    };
     if state_matches == Some(0) {
         // Nothing matches: no need to walk an index of the script to find that out.
         return Ok(Page {
