@@ -80,6 +80,27 @@ pub(crate) fn state_equalities(filter: &Filter) -> Option<Vec<(bool, i64)>> {
     }
 }
 
+/// The `detectionState eq …`/`remediationState eq …` conjuncts of a run-state filter that also
+/// has other conjuncts (a device-name search): what the counters can bound. `None` when it has
+/// none, or when the filter is only state equalities ([`state_equalities`] serves that).
+pub(crate) fn state_conjuncts(filter: &Filter) -> Option<Vec<(bool, i64)>> {
+    fn collect(filter: &Filter, out: &mut Vec<(bool, i64)>) {
+        match filter {
+            Filter::And(a, b) => {
+                collect(a, out);
+                collect(b, out);
+            }
+            other => out.extend(state_equalities(other).unwrap_or_default()),
+        }
+    }
+    if state_equalities(filter).is_some() {
+        return None;
+    }
+    let mut out = Vec::new();
+    collect(filter, &mut out);
+    (!out.is_empty()).then_some(out)
+}
+
 /// Does a list with the state equalities `wanted` need their count from the counters? Not when
 /// the page asks for no `$count` and one index serves both the filter and the order, so walking
 /// it finds the page — or that nothing matches — at once: a single `detectionState` equality
@@ -104,14 +125,14 @@ pub(crate) fn needs_state_matches(query: &ListQuery, wanted: &[(bool, i64)]) -> 
 }
 
 /// What the state counters say of a filter of [`state_equalities`]: how many run states of the
-/// script meet every constraint, and, on SQLite, the index to read them from when SQLite's own
-/// choice is the slow one ([`index_hint`]). Exact, constant time.
+/// script meet every constraint, and how to read them when the planner's own choice is the slow
+/// one ([`IndexHint`]). Exact, constant time.
 pub(crate) async fn state_matches(
     c: &mut dyn Conn,
     tenant: &str,
     query: &ListQuery,
     wanted: &[(bool, i64)],
-) -> Result<(i64, Option<&'static str>), DbError> {
+) -> Result<(i64, Option<IndexHint>), DbError> {
     let script = query.scope.parents.first().map_or("", String::as_str);
     let cells = counters::state_counts(c, tenant, script).await?;
     // The run states meeting the constraints on detection (true) or remediation (false), or on
@@ -129,11 +150,129 @@ pub(crate) async fn state_matches(
             .map(|(_, _, n)| n)
             .sum()
     };
-    let hint = (c.is_sqlite()
-        && index_hint_applies(query, wanted)
-        && matching(Some(false)) < matching(Some(true)))
-    .then_some("device_run_states_remediation");
-    Ok((matching(None), hint))
+    let matches = matching(None);
+    let hint = if index_hint_applies(query, wanted) {
+        // PostgreSQL's planner knows the values' frequencies and picks the smaller side itself.
+        (c.is_sqlite() && matching(Some(false)) < matching(Some(true)))
+            .then_some(IndexHint::Index("device_run_states_remediation"))
+    } else {
+        cross_sort_hint(query, wanted, &cells, matches)
+            .or_else(|| {
+                small_filter_hint(query, wanted, matches, || {
+                    matching(Some(false)) < matching(Some(true))
+                })
+            })
+            .map(IndexHint::Filter)
+    };
+    Ok((matches, hint))
+}
+
+/// How a page of state equalities should be read when the planners' own choice is slow
+/// ([`state_matches`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IndexHint {
+    /// SQLite: read the rows from this index (`INDEXED BY`).
+    Index(&'static str),
+    /// Read the matches through the filter's index (named, for SQLite's `INDEXED BY`) and sort
+    /// them, not by walking the order's index: on PostgreSQL the first sort key is written
+    /// `(… + 0)`, which no index serves (the same integer values, so the same order and keyset
+    /// bounds), and its planner reads the filter's index with a top-N sort.
+    Filter(&'static str),
+}
+
+/// At most this many matches are read from the filter's own index and sorted when the order is
+/// that of another index (about 200–250 ms on SQLite at 20,000–25,000: the rows are sorted
+/// whole, outputs included).
+const SMALL_FILTER: i64 = 25_000;
+
+/// A filter of few matches ordered by a time (last sync, or last update without a detection
+/// filter): SQLite walks the time's index and tests each row, which finds the page at once
+/// unless the matches sit at the far end of that order — and they often do: pending run states
+/// have never synced (2.4 s for `detectionState eq 'pending'` by last sync, newest first, at a
+/// million run states). Reading at most [`SMALL_FILTER`] matches from the filter's index and
+/// sorting them costs little whatever the order. (The state sorts are [`cross_sort_hint`]'s,
+/// device sorts the device-driven plan's.)
+fn small_filter_hint(
+    query: &ListQuery,
+    wanted: &[(bool, i64)],
+    matches: i64,
+    remediation_smaller: impl FnOnce() -> bool,
+) -> Option<&'static str> {
+    let detection = wanted.iter().any(|(is_det, _)| *is_det);
+    let remediation = wanted.iter().any(|(is_det, _)| !*is_det);
+    let time_order = query.order.iter().any(|key| {
+        !key.column.via_device
+            && match key.column.property().name {
+                "lastSyncDateTime" => true,
+                "lastStateUpdateDateTime" => !detection,
+                _ => false,
+            }
+    });
+    if !time_order || matches > SMALL_FILTER {
+        return None;
+    }
+    Some(if remediation && (!detection || remediation_smaller()) {
+        "device_run_states_remediation"
+    } else {
+        "device_run_states_detection"
+    })
+}
+
+/// A filter on one state column sorted by the other (`remediationState eq 'scriptError'`
+/// ordered by detection state): SQLite walks the sort column's index and tests each row, and
+/// when the matching rows sit at the far end of that order (every script error has detection
+/// state `fail`, after 850,000 `success` rows) the walk reads most of the script: 2.2–2.4 s at a
+/// million run states. The counters tell how far the first page is along the walk; when that is
+/// well beyond reading every match from the filter's own index and sorting them, that index.
+fn cross_sort_hint(
+    query: &ListQuery,
+    wanted: &[(bool, i64)],
+    cells: &[(i64, i64, i64)],
+    matches: i64,
+) -> Option<&'static str> {
+    let key = query.order.first().filter(|k| !k.column.via_device)?;
+    let by_detection = match key.column.property().name {
+        "detectionState" => true,
+        "remediationState" => false,
+        _ => return None,
+    };
+    if wanted.iter().any(|(is_det, _)| *is_det == by_detection) {
+        return None;
+    }
+    let meets = |det: i64, rem: i64| {
+        wanted
+            .iter()
+            .all(|(is_det, v)| if *is_det { det == *v } else { rem == *v })
+    };
+    let sort_value = |&(det, rem, _): &(i64, i64, i64)| if by_detection { det } else { rem };
+    let mut values: Vec<i64> = cells.iter().map(sort_value).collect();
+    values.sort_unstable();
+    values.dedup();
+    if key.descending {
+        values.reverse();
+    }
+    // Rows the walk reads before the page is full (the whole index if it never is).
+    let mut needed = query.top as f64 + 1.0;
+    let mut walk = 0.0;
+    for value in values {
+        let (all, hits) = cells
+            .iter()
+            .filter(|cell| sort_value(cell) == value)
+            .fold((0, 0), |(all, hits), &(det, rem, n)| {
+                (all + n, hits + if meets(det, rem) { n } else { 0 })
+            });
+        if hits > 0 && hits as f64 >= needed {
+            walk += needed * all as f64 / hits as f64;
+            break;
+        }
+        walk += all as f64;
+        needed -= hits as f64;
+    }
+    (walk > 4.0 * matches as f64 + 1_000.0).then_some(if by_detection {
+        "device_run_states_remediation"
+    } else {
+        "device_run_states_detection"
+    })
 }
 
 /// Read a filter on both state columns from the remediation index, when fewer run states have
@@ -169,7 +308,8 @@ pub(crate) struct DeviceSort {
 
 /// Use the device-driven plan? Only for a script's run states sorted by the device's name or
 /// user alone, without `$skip`, when the matching run states `m` (the count of a filter of
-/// state equalities, else every run state of the script) are many against the tenant's devices:
+/// state equalities, or of the state conjuncts of a filter with a search too — more than match
+/// it —, else every run state of the script) are many against the tenant's devices:
 /// a page then probes about `25 × devices / m` devices, against sorting all `m` rows
 /// (`m² ≥ 26 × devices`). Other filters (a device-name search) are applied to the walk: a
 /// search that many devices match fills a page quickly; one that few match reads the whole

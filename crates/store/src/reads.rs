@@ -102,25 +102,43 @@ async fn page_of(c: &mut dyn Conn, tenant: &str, query: &ListQuery) -> Result<Pa
     let join_device = query.expand_device
         || query.order.iter().any(|k| k.column.via_device)
         || query.filter.as_ref().is_some_and(uses_device);
-    let keys = translate::key_exprs(&query.order);
+    let mut keys = translate::key_exprs(&query.order);
     // A filter of detection/remediation state equalities only: its matches from the counters,
-    // and on SQLite the index to read them from when its planner's choice is the slow one.
-    let (state_matches, index) = match (query.scope.of.id, &query.filter) {
-        _ if plans::min_rows().is_none() => (None, None),
+    // and on SQLite the index to read them from when its planner's choice is the slow one. A
+    // filter with other conjuncts too (a device-name search): how many run states its state
+    // conjuncts alone match, at least as many as the filter (`bound`).
+    let (state_matches, index, bound) = match (query.scope.of.id, &query.filter) {
+        _ if plans::min_rows().is_none() => (None, None, None),
         (CollectionId::RunStates, Some(filter)) => match plans::state_equalities(filter) {
             Some(wanted) if plans::needs_state_matches(query, &wanted) => {
                 let (matches, index) = plans::state_matches(c, tenant, query, &wanted).await?;
-                (Some(matches), index)
+                (Some(matches), index, Some(matches))
             }
-            _ => (None, None),
+            Some(_) => (None, None, None),
+            None => match plans::state_conjuncts(filter) {
+                Some(wanted) => {
+                    let (bound, index) = plans::state_matches(c, tenant, query, &wanted).await?;
+                    (None, index, Some(bound))
+                }
+                None => (None, None, None),
+            },
         },
-        _ => (None, None),
+        _ => (None, None, None),
     };
+    if bound == Some(0) {
+        // Nothing matches: no need to walk an index of the script (or search the devices) to
+        // find that out.
+        return Ok(Page {
+            records: Vec::new(),
+            devices: Vec::new(),
+            next: None,
+            count: query.count.then_some(0),
+        });
+    }
     let mut from = Sql::default();
     from.push(&format!(" FROM \"{}\" t", entity.table));
-    if let Some(index) = index {
-        from.push(&format!(" INDEXED BY \"{index}\""));
-    }
+    // Where an index hint goes (`index`, decided after the search below).
+    let table_end = from.text.len();
     if join_device {
         from.push(" LEFT JOIN managed_devices d ON d.\"tenant\" = t.\"tenant\" AND d.\"id\" = t.\"managedDeviceId\"");
     }
@@ -160,17 +178,24 @@ async fn page_of(c: &mut dyn Conn, tenant: &str, query: &ListQuery) -> Result<Pa
             });
         }
         plans::push_devices(&mut from, ids);
+    } else {
+        // (A rare search reads its few devices' run states through the device index instead.)
+        match index {
+            Some(plans::IndexHint::Index(name) | plans::IndexHint::Filter(name))
+                if c.is_sqlite() =>
+            {
+                from.text
+                    .insert_str(table_end, &format!(" INDEXED BY \"{name}\""));
+            }
+            Some(plans::IndexHint::Filter(_)) => {
+                if let Some(first) = keys.first_mut() {
+                    first.sql = format!("({} + 0)", first.sql);
+                }
+            }
+            _ => {}
+        }
     }
     let parent = || query.scope.parents.first().map_or("", String::as_str);
-    if state_matches == Some(0) {
-        // Nothing matches: no need to walk an index of the script to find that out.
-        return Ok(Page {
-            records: Vec::new(),
-            devices: Vec::new(),
-            next: None,
-            count: query.count.then_some(0),
-        });
-    }
     let count = if !query.count {
         None
     } else {
@@ -222,7 +247,7 @@ async fn page_of(c: &mut dyn Conn, tenant: &str, query: &ListQuery) -> Result<Pa
     }
     let sort = match searched {
         Some(_) => None,
-        None => plans::device_sort(c, tenant, query, state_matches).await?,
+        None => plans::device_sort(c, tenant, query, bound).await?,
     };
     let mut rows = match sort {
         Some(sort) => plans::device_rows(c, tenant, query, &select, &keys, sort).await?,

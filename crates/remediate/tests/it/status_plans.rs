@@ -168,6 +168,10 @@ both!(scale_plans_return_the_generic_plans_rows, |app| {
         "contains(managedDevice/deviceName,'o''b')",
         "contains(managedDevice/deviceName,'\\_2')",
         "remediationState eq 'skipped' and contains(managedDevice/deviceName,'dup')",
+        // State conjuncts beside a search bound the matches: none at all (no run state is
+        // notApplicable) answers without a query, a few keep the device-driven plan away.
+        "detectionState eq 'notApplicable' and contains(managedDevice/deviceName,'p')",
+        "remediationState eq 'scriptError' and contains(managedDevice/deviceName,'u')",
         "contains(managedDevice/deviceName,'dup') and contains(managedDevice/deviceName,'p_')",
         "contains(managedDevice/deviceName,'zeta') or detectionState eq 'fail'",
         "not contains(managedDevice/deviceName,'dup')",
