@@ -174,9 +174,10 @@ pub(crate) enum IndexHint {
     /// SQLite: read the rows from this index (`INDEXED BY`).
     Index(&'static str),
     /// Read the matches through the filter's index (named, for SQLite's `INDEXED BY`) and sort
-    /// them, not by walking the order's index: on PostgreSQL the first sort key is written
-    /// `(… + 0)`, which no index serves (the same integer values, so the same order and keyset
-    /// bounds), and its planner reads the filter's index with a top-N sort.
+    /// them, not by walking the order's index: on PostgreSQL the first sort key — always a state
+    /// or a time, an integer — is written `(… + 0)`, which no index serves (the same values, so
+    /// the same order and keyset bounds), and its planner reads the filter's index with a top-N
+    /// sort.
     Filter(&'static str),
 }
 
@@ -200,7 +201,9 @@ fn small_filter_hint(
 ) -> Option<&'static str> {
     let detection = wanted.iter().any(|(is_det, _)| *is_det);
     let remediation = wanted.iter().any(|(is_det, _)| !*is_det);
-    let time_order = query.order.iter().any(|key| {
+    // The first key only: it is the one an index walk would serve (and the one
+    // `IndexHint::Filter` rewrites, an integer).
+    let time_order = query.order.first().is_some_and(|key| {
         !key.column.via_device
             && match key.column.property().name {
                 "lastSyncDateTime" => true,
