@@ -174,3 +174,15 @@ pub struct Page {
     pub next: Option<After>,
     pub count: Option<u64>,
 }
+
+impl Page {
+    /// No records, and no page after it; `count` when one was asked for.
+    pub fn empty(count: Option<u64>) -> Page {
+        Page {
+            records: Vec::new(),
+            devices: Vec::new(),
+            next: None,
+            count,
+        }
+    }
+}

@@ -128,12 +128,7 @@ async fn page_of(c: &mut dyn Conn, tenant: &str, query: &ListQuery) -> Result<Pa
     if bound == Some(0) {
         // Nothing matches: no need to walk an index of the script (or search the devices) to
         // find that out.
-        return Ok(Page {
-            records: Vec::new(),
-            devices: Vec::new(),
-            next: None,
-            count: query.count.then_some(0),
-        });
+        return Ok(Page::empty(query.count.then_some(0)));
     }
     let mut from = Sql::default();
     from.push(&format!(" FROM \"{}\" t", entity.table));
@@ -170,12 +165,7 @@ async fn page_of(c: &mut dyn Conn, tenant: &str, query: &ListQuery) -> Result<Pa
     let searched = plans::search_devices(c, tenant, query).await?;
     if let Some(ids) = &searched {
         if ids.is_empty() {
-            return Ok(Page {
-                records: Vec::new(),
-                devices: Vec::new(),
-                next: None,
-                count: query.count.then_some(0),
-            });
+            return Ok(Page::empty(query.count.then_some(0)));
         }
         plans::push_devices(&mut from, ids);
     } else {
@@ -228,12 +218,7 @@ async fn page_of(c: &mut dyn Conn, tenant: &str, query: &ListQuery) -> Result<Pa
         Some(n.max(0) as u64)
     };
     if query.top == 0 && query.count {
-        return Ok(Page {
-            records: Vec::new(),
-            devices: Vec::new(),
-            next: None,
-            count,
-        });
+        return Ok(Page::empty(count));
     }
     let mut select = String::from("SELECT ");
     select.push_str(&select_columns(entity, "t", true));

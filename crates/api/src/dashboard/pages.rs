@@ -370,11 +370,13 @@ const STATUS_SORTS: [(&str, &str, &str); 6] = [
 /// (`store::plans`), and counts detection and remediation filters from its counters.
 pub const SCAN_LIMIT: u64 = 20_000;
 
-/// May the device status table of a script with `total` run states sort by `key`? Always, at
-/// any size (docs/dashboard.md "At scale").
-pub fn sort_offered(key: &str, total: u64) -> bool {
-    let _ = total;
-    STATUS_SORTS.iter().any(|(k, _, _)| *k == key)
+/// The device status table's sort named `key` (`sort=`), and the property path it orders by:
+/// every column, at any size (docs/dashboard.md "At scale"); `None` for no such sort.
+pub fn status_sort(key: &str) -> Option<(&'static str, &'static str)> {
+    STATUS_SORTS
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(k, _, path)| (*k, *path))
 }
 
 fn content(record: &Record, name: &str) -> String {
@@ -824,11 +826,8 @@ async fn device_status(
     // Every run state of the script: a counter, whatever the size.
     let all = bind(state, Scope::run_states(script_id), &[], 1, None, true)?;
     let total = state.store.list(tenant, &all).await?.count.unwrap_or(0);
-    let (sort, order_path) = STATUS_SORTS
-        .iter()
-        .filter(|(key, _, _)| sort_offered(key, total))
-        .find(|(key, _, _)| *key == params.get("sort"))
-        .map_or(("updated", "lastStateUpdateDateTime"), |(k, _, p)| (*k, *p));
+    let (sort, order_path) =
+        status_sort(params.get("sort")).unwrap_or(("updated", "lastStateUpdateDateTime"));
     let desc = match params.get("dir") {
         "asc" => false,
         "desc" => true,
@@ -972,11 +971,7 @@ async fn device_status(
     ));
     out.push_str("<table id=\"device-status\" aria-labelledby=\"status\"><thead><tr>");
     for (key, label, _) in STATUS_SORTS {
-        if sort_offered(key, total) {
-            out.push_str(&sort_header(label, key, sort, desc, &base, path));
-        } else {
-            let _ = write!(out, "<th scope=\"col\">{label}</th>");
-        }
+        out.push_str(&sort_header(label, key, sort, desc, &base, path));
     }
     for (_, label, _) in &shown {
         let _ = write!(out, "<th scope=\"col\">{label}</th>");
@@ -1292,12 +1287,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn large_scripts_sort_by_every_column() {
-        for total in [0, 100, SCAN_LIMIT, SCAN_LIMIT + 1, 1_000_000] {
-            for (key, _, _) in STATUS_SORTS {
-                assert!(sort_offered(key, total), "{key} at {total}");
-            }
-            assert!(!sort_offered("name", total));
+    fn every_column_is_a_sort() {
+        for (key, _, path) in STATUS_SORTS {
+            assert_eq!(status_sort(key), Some((key, path)), "{key}");
         }
+        assert_eq!(status_sort("name"), None);
     }
 }
