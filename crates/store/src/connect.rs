@@ -438,7 +438,11 @@ impl SqlStore {
                 let mut conn = readers.take().map_err(store_error)?;
                 conn.set_deadline(Some(readers.statement_timeout));
                 let out = run_now(f(&mut conn));
-                readers.give(conn);
+                // A read transaction that failed to end (`read_snapshot`) would pin its snapshot
+                // on a pooled connection: close that connection instead.
+                if !conn.in_transaction() {
+                    readers.give(conn);
+                }
                 out.map_err(Into::into)
             }
             Backend::Postgres { pool } => {
@@ -447,6 +451,58 @@ impl SqlStore {
                     .await
                     .map_err(|e| store_error(db::pg_error(e)))?;
                 f(&mut *conn).await.map_err(Into::into)
+            }
+        }
+    }
+}
+
+impl SqlStore {
+    /// [`Self::read`] with every statement of `f` reading one snapshot of the database: a SQLite
+    /// read transaction (`BEGIN` … `COMMIT`; WAL readers keep the snapshot of their first read),
+    /// a PostgreSQL `REPEATABLE READ, READ ONLY` transaction. For the plans that read the
+    /// counters to decide which rows to read (`plans::segments`): `f` gets a connection whose
+    /// [`Conn::in_snapshot`] is true. A transaction that fails to end closes its connection.
+    pub(crate) async fn read_snapshot<T, E, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        E: Into<StoreError>,
+        F: for<'c> FnOnce(&'c mut dyn Conn) -> BoxFuture<'c, Result<T, E>> + Send + 'static,
+    {
+        match &self.backend {
+            Backend::Sqlite { .. } => {
+                self.read(move |c| {
+                    Box::pin(async move {
+                        c.batch("BEGIN").await.map_err(store_error)?;
+                        let out = f(&mut db::Snapshot(&mut *c)).await.map_err(Into::into);
+                        // Read only: COMMIT and ROLLBACK end it alike; a failed read rolls back.
+                        let end = c
+                            .batch(if out.is_ok() { "COMMIT" } else { "ROLLBACK" })
+                            .await
+                            .map_err(store_error);
+                        let value = out?;
+                        end?;
+                        Ok::<T, StoreError>(value)
+                    })
+                })
+                .await
+            }
+            Backend::Postgres { pool } => {
+                use sqlx::Connection as _;
+                let mut conn = pool
+                    .acquire()
+                    .await
+                    .map_err(|e| store_error(db::pg_error(e)))?;
+                // A transaction dropped before its end (a cancelled request) is rolled back
+                // before the connection is pooled again (sqlx).
+                let mut tx = conn
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .await
+                    .map_err(|e| store_error(db::pg_error(e)))?;
+                let value = f(&mut db::Snapshot(&mut *tx)).await.map_err(Into::into)?;
+                tx.commit()
+                    .await
+                    .map_err(|e| store_error(db::pg_error(e)))?;
+                Ok(value)
             }
         }
     }

@@ -196,6 +196,11 @@ pub trait Conn: Send {
     async fn execute(&mut self, sql: &str, args: &[Arg]) -> Result<u64, DbError>;
     /// Run statements without parameters (migrations, transaction control).
     async fn batch(&mut self, sql: &str) -> Result<(), DbError>;
+    /// Do this connection's statements all read one snapshot of the database ([`Snapshot`])?
+    /// Plans that read the counters to decide which rows to read rely on it (`plans`).
+    fn in_snapshot(&self) -> bool {
+        false
+    }
 
     async fn query_opt(&mut self, sql: &str, args: &[Arg]) -> Result<Option<Row>, DbError> {
         Ok(self.query(sql, args).await?.into_iter().next())
@@ -205,6 +210,33 @@ pub trait Conn: Send {
         self.query_opt(sql, args)
             .await?
             .ok_or_else(|| DbError::other("the statement returned no row"))
+    }
+}
+
+/// A connection inside a read transaction that sees one snapshot of the database
+/// (`SqlStore::read_snapshot`): the counters it reads agree with the rows it reads.
+pub struct Snapshot<'c>(pub &'c mut dyn Conn);
+
+#[async_trait]
+impl Conn for Snapshot<'_> {
+    fn is_sqlite(&self) -> bool {
+        self.0.is_sqlite()
+    }
+
+    async fn query(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<Row>, DbError> {
+        self.0.query(sql, args).await
+    }
+
+    async fn execute(&mut self, sql: &str, args: &[Arg]) -> Result<u64, DbError> {
+        self.0.execute(sql, args).await
+    }
+
+    async fn batch(&mut self, sql: &str) -> Result<(), DbError> {
+        self.0.batch(sql).await
+    }
+
+    fn in_snapshot(&self) -> bool {
+        true
     }
 }
 
@@ -322,6 +354,11 @@ impl SqliteConn {
     }
 
     /// Stop statements that run past `limit` from now (`None`: no limit).
+    /// Is a transaction open on this connection (one that failed to end must not be reused)?
+    pub fn in_transaction(&self) -> bool {
+        !self.conn.is_autocommit()
+    }
+
     pub fn set_deadline(&self, limit: Option<std::time::Duration>) {
         let at = limit.map_or(0, |d| {
             since_epoch_ms().saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -28,6 +28,14 @@ impl Store for SqlStore {
 
     async fn list(&self, tenant: &str, query: &ListQuery) -> Result<Page, StoreError> {
         let (tenant, query) = (tenant.to_owned(), query.clone());
+        if crate::plans::segment_shape(&query) {
+            // Its plan reads the counters and the rows they point to: one snapshot for both.
+            return self
+                .read_snapshot(move |c| {
+                    Box::pin(async move { reads::list_page(c, &tenant, &query).await })
+                })
+                .await;
+        }
         self.read(move |c| Box::pin(async move { reads::list_page(c, &tenant, &query).await }))
             .await
     }

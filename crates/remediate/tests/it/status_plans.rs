@@ -208,6 +208,30 @@ both!(scale_plans_return_the_generic_plans_rows, |app| {
             }
         }
     }
+    // A state filter sorted by the other state column is read one sort value at a time, and a
+    // `$skip` passes over whole values by their counts: every offset, both directions, with
+    // and without a search.
+    for (filter, order) in [
+        ("detectionState eq 'fail'", "remediationState"),
+        ("remediationState eq 'skipped'", "detectionState"),
+        (
+            "detectionState eq 'fail' and contains(managedDevice/deviceName,'p')",
+            "remediationState",
+        ),
+    ] {
+        for dir in ["asc", "desc"] {
+            for skip in 0..14 {
+                let url = format!(
+                    "deviceManagement/deviceHealthScripts/{script}/deviceRunStates?$top=3&$skip={skip}&$count=true&$orderby={order} {dir}&$filter={filter}"
+                );
+                remediate_store::set_list_plan_min_rows(None);
+                let generic = walk(&app, &url).await;
+                remediate_store::set_list_plan_min_rows(Some(0));
+                assert_eq!(walk(&app, &url).await, generic, "{url}");
+                checked += 1;
+            }
+        }
+    }
     // The state counts were read from the counters: they equal the rows.
     let (all, count) = walk(
         &app,
@@ -217,7 +241,7 @@ both!(scale_plans_return_the_generic_plans_rows, |app| {
     assert_eq!(count, json!(all.len()));
     assert!(!all.is_empty());
     remediate_store::set_list_plan_min_rows(None);
-    assert_eq!(checked, 15 * filters.len());
+    assert_eq!(checked, 15 * filters.len() + 3 * 2 * 14);
 });
 
 // The dashboard's device status table, page after page through its Next links: every sort in
