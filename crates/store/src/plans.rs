@@ -275,28 +275,10 @@ fn cross_walk(query: &ListQuery, wanted: &[(bool, i64)], cells: &[(i64, i64, i64
     if wanted.iter().any(|(is_det, _)| *is_det == by_detection) {
         return None;
     }
-    let meets = |det: i64, rem: i64| {
-        wanted
-            .iter()
-            .all(|(is_det, v)| if *is_det { det == *v } else { rem == *v })
-    };
-    let sort_value = |&(det, rem, _): &(i64, i64, i64)| if by_detection { det } else { rem };
-    let mut values: Vec<i64> = cells.iter().map(sort_value).collect();
-    values.sort_unstable();
-    values.dedup();
-    if key.descending {
-        values.reverse();
-    }
     // Rows the walk reads before the page is full (the whole index if it never is).
     let mut needed = query.top as f64 + 1.0;
     let mut walk = 0.0;
-    for value in values {
-        let (all, hits) = cells
-            .iter()
-            .filter(|cell| sort_value(cell) == value)
-            .fold((0, 0), |(all, hits), &(det, rem, n)| {
-                (all + n, hits + if meets(det, rem) { n } else { 0 })
-            });
+    for (_, all, hits) in sort_values(wanted, cells, by_detection, key.descending) {
         if hits > 0 && hits as f64 >= needed {
             walk += needed * all as f64 / hits as f64;
             break;
@@ -305,6 +287,38 @@ fn cross_walk(query: &ListQuery, wanted: &[(bool, i64)], cells: &[(i64, i64, i64
         needed -= hits as f64;
     }
     Some(walk)
+}
+
+/// The values of a state column (detection when `by_detection`) in the counters' cells, in sort
+/// order, each with how many run states have it and how many of those meet `wanted`.
+fn sort_values(
+    wanted: &[(bool, i64)],
+    cells: &[(i64, i64, i64)],
+    by_detection: bool,
+    descending: bool,
+) -> Vec<(i64, i64, i64)> {
+    let sort_value = |&(det, rem, _): &(i64, i64, i64)| if by_detection { det } else { rem };
+    let mut values: Vec<i64> = cells.iter().map(sort_value).collect();
+    values.sort_unstable();
+    values.dedup();
+    if descending {
+        values.reverse();
+    }
+    values
+        .into_iter()
+        .map(|value| {
+            let (all, hits) = cells.iter().filter(|cell| sort_value(cell) == value).fold(
+                (0, 0),
+                |(all, hits), &(det, rem, n)| {
+                    let meets = wanted
+                        .iter()
+                        .all(|(is_det, v)| if *is_det { det == *v } else { rem == *v });
+                    (all + n, hits + if meets { n } else { 0 })
+                },
+            );
+            (value, all, hits)
+        })
+        .collect()
 }
 
 /// Is the page a script's run states with a filter on one state column (and maybe a search),
@@ -369,12 +383,6 @@ fn segments(
             _ => return None,
         },
     };
-    let meets = |det: i64, rem: i64| {
-        wanted
-            .iter()
-            .all(|(is_det, v)| if *is_det { det == *v } else { rem == *v })
-    };
-    let sort_value = |&(det, rem, _): &(i64, i64, i64)| if by_detection { det } else { rem };
     let (filter_index, sort_index) = if by_detection {
         (
             "device_run_states_remediation",
@@ -386,18 +394,12 @@ fn segments(
             "device_run_states_remediation",
         )
     };
-    let mut values: Vec<i64> = cells.iter().map(sort_value).collect();
-    values.sort_unstable();
-    values.dedup();
-    if key.descending {
-        values.reverse();
-    }
     let matches = matches.max(1) as f64;
     let mut needed = query.top as f64 + 1.0;
     let mut remaining_skip = skip;
     let mut walk = 0.0;
     let mut list = Vec::new();
-    for value in values {
+    for (value, all, hits) in sort_values(wanted, cells, by_detection, key.descending) {
         // Values before the keyset position's hold no row of this page.
         let after_id = match &after {
             Some((at, _))
@@ -408,12 +410,6 @@ fn segments(
             Some((at, id)) if value == *at => Some(id.clone()),
             _ => None,
         };
-        let (all, hits) = cells
-            .iter()
-            .filter(|cell| sort_value(cell) == value)
-            .fold((0, 0), |(all, hits), &(det, rem, n)| {
-                (all + n, hits + if meets(det, rem) { n } else { 0 })
-            });
         if hits <= 0 {
             continue;
         }
