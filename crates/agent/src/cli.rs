@@ -11,6 +11,28 @@ use crate::agent::{Agent, Options, Stopped, EXIT_QUEUED};
 use crate::install::{self, ServiceKind};
 use crate::state::{Identity, StateDir};
 
+/// `println!` that does not panic when standard output is closed (`remediate-agent status |
+/// head`): what the reader no longer wants is dropped, as Unix tools do; any other write error is
+/// reported on standard error. Both command lines use it (`remediate` too).
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::cli::write_line(format_args!($($arg)*))
+    };
+}
+
+/// One line to standard output for [`say!`].
+pub fn write_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_fmt(line).and_then(|()| out.write_all(b"\n")) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("error: cannot write to standard output: {e}");
+        }
+        _ => {}
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "remediate-agent",
@@ -155,7 +177,7 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             name,
         } => {
             let device = enroll(&server, &secret, &state_dir, name).await?;
-            println!("enrolled as managed device {device}");
+            say!("enrolled as managed device {device}");
             Ok(0)
         }
         Command::Install {
@@ -237,25 +259,25 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
                 warmup: Duration::from_secs(warmup),
             })
             .await?;
-            println!("{}", report.summary());
+            say!("{}", report.summary());
             Ok(if report.errors.is_empty() { 0 } else { 1 })
         }
         Command::Status { state_dir } => {
             let state = StateDir::open(&state_dir)?;
             let Some(identity) = state.identity()? else {
-                println!("not enrolled");
+                say!("not enrolled");
                 return Ok(0);
             };
-            println!("server: {}", identity.server);
-            println!("tenant: {}", identity.tenant);
-            println!("device: {}", identity.device_id);
-            println!("enrolled: {}", identity.enrolled_at);
+            say!("server: {}", identity.server);
+            say!("tenant: {}", identity.tenant);
+            say!("device: {}", identity.device_id);
+            say!("enrolled: {}", identity.enrolled_at);
             let scripts = state.scripts()?;
             let runs = state.runs()?;
-            println!("scripts: {}", scripts.scripts.len());
+            say!("scripts: {}", scripts.scripts.len());
             for s in &scripts.scripts {
                 let last = runs.runs.get(&s.id);
-                println!(
+                say!(
                     "  {} {:?} version {}: last {} ({} / {}){}",
                     s.id,
                     s.display_name.as_deref().unwrap_or(""),
@@ -270,7 +292,7 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
                     },
                 );
             }
-            println!("queued reports: {}", state.queue()?.len()?);
+            say!("queued reports: {}", state.queue()?.len()?);
             Ok(0)
         }
     }
@@ -352,12 +374,12 @@ async fn install_service(
     }
     let file = unit_dir.join(kind.file_name());
     let device = enroll(server, secret, &state_dir, name).await?;
-    println!("enrolled as managed device {device}");
+    say!("enrolled as managed device {device}");
     install::write_definition(&file, &text).map_err(|e| {
         anyhow::anyhow!("{e:#} (the device is enrolled; running install again keeps it)")
     })?;
-    println!("wrote {}", file.display());
-    println!(
+    say!("wrote {}", file.display());
+    say!(
         "start it now and at every boot with: {}",
         kind.start_hint(&file)
     );

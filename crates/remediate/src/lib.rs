@@ -175,10 +175,10 @@ impl Server {
         let address = listener.local_addr()?;
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         tracing::info!(%address, scheme, database = store_kind(&self.config.database), "remediate started");
-        println!("listening on {scheme}://{address}");
+        remediate_agent::say!("listening on {scheme}://{address}");
         if let Some(metrics) = self.metrics_address() {
             tracing::info!(address = %metrics, "metrics served on their own address");
-            println!("metrics on http://{metrics}/metrics");
+            remediate_agent::say!("metrics on http://{metrics}/metrics");
         }
         if let (Some(proxy), Some(bound)) = (&self.config.proxy, self.proxy_address()) {
             let hosts = proxy.served_hosts().join(", ");
@@ -188,7 +188,7 @@ impl Server {
                 "other hosts are refused"
             };
             tracing::info!(address = %bound, %hosts, pass_through = proxy.pass_through, "proxy started");
-            println!("proxy listening on http://{bound} (serves {hosts}; {others}): HTTPS_PROXY=http://{bound}");
+            remediate_agent::say!("proxy listening on http://{bound} (serves {hosts}; {others}): HTTPS_PROXY=http://{bound}");
         }
         if let Some(ca) = &self.ca {
             tracing::info!(
@@ -196,9 +196,9 @@ impl Server {
                 fingerprint = %ca.fingerprint(),
                 "local CA in use; clients must trust its certificate (see the startup output)"
             );
-            println!("{}", ca.trust_instructions());
+            remediate_agent::say!("{}", ca.trust_instructions());
         }
-        println!(
+        remediate_agent::say!(
             "mint a token: remediate token --data-dir {} --tenant <tenant> --scope DeviceManagementScripts.ReadWrite.All",
             self.config.data_dir.display()
         );
@@ -359,20 +359,20 @@ pub async fn recount(config: Config, check: bool) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("checking the counters: {e}"))?;
         for difference in &differences {
-            println!("{difference}");
+            remediate_agent::say!("{difference}");
         }
         store.close().await;
         if !differences.is_empty() {
             anyhow::bail!("{} counters differ from the rows", differences.len());
         }
-        println!("the counters agree with the rows");
+        remediate_agent::say!("the counters agree with the rows");
     } else {
         store
             .recount()
             .await
             .map_err(|e| anyhow::anyhow!("rebuilding the counters: {e}"))?;
         store.close().await;
-        println!("the counters were rebuilt from the rows");
+        remediate_agent::say!("the counters were rebuilt from the rows");
     }
     Ok(())
 }

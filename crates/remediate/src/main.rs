@@ -265,7 +265,7 @@ fn main() -> anyhow::Result<()> {
                     name: args.name,
                 },
             ))?;
-            println!("{secret}");
+            remediate_agent::say!("{secret}");
             Ok(())
         }
         Command::LoginLink(args) => {
@@ -282,7 +282,7 @@ fn main() -> anyhow::Result<()> {
                     roles: args.roles,
                 },
             ))?;
-            println!("{url}");
+            remediate_agent::say!("{url}");
             Ok(())
         }
         Command::App(command) => app(command),
@@ -300,7 +300,7 @@ fn main() -> anyhow::Result<()> {
                     expires_in: args.expires_in,
                 },
             )?;
-            println!("{token}");
+            remediate_agent::say!("{token}");
             Ok(())
         }
     }
@@ -339,8 +339,8 @@ fn app(command: AppCommand) -> anyhow::Result<()> {
                 list_or_none(&app.scopes),
                 app.tenant
             );
-            println!("{}", app.client_id);
-            println!("{}", created.client_secret);
+            remediate_agent::say!("{}", app.client_id);
+            remediate_agent::say!("{}", created.client_secret);
         }
         AppCommand::Revoke(args) => {
             let (config, runtime) = open(args.serve)?;
@@ -350,21 +350,22 @@ fn app(command: AppCommand) -> anyhow::Result<()> {
                 .revoked
                 .map(|t| t.to_seconds_string())
                 .unwrap_or_default();
-            println!(
+            remediate_agent::say!(
                 "revoked the app {} ('{}') at {at}",
-                app.client_id, app.display_name
+                app.client_id,
+                app.display_name
             );
         }
         AppCommand::List(args) => {
             let (config, runtime) = open(args.serve)?;
             let apps = runtime.block_on(remediate::list_apps(config, &args.tenant))?;
-            println!("CLIENT ID\tSTATUS\tROLES\tSCOPES\tCREATED\tNAME");
+            remediate_agent::say!("CLIENT ID\tSTATUS\tROLES\tSCOPES\tCREATED\tNAME");
             for app in apps {
                 let status = match app.revoked {
                     Some(t) => format!("revoked {}", t.to_seconds_string()),
                     None => "active".to_owned(),
                 };
-                println!(
+                remediate_agent::say!(
                     "{}\t{status}\t{}\t{}\t{}\t{}",
                     app.client_id,
                     list_or_none(&app.roles),
@@ -399,7 +400,7 @@ fn sign_script(args: SignScriptArgs) -> anyhow::Result<()> {
                 path.display(),
                 key.id()
             );
-            println!("{}", key.public_key().to_base64());
+            remediate_agent::say!("{}", key.public_key().to_base64());
             key
         }
         (Some(path), None) => signature::load_key_pair(path)?,

@@ -269,6 +269,21 @@ both!(
             status.contains(&device) && status.contains("queued reports: 0"),
             "{status}"
         );
+        // A reader that is gone before the first line (`status | head -0`) ends the command
+        // quietly: exit 0, nothing on stderr (it panicked on the broken pipe).
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = std::process::Command::new(AGENT)
+            .args(["status", "--state-dir", dir.to_str().unwrap()])
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && err.is_empty(),
+            "{:?}: {err}",
+            out.status
+        );
         let _ = std::fs::remove_file(&marker);
         let _ = std::fs::remove_dir_all(&dir);
     }
