@@ -737,7 +737,104 @@ async fn watch_hosts(
 
 #[cfg(test)]
 mod tests {
-    use super::{pg_targets, PgTargets};
+    use super::{pg_targets, PgTargets, SqlStore, StoreOptions};
+    use crate::db::{Conn, DbError, SqliteConn};
+    use std::time::Duration;
+
+    /// Commit a row to `meta` through a connection of its own, outside the store.
+    async fn insert_elsewhere(url: &str) {
+        const INSERT: &str = "INSERT INTO meta (key, value) VALUES ('snapshot-test', 'x')";
+        match url.strip_prefix("sqlite://") {
+            Some(path) => {
+                let mut conn = SqliteConn::open(path, 1).expect("open");
+                conn.execute(INSERT, &[]).await.expect("insert");
+            }
+            None => {
+                use sqlx::Connection as _;
+                let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+                sqlx::query(INSERT)
+                    .execute(&mut conn)
+                    .await
+                    .expect("insert");
+            }
+        }
+    }
+
+    /// `read_snapshot` (the segment plan's counters and rows): every statement of the read sees
+    /// the database as of its first, so a row another connection commits meanwhile shows only in
+    /// the next read — on both databases.
+    #[test]
+    fn a_snapshot_read_does_not_see_a_write_committed_during_it() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let unique = format!(
+            "{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
+        let dir = std::env::temp_dir().join(format!("remediate-snapshot-{unique}"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut urls = vec![format!("sqlite://{}", dir.join("store.db").display())];
+        let postgres = "127.0.0.1:5432".parse().expect("address");
+        if std::net::TcpStream::connect_timeout(&postgres, Duration::from_secs(2)).is_ok() {
+            urls.push(format!(
+                "postgres://postgres@127.0.0.1:5432/remediate_snapshot_{unique}"
+            ));
+        } else {
+            assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "no PostgreSQL");
+            eprintln!("SKIPPED (PostgreSQL half): PostgreSQL is not reachable");
+        }
+        runtime.block_on(async {
+            for url in urls {
+                let store = SqlStore::connect(&StoreOptions {
+                    url: url.clone(),
+                    max_connections: 4,
+                    acquire_timeout: Duration::from_secs(10),
+                    statement_timeout: Duration::from_secs(30),
+                })
+                .await
+                .expect("connect");
+                const COUNT: &str = "SELECT CAST(COUNT(*) AS BIGINT) FROM meta";
+                let writer = url.clone();
+                let (before, during) = store
+                    .read_snapshot(move |c| {
+                        Box::pin(async move {
+                            let before = c.query_one(COUNT, &[]).await?.count(0)?;
+                            insert_elsewhere(&writer).await;
+                            let during = c.query_one(COUNT, &[]).await?.count(0)?;
+                            Ok::<_, DbError>((before, during))
+                        })
+                    })
+                    .await
+                    .expect("snapshot read");
+                assert_eq!(during, before, "{url}: the read saw a later commit");
+                let after = store
+                    .read(|c| Box::pin(async move { c.query_one(COUNT, &[]).await?.count(0) }))
+                    .await
+                    .expect("read");
+                assert_eq!(after, before + 1, "{url}: the next read misses the commit");
+                store.close().await;
+                if let Some(name) = url
+                    .rsplit('/')
+                    .next()
+                    .filter(|_| url.starts_with("postgres"))
+                {
+                    use sqlx::Connection as _;
+                    let admin = "postgres://postgres@127.0.0.1:5432/postgres";
+                    let mut conn = sqlx::PgConnection::connect(admin).await.expect("connect");
+                    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await
+                        .expect("drop");
+                }
+            }
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn several_hosts_become_one_url_each_and_target_session_attrs_is_read() {

@@ -24,7 +24,12 @@ async fn walk(app: &TestApp, first: &str) -> (Vec<String>, Value) {
             count = page.json["@odata.count"].clone();
         }
         for item in page.json["value"].as_array().unwrap() {
-            ids.push(item["id"].as_str().unwrap().to_owned());
+            let id = item["id"].as_str().unwrap();
+            // An expanded device is the run state's own (its id is `<script>:<device>`).
+            if let Some(device) = item["managedDevice"]["id"].as_str() {
+                assert!(id.ends_with(&format!(":{device}")), "{url}: {item}");
+            }
+            ids.push(id.to_owned());
         }
         match page.json["@odata.nextLink"].as_str() {
             Some(next) => url = next.to_owned(),
@@ -197,6 +202,10 @@ both!(scale_plans_return_the_generic_plans_rows, |app| {
                 }
                 remediate_store::set_list_plan_min_rows(None);
                 let generic = walk(&app, &url).await;
+                // `$expand` changes no row or order: without a device property in the filter or
+                // order, the device is joined to the page's rows only.
+                let plain = url.replace("&$expand=managedDevice", "");
+                assert_eq!(walk(&app, &plain).await, generic, "{plain}");
                 // Always, then as chosen from the counters (53 run states of 44 devices: the
                 // device-driven plan for unfiltered sorts, the generic one for rare filters).
                 for min_rows in [0, 40] {
