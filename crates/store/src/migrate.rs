@@ -1,5 +1,7 @@
 //! Schema migrations, embedded in the binary and applied on start, one transaction each.
-//! Migrations are append-only: a released file is never edited.
+//! Migrations are append-only: a released file is never edited. `schema_migrations` records each
+//! applied migration's version, name and checksum (SHA-256 of its script), and a database another
+//! build migrated is refused on start ([`check_recorded`]).
 
 use crate::db::{self, Conn, DbError};
 
@@ -114,11 +116,95 @@ pub async fn run(c: &mut dyn Conn, dialect: Dialect) -> Result<(), DbError> {
     result
 }
 
+impl Migration {
+    /// The script this dialect runs.
+    fn script(&self, dialect: Dialect) -> &'static str {
+        match dialect {
+            Dialect::Sqlite => self.sqlite,
+            Dialect::Postgres => self.postgres,
+        }
+    }
+
+    /// SHA-256 of [`Self::script`], in hex: what `schema_migrations.checksum` records.
+    fn checksum(&self, dialect: Dialect) -> String {
+        let digest = ring::digest::digest(&ring::digest::SHA256, self.script(dialect).as_bytes());
+        digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Refuse a database that another build migrated: one that records a migration this build does
+/// not have (a newer remediate migrated it), or one of this build's migrations under another name
+/// or with other contents (a draft of it). A database migrated before checksums were recorded
+/// gets this build's (its files are the released ones: migrations are never edited).
+async fn check_recorded(c: &mut dyn Conn, dialect: Dialect) -> Result<(), DbError> {
+    let has_checksum = match dialect {
+        Dialect::Sqlite => {
+            c.query_one(
+                "SELECT CAST(COUNT(*) AS BIGINT) FROM pragma_table_info('schema_migrations') \
+                 WHERE name = 'checksum'",
+                &[],
+            )
+            .await?
+            .count(0)?
+                > 0
+        }
+        Dialect::Postgres => {
+            c.batch("ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS checksum TEXT")
+                .await?;
+            true
+        }
+    };
+    if !has_checksum {
+        c.batch("ALTER TABLE schema_migrations ADD COLUMN checksum TEXT")
+            .await?;
+    }
+    let known = MIGRATIONS.last().map_or(0, |m| m.version);
+    let rows = c
+        .query(
+            "SELECT version, name, checksum FROM schema_migrations ORDER BY version",
+            &[],
+        )
+        .await?;
+    for row in rows {
+        let version = row.count(0)?;
+        let name = row.text(1)?.unwrap_or_default();
+        let Some(migration) = MIGRATIONS.iter().find(|m| m.version == version) else {
+            return Err(DbError::other(format!(
+                "the database records schema migration {version} ('{name}'), which this build \
+                 does not have (it knows migrations 1 to {known}): a newer remediate migrated it; \
+                 run that version (or a later one)"
+            )));
+        };
+        let expected = migration.checksum(dialect);
+        let same = match row.text(2)? {
+            None => {
+                c.execute(
+                    "UPDATE schema_migrations SET checksum = $1 WHERE version = $2",
+                    &[db::text(&expected), db::int(version)],
+                )
+                .await?;
+                name == migration.name
+            }
+            Some(recorded) => recorded == expected && name == migration.name,
+        };
+        if !same {
+            return Err(DbError::other(format!(
+                "the database records schema migration {version} as '{name}' with other contents \
+                 than this build's migration {version} ('{}'): another build of remediate (a draft \
+                 of the migration?) migrated it; restore a backup, or start from an empty database",
+                migration.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 async fn apply(c: &mut dyn Conn, dialect: Dialect) -> Result<(), DbError> {
     c.batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL)",
     )
     .await?;
+    check_recorded(c, dialect).await?;
     for migration in MIGRATIONS {
         let applied = c
             .query_opt(
@@ -129,10 +215,7 @@ async fn apply(c: &mut dyn Conn, dialect: Dialect) -> Result<(), DbError> {
         if applied.is_some() {
             continue;
         }
-        let script = match dialect {
-            Dialect::Sqlite => migration.sqlite,
-            Dialect::Postgres => migration.postgres,
-        };
+        let script = migration.script(dialect);
         c.batch(if dialect == Dialect::Sqlite {
             "BEGIN IMMEDIATE"
         } else {
@@ -145,8 +228,12 @@ async fn apply(c: &mut dyn Conn, dialect: Dialect) -> Result<(), DbError> {
                 c.batch(then).await?;
             }
             c.execute(
-                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                &[db::int(migration.version), db::text(migration.name)],
+                "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                &[
+                    db::int(migration.version),
+                    db::text(migration.name),
+                    db::text(&migration.checksum(dialect)),
+                ],
             )
             .await?;
             c.batch("COMMIT").await

@@ -93,7 +93,7 @@ async fn oracle(s: &TestStore, script: &str) -> (Vec<HistoryDay>, Option<Instant
 }
 
 /// Statements run directly on the database (no store).
-async fn raw(s: &TestStore, sql: &str) {
+pub(crate) async fn raw(s: &TestStore, sql: &str) {
     match s.backend {
         Backend::Sqlite => {
             let conn = rusqlite::Connection::open(&s._scratch.name).unwrap();

@@ -12,13 +12,15 @@
 //! beside accepted ones; tenant isolation), `queries` (filters, ordering, keyset paging, counts,
 //! expansion), `text` (the filter → SQL translation of strings: case, exact `id`, LIKE
 //! metacharacters, NUL), `counting` (counters, summaries, history, pruning, concurrent writes),
-//! `schema` (SQLite and PostgreSQL migrations agree), `values` (domain values and reads the
+//! `schema` (SQLite and PostgreSQL migrations agree), `migrations` (a database another build
+//! migrated is refused), `values` (domain values and reads the
 //! tests share).
 
 mod counting;
 mod deleted_devices;
 mod directory;
 mod history_days;
+mod migrations;
 mod queries;
 mod refusals;
 mod schema;
