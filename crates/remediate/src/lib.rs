@@ -29,19 +29,42 @@ pub fn serve_runtime() -> tokio::runtime::Builder {
 }
 
 /// Log to stderr, filtered by `REMEDIATE_LOG` (default `info,sqlx=warn`), as text or JSON lines.
+///
+/// A filter of plain `target=level` directives is applied as `Targets`, which keeps no state per
+/// span; one with span or field directives (`[request{path=…}]=debug`) needs an `EnvFilter`,
+/// which takes a lock each time a span is entered or left — on every poll of a request's future
+/// (docs/benchmarks.md, "Issue 17").
 pub fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("REMEDIATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
+    const DEFAULT: &str = "info,sqlx=warn";
+    let spec = std::env::var("REMEDIATE_LOG").unwrap_or_else(|_| DEFAULT.to_owned());
+    // (`Targets` would read `[request]` as a target's name: span directives go to `EnvFilter`.)
+    let targets = if spec.contains(['[', '{']) {
+        None
+    } else {
+        spec.parse::<tracing_subscriber::filter::Targets>().ok()
+    };
+    let filter = match targets {
+        Some(targets) => targets.boxed(),
+        None => tracing_subscriber::EnvFilter::try_new(&spec)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT))
+            .boxed(),
+    };
+    let layer = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
+    let layer = if json {
+        layer.json().boxed()
     } else {
-        builder.init();
-    }
+        layer.boxed()
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(layer)
+        .init();
 }
 
 /// Open (creating the data directory, and the database when missing) and migrate the store.
