@@ -321,6 +321,24 @@ fn sort_values(
         .collect()
 }
 
+/// Is the page one whose plan may take several statements that must agree: [`segment_shape`]
+/// (the counters and the rows they point to) and the device-driven plan's sorts (the run
+/// states without the key and those with it, read apart: a run state bound to another device
+/// between them could show twice or not at all). `Store::list` reads it in one snapshot.
+pub(crate) fn reads_in_snapshot(query: &ListQuery) -> bool {
+    segment_shape(query) || device_sort_shape(query)
+}
+
+/// The shape [`device_sort`] may serve: a script's run states sorted by the device's name or
+/// user alone, without `$skip`.
+fn device_sort_shape(query: &ListQuery) -> bool {
+    query.scope.of.id == CollectionId::RunStates
+        && min_rows().is_some()
+        && query.skip == 0
+        && matches!(query.order.as_slice(), [key] if key.column.via_device
+            && matches!(key.column.property().name, "deviceName" | "userPrincipalName"))
+}
+
 /// Is the page a script's run states with a filter on one state column (and maybe a search),
 /// sorted by the other state column alone? Such a page is read in one snapshot with the
 /// counters (`Store::list`), so [`segments`] can read it one sort value at a time.
@@ -546,18 +564,12 @@ pub(crate) async fn device_sort(
     let Some(min) = min_rows() else {
         return Ok(None);
     };
-    if query.scope.of.id != CollectionId::RunStates
-        || query.skip > 0
-        || query.order.len() != 1
-        || !query.order[0].column.via_device
-    {
+    if !device_sort_shape(query) {
         return Ok(None);
     }
-    let property = query.order[0].column.property().name;
-    if !matches!(property, "deviceName" | "userPrincipalName") {
-        return Ok(None);
-    }
-    let sort = DeviceSort { property };
+    let sort = DeviceSort {
+        property: query.order[0].column.property().name,
+    };
     if min == 0 {
         return Ok(Some(sort));
     }

@@ -28,8 +28,8 @@ impl Store for SqlStore {
 
     async fn list(&self, tenant: &str, query: &ListQuery) -> Result<Page, StoreError> {
         let (tenant, query) = (tenant.to_owned(), query.clone());
-        if crate::plans::segment_shape(&query) {
-            // Its plan reads the counters and the rows they point to: one snapshot for both.
+        if crate::plans::reads_in_snapshot(&query) {
+            // Its plan may take several statements that must see the same rows.
             return self
                 .read_snapshot(move |c| {
                     Box::pin(async move { reads::list_page(c, &tenant, &query).await })
