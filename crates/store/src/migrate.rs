@@ -176,17 +176,16 @@ async fn check_recorded(c: &mut dyn Conn, dialect: Dialect) -> Result<(), DbErro
             )));
         };
         let expected = migration.checksum(dialect);
-        let same = match row.text(2)? {
-            None => {
-                c.execute(
-                    "UPDATE schema_migrations SET checksum = $1 WHERE version = $2",
-                    &[db::text(&expected), db::int(version)],
-                )
-                .await?;
-                name == migration.name
-            }
-            Some(recorded) => recorded == expected && name == migration.name,
-        };
+        let recorded = row.text(2)?;
+        let same = name == migration.name && recorded.as_ref().is_none_or(|r| *r == expected);
+        if same && recorded.is_none() {
+            // Recorded before checksums were: this build's is the released one.
+            c.execute(
+                "UPDATE schema_migrations SET checksum = $1 WHERE version = $2",
+                &[db::text(&expected), db::int(version)],
+            )
+            .await?;
+        }
         if !same {
             return Err(DbError::other(format!(
                 "the database records schema migration {version} as '{name}' with other contents \

@@ -259,11 +259,20 @@ fn cross_sort_hint(
 ) -> Option<&'static str> {
     let walk = cross_walk(query, wanted, cells)?;
     let by_detection = query.order.first().and_then(state_sort)?;
-    (walk > 4.0 * matches as f64 + 1_000.0).then_some(if by_detection {
-        "device_run_states_remediation"
+    (walk > 4.0 * matches as f64 + 1_000.0).then_some(state_indexes(by_detection).0)
+}
+
+/// For a filter on one state column sorted by the other (detection when `by_detection`): the
+/// index on the filter's column and the one on the sort column, each (tenant, scriptId, state,
+/// id).
+fn state_indexes(by_detection: bool) -> (&'static str, &'static str) {
+    const DETECTION: &str = "device_run_states_detection";
+    const REMEDIATION: &str = "device_run_states_remediation";
+    if by_detection {
+        (REMEDIATION, DETECTION)
     } else {
-        "device_run_states_detection"
-    })
+        (DETECTION, REMEDIATION)
+    }
 }
 
 /// How many rows walking the index of the first sort key — a state column the filter does not
@@ -401,17 +410,7 @@ fn segments(
             _ => return None,
         },
     };
-    let (filter_index, sort_index) = if by_detection {
-        (
-            "device_run_states_remediation",
-            "device_run_states_detection",
-        )
-    } else {
-        (
-            "device_run_states_detection",
-            "device_run_states_remediation",
-        )
-    };
+    let (filter_index, sort_index) = state_indexes(by_detection);
     let matches = matches.max(1) as f64;
     let mut needed = query.top as f64 + 1.0;
     let mut remaining_skip = skip;

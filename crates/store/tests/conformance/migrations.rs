@@ -78,12 +78,16 @@ both!(a_database_another_build_migrated_is_refused, |s| {
     .await;
     let refused = reopen(&s).await.err().expect("another name is refused");
     assert!(refused.contains("migration 3 as 'other'"), "{refused}");
+    // A refused row is not given this build's checksum.
+    let third = recorded(&s).await.into_iter().find(|r| r.0 == 3).unwrap();
+    assert_eq!(third.2, None, "{third:?}");
     raw(
         &s,
         "UPDATE schema_migrations SET name = 'counters' WHERE version = 3",
     )
     .await;
     reopen(&s).await.expect("restored");
+    assert_eq!(recorded(&s).await, fresh);
     // A migration this build does not have: a newer remediate migrated the database.
     raw(
         &s,
