@@ -28,7 +28,7 @@ pub fn serve_runtime() -> tokio::runtime::Builder {
     builder
 }
 
-/// Log to stderr, filtered by `REMEDIATE_LOG` (default `info,sqlx=warn`), as text or JSON lines.
+/// Log to stderr, filtered by `REMEDIATE_LOG` (default `info`), as text or JSON lines.
 ///
 /// A filter of plain `target=level` directives is applied as `Targets`, which keeps no state per
 /// span; one with span or field directives (`[request{path=…}]=debug`) needs an `EnvFilter`,
@@ -39,7 +39,7 @@ pub fn init_tracing(json: bool) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::Layer as _;
-    const DEFAULT: &str = "info,sqlx=warn";
+    const DEFAULT: &str = "info";
     let spec = std::env::var("REMEDIATE_LOG").unwrap_or_else(|_| DEFAULT.to_owned());
     // (`Targets` would read `[request]` as a target's name: span directives go to `EnvFilter`.)
     let targets = if spec.contains(['[', '{']) {

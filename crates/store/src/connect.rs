@@ -6,11 +6,13 @@
 //! - SQLite: reads run on the calling tokio worker thread, each on a pooled read connection (WAL
 //!   readers never wait for the writer); every write goes to one writer thread that gathers
 //!   concurrent writes into one transaction (group commit, `crate::writer`).
-//! - PostgreSQL: a sqlx pool; each read runs on a pooled connection, each write is one
-//!   transaction on a pooled connection (`crate::writer`). A URL may name several hosts
-//!   (libpq's `postgres://u@h1:p1,h2:p2/db?target_session_attrs=read-write`, [`pg_targets`]):
-//!   the pool then connects to the host that accepts writes and a watch task follows a
-//!   failover ([`watch_hosts`]; docs/deployment.md).
+//! - PostgreSQL: a pool of tokio-postgres connections (deadpool-postgres); each read runs on a
+//!   pooled connection, each write is one transaction on a pooled connection (`crate::writer`).
+//!   A URL may name several hosts (libpq's
+//!   `postgres://u@h1:p1,h2:p2/db?target_session_attrs=read-write`, [`pg_targets`]): each new
+//!   connection goes to the first host, in the order given, that accepts writes, and a
+//!   connection whose server went away or stopped accepting writes is closed instead of pooled
+//!   again ([`db::PgConn`]), so the pool follows a failover (docs/deployment.md).
 //!
 //! What `/metrics` reads of the store is here too: the pool's use ([`SqlStore::pool_use`]), the
 //! write observer ([`SqlStore::observe_writes`]) and two counts read at scrape time
@@ -20,9 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
-use crate::db::{self, run_now, Conn, DbError, SqliteConn};
+use crate::db::{self, run_now, Conn, DbError, PgConn, SqliteConn};
 use crate::error::store_error;
 use crate::translate::Arg;
 use crate::writer::{self, Job, ObserverSlot, WriteObserver};
@@ -57,9 +58,6 @@ pub struct SqlStore {
     pub(crate) observer: ObserverSlot,
     /// The test-only fault hook ([`SqlStore::inject_panic_in_next_write_group`]).
     pub(crate) panic_next_group: Arc<std::sync::atomic::AtomicBool>,
-    /// PostgreSQL with several hosts: the task that moves the pool to the host accepting
-    /// writes ([`watch_hosts`]); stopped with the store.
-    _hosts_watch: Option<HostsWatch>,
 }
 
 /// The connections of the store at one moment (`/metrics`). SQLite: the read connections (the
@@ -92,7 +90,7 @@ pub(crate) enum Backend {
         writer: tokio::sync::mpsc::Sender<Job>,
     },
     Postgres {
-        pool: PgPool,
+        pool: deadpool_postgres::Pool,
     },
 }
 
@@ -194,129 +192,72 @@ impl SqlStore {
             secret,
             observer,
             panic_next_group,
-            _hosts_watch: None,
         })
     }
 
     async fn connect_postgres(options: &StoreOptions) -> Result<SqlStore, StoreError> {
-        use sqlx::migrate::MigrateDatabase;
-        let pg = |e: sqlx::Error| store_error(db::pg_error(e));
+        use tokio_postgres::config::TargetSessionAttrs;
         let targets = pg_targets(&options.url).map_err(StoreError::Internal)?;
-        let hosts: Vec<PgConnectOptions> = targets
-            .urls
-            .iter()
-            .map(|url| url.parse::<PgConnectOptions>())
-            .collect::<Result<_, _>>()
-            .map_err(pg)?;
-        let several = hosts.len() > 1;
-        let patience = options.acquire_timeout.min(PROBE_PATIENCE);
-        // Several hosts, or a server that must accept writes: the first host that will do, in
-        // the order given (as libpq tries them).
-        let first = if several || targets.read_write {
-            let mut first = None;
-            for (i, host) in hosts.iter().enumerate() {
-                // The database may not exist yet: ask the maintenance database, as the
-                // existence check below does.
-                let maintenance = host.clone().database("postgres");
-                if try_host(&maintenance, targets.read_write, patience)
-                    .await
-                    .is_some()
-                {
-                    first = Some(i);
-                    break;
-                }
-            }
-            first.ok_or_else(|| {
-                StoreError::Unavailable(format!(
-                    "no PostgreSQL host of {} {}",
-                    labels(&hosts).join(", "),
-                    if targets.read_write {
-                        "accepts writes"
-                    } else {
-                        "answers"
-                    }
-                ))
-            })?
+        let mut config: tokio_postgres::Config = targets.url.parse().map_err(|e| {
+            StoreError::Internal(format!("the database URL '{}': {e}", targets.url))
+        })?;
+        // Several hosts, or a server that must accept writes: each connection goes to the first
+        // host, in the order given, that will do (as libpq tries them).
+        config.target_session_attrs(if targets.read_write {
+            TargetSessionAttrs::ReadWrite
         } else {
-            0
-        };
-        let url = &targets.urls[first];
-        if !sqlx::Postgres::database_exists(url).await.map_err(pg)? {
-            if let Err(e) = sqlx::Postgres::create_database(url).await {
-                // Another process may have created it concurrently.
-                if !sqlx::Postgres::database_exists(url).await.map_err(pg)? {
-                    return Err(pg(e));
-                }
-            }
-        }
-        let statement_timeout = statement_timeout_sql(options.statement_timeout);
-        let shared = Arc::new(HostsShared {
-            read_write: targets.read_write,
-            wake: tokio::sync::Notify::new(),
-            switched: Mutex::new(None),
+            TargetSessionAttrs::Any
         });
-        let on_connect = shared.clone();
-        let mut pool_options = PgPoolOptions::new()
-            .after_connect(move |conn, _meta| {
-                let set = statement_timeout.clone();
-                let shared = on_connect.clone();
-                Box::pin(async move {
-                    if shared.read_write && !accepts_writes(conn).await? {
-                        // Not this server: the pool tries again (with the host the watch finds).
-                        shared.wake.notify_one();
-                        return Err(sqlx::Error::Protocol(
-                            "the PostgreSQL server does not accept writes (a standby?)".into(),
-                        ));
-                    }
-                    sqlx::Executor::execute(conn, set.as_str()).await?;
-                    Ok(())
-                })
-            })
-            .max_connections(options.max_connections.max(1))
-            .min_connections(0)
-            .acquire_timeout(options.acquire_timeout);
-        if several {
-            let on_acquire = shared.clone();
-            pool_options = pool_options.before_acquire(move |_conn, meta| {
-                // A connection made before the pool moved to another host is closed, not used.
-                let fresh = !on_acquire.made_before_switch(meta.age);
-                Box::pin(async move { Ok(fresh) })
-            });
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(options.acquire_timeout.min(PROBE_PATIENCE));
         }
-        let pool = pool_options
-            .connect_with(hosts[first].clone())
-            .await
-            .map_err(pg)?;
+        ensure_database(&config, &targets).await?;
+        // Every connection of the pool starts with the statement timeout (a startup option: no
+        // round trip).
+        let timeout = format!(
+            "-c statement_timeout={}",
+            options.statement_timeout.as_millis().max(1)
+        );
+        let mut pooled = config.clone();
+        pooled.options(match config.get_options() {
+            Some(given) => format!("{given} {timeout}"),
+            None => timeout,
+        });
+        let manager = deadpool_postgres::Manager::from_config(
+            pooled,
+            tokio_postgres::NoTls,
+            deadpool_postgres::ManagerConfig {
+                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+            },
+        );
+        let pool = deadpool_postgres::Pool::builder(manager)
+            .max_size(options.max_connections.max(1) as usize)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(options.acquire_timeout))
+            .create_timeout(Some(options.acquire_timeout))
+            .recycle_timeout(Some(options.acquire_timeout))
+            .build()
+            .map_err(|e| StoreError::Internal(format!("the PostgreSQL pool: {e}")))?;
         let secret = {
-            let mut conn = pool.acquire().await.map_err(pg)?;
+            let mut conn = pg_connection(&pool).await?;
             // Migrations may take long on a large database: no statement timeout for them.
             conn.batch("SET statement_timeout = 0")
                 .await
                 .map_err(store_error)?;
-            crate::migrate::run(&mut *conn, Dialect::Postgres)
+            crate::migrate::run(&mut conn, Dialect::Postgres)
                 .await
                 .map_err(store_error)?;
-            let secret = load_secret(&mut *conn).await.map_err(store_error)?;
+            let secret = load_secret(&mut conn).await.map_err(store_error)?;
             conn.batch(&statement_timeout_sql(options.statement_timeout))
                 .await
                 .map_err(store_error)?;
             secret
         };
-        let hosts_watch = several.then(|| {
-            HostsWatch(tokio::spawn(watch_hosts(
-                pool.clone(),
-                hosts,
-                first,
-                shared,
-                patience,
-            )))
-        });
         Ok(SqlStore {
             backend: Backend::Postgres { pool },
             secret,
             observer: ObserverSlot::default(),
             panic_next_group: Arc::default(),
-            _hosts_watch: hosts_watch,
         })
     }
 
@@ -357,11 +298,11 @@ impl SqlStore {
                 }
             }
             Backend::Postgres { pool } => {
-                let idle = pool.num_idle() as u64;
+                let status = pool.status();
                 PoolUse {
-                    in_use: u64::from(pool.size()).saturating_sub(idle),
-                    idle,
-                    max: u64::from(pool.options().get_max_connections()),
+                    in_use: status.size.saturating_sub(status.available) as u64,
+                    idle: status.available as u64,
+                    max: status.max_size as u64,
                 }
             }
         }
@@ -409,7 +350,7 @@ impl SqlStore {
                     .unwrap_or_else(|e| e.into_inner())
                     .clear();
             }
-            Backend::Postgres { pool } => pool.close().await,
+            Backend::Postgres { pool } => pool.close(),
         }
     }
 
@@ -446,11 +387,8 @@ impl SqlStore {
                 out.map_err(Into::into)
             }
             Backend::Postgres { pool } => {
-                let mut conn = pool
-                    .acquire()
-                    .await
-                    .map_err(|e| store_error(db::pg_error(e)))?;
-                f(&mut *conn).await.map_err(Into::into)
+                let mut conn = pg_connection(pool).await?;
+                f(&mut conn).await.map_err(Into::into)
             }
         }
     }
@@ -487,21 +425,20 @@ impl SqlStore {
                 .await
             }
             Backend::Postgres { pool } => {
-                use sqlx::Connection as _;
-                let mut conn = pool
-                    .acquire()
+                let mut conn = pg_connection(pool).await?;
+                // A transaction dropped before its end (a cancelled request) closes its
+                // connection, which ends the transaction on the server (`db::PgConn`).
+                conn.begin("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     .await
-                    .map_err(|e| store_error(db::pg_error(e)))?;
-                // A transaction dropped before its end (a cancelled request) is rolled back
-                // before the connection is pooled again (sqlx).
-                let mut tx = conn
-                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    .await
-                    .map_err(|e| store_error(db::pg_error(e)))?;
-                let value = f(&mut db::Snapshot(&mut *tx)).await.map_err(Into::into)?;
-                tx.commit()
-                    .await
-                    .map_err(|e| store_error(db::pg_error(e)))?;
+                    .map_err(store_error)?;
+                let out = f(&mut db::Snapshot(&mut conn)).await.map_err(Into::into);
+                let end = if out.is_ok() {
+                    conn.commit().await
+                } else {
+                    conn.rollback().await
+                };
+                let value = out?;
+                end.map_err(store_error)?;
                 Ok(value)
             }
         }
@@ -531,21 +468,86 @@ async fn load_secret(c: &mut dyn Conn) -> Result<Vec<u8>, DbError> {
     Ok(value.into_bytes())
 }
 
-// ------------------------------------------------------------------ several PostgreSQL hosts
+/// A connection from the PostgreSQL pool.
+pub(crate) async fn pg_connection(pool: &deadpool_postgres::Pool) -> Result<PgConn, StoreError> {
+    pool.get()
+        .await
+        .map(PgConn::new)
+        .map_err(|e| store_error(db::pg_pool_error(e)))
+}
 
-/// Where the PostgreSQL store connects: one single-host URL per host of the configured URL, in
-/// the order given, and whether only a server that accepts writes will do.
+/// Create the database of `config` when it does not exist, through the maintenance database
+/// `postgres` on the first host that will do.
+async fn ensure_database(
+    config: &tokio_postgres::Config,
+    targets: &PgTargets,
+) -> Result<(), StoreError> {
+    let name = config
+        .get_dbname()
+        .or(config.get_user())
+        .ok_or_else(|| StoreError::Internal("the database URL names no database".into()))?
+        .to_owned();
+    let mut maintenance = config.clone();
+    maintenance.dbname("postgres");
+    let (client, connection) = maintenance
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| {
+            let e = db::pg_error(e);
+            if e.kind == db::DbErrorKind::Unavailable {
+                StoreError::Unavailable(format!(
+                    "no PostgreSQL host of {} {}: {}",
+                    targets.hosts.join(", "),
+                    if targets.read_write {
+                        "accepts writes"
+                    } else {
+                        "answers"
+                    },
+                    e.message
+                ))
+            } else {
+                store_error(e)
+            }
+        })?;
+    let connection = tokio::spawn(connection);
+    let pg = |e| store_error(db::pg_error(e));
+    let found = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await
+        .map_err(pg)?;
+    if found.is_none() {
+        let create = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+        if let Err(e) = client.batch_execute(&create).await {
+            // Another process may have created it concurrently.
+            let found = client
+                .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+                .await
+                .map_err(pg)?;
+            if found.is_none() {
+                return Err(pg(e));
+            }
+        }
+    }
+    drop(client);
+    let _ = connection.await;
+    Ok(())
+}
+
+/// Where the PostgreSQL store connects: the configured URL without `target_session_attrs`
+/// (tokio-postgres tries its hosts in order), its hosts (for messages), and whether only a
+/// server that accepts writes will do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PgTargets {
-    pub(crate) urls: Vec<String>,
+    pub(crate) url: String,
+    pub(crate) hosts: Vec<String>,
     pub(crate) read_write: bool,
 }
 
-/// Split a libpq-style URL with several hosts, `postgres://user@h1:5432,h2:5433/db?…`, into one
-/// URL per host (sqlx takes one host). `target_session_attrs` is read and taken out of the
-/// query: `read-write` and `primary` accept only a server that is not in recovery and not
-/// read-only, `any` any server that answers; without it, several hosts mean `read-write`
-/// (remediate writes; libpq's default, `any`, could land on a standby) and one host means `any`.
+/// Read a libpq-style URL with one or several hosts, `postgres://user@h1:5432,h2:5433/db?…`.
+/// `target_session_attrs` is read and taken out of the query: `read-write` and `primary`
+/// accept only a server that accepts writes (not a standby, not read-only), `any` any server
+/// that answers; without it, several hosts mean `read-write` (remediate writes; libpq's
+/// default, `any`, could land on a standby) and one host means `any`.
 pub(crate) fn pg_targets(url: &str) -> Result<PgTargets, String> {
     let (scheme, rest) = url
         .split_once("://")
@@ -568,12 +570,12 @@ pub(crate) fn pg_targets(url: &str) -> Result<PgTargets, String> {
             _ => kept.push(pair),
         }
     }
-    let hosts: Vec<&str> = hosts.split(',').collect();
-    if hosts.len() > 1 && hosts.iter().any(|h| h.is_empty()) {
+    let host_list: Vec<&str> = hosts.split(',').collect();
+    if host_list.len() > 1 && host_list.iter().any(|h| h.is_empty()) {
         return Err(format!("the database URL names an empty host: '{url}'"));
     }
     let read_write = match attrs {
-        None => hosts.len() > 1,
+        None => host_list.len() > 1,
         Some("any") => false,
         Some("read-write" | "primary") => true,
         Some(other) => {
@@ -588,158 +590,30 @@ pub(crate) fn pg_targets(url: &str) -> Result<PgTargets, String> {
         format!("?{}", kept.join("&"))
     };
     Ok(PgTargets {
-        urls: hosts
-            .iter()
-            .map(|host| format!("{scheme}://{userinfo}{host}{path}{query}"))
-            .collect(),
+        url: format!("{scheme}://{userinfo}{hosts}{path}{query}"),
+        hosts: host_list.iter().map(|h| (*h).to_owned()).collect(),
         read_write,
     })
 }
 
-/// How long one host may take to answer a probe (capped by the acquire timeout).
+/// How long one host may take to accept a connection (capped by the acquire timeout), unless
+/// the URL sets `connect_timeout`.
 const PROBE_PATIENCE: Duration = Duration::from_secs(2);
-
-/// How often the current host is checked when nothing asks sooner.
-const WATCH_INTERVAL: Duration = Duration::from_millis(500);
-
-/// What the pool's hooks and the host watch share (never the pool itself).
-struct HostsShared {
-    read_write: bool,
-    /// Asks the watch to check the hosts now (a new connection landed on a standby).
-    wake: tokio::sync::Notify,
-    /// When the pool last moved to another host.
-    switched: Mutex<Option<std::time::Instant>>,
-}
-
-impl HostsShared {
-    /// Whether a connection `age` old was made before the pool last moved to another host.
-    fn made_before_switch(&self, age: Duration) -> bool {
-        self.switched
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some_and(|at| age > at.elapsed())
-    }
-}
-
-/// The host watch's task, aborted when the store is dropped.
-struct HostsWatch(tokio::task::JoinHandle<()>);
-
-impl Drop for HostsWatch {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-fn labels(hosts: &[PgConnectOptions]) -> Vec<String> {
-    hosts
-        .iter()
-        .map(|h| format!("{}:{}", h.get_host(), h.get_port()))
-        .collect()
-}
-
-/// Whether the server of `conn` accepts writes: not a standby (in recovery), not read-only.
-async fn accepts_writes(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
-    let read_only: bool = sqlx::query_scalar(
-        "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'",
-    )
-    .fetch_one(conn)
-    .await?;
-    Ok(!read_only)
-}
-
-/// A connection to `host` if it answers within `patience` (and, with `read_write`, accepts
-/// writes).
-async fn try_host(
-    host: &PgConnectOptions,
-    read_write: bool,
-    patience: Duration,
-) -> Option<PgConnection> {
-    use sqlx::Connection;
-    let attempt = async {
-        let mut conn = PgConnection::connect_with(host).await.ok()?;
-        let fits = if read_write {
-            accepts_writes(&mut conn).await.ok()?
-        } else {
-            conn.ping().await.is_ok()
-        };
-        if fits {
-            Some(conn)
-        } else {
-            let _ = conn.close().await;
-            None
-        }
-    };
-    tokio::time::timeout(patience, attempt).await.ok().flatten()
-}
-
-/// Keep the pool on a host that will do. Every [`WATCH_INTERVAL`] (or when a new connection
-/// landed on a standby) the current host is checked on the watch's own connection; when it
-/// does not answer or no longer accepts writes, the hosts are tried in order and the pool's
-/// new connections go to the first that will do (a promoted standby). Connections made before
-/// the move are closed instead of used. Ends when the pool is closed.
-async fn watch_hosts(
-    pool: PgPool,
-    hosts: Vec<PgConnectOptions>,
-    mut current: usize,
-    shared: Arc<HostsShared>,
-    patience: Duration,
-) {
-    let names = labels(&hosts);
-    let mut probe: Option<PgConnection> = None;
-    let mut lost = false;
-    loop {
-        tokio::select! {
-            () = shared.wake.notified() => {}
-            () = tokio::time::sleep(WATCH_INTERVAL) => {}
-        }
-        if pool.is_closed() {
-            return;
-        }
-        if let Some(conn) = probe.as_mut() {
-            let check = async {
-                if shared.read_write {
-                    accepts_writes(conn).await.unwrap_or(false)
-                } else {
-                    sqlx::Connection::ping(conn).await.is_ok()
-                }
-            };
-            if tokio::time::timeout(patience, check).await == Ok(true) {
-                continue;
-            }
-        }
-        probe = None;
-        for (i, host) in hosts.iter().enumerate() {
-            let Some(conn) = try_host(host, shared.read_write, patience).await else {
-                continue;
-            };
-            if i != current {
-                tracing::warn!(from = %names[current], to = %names[i], "PostgreSQL: new connections go to another host");
-                pool.set_connect_options(host.clone());
-                *shared.switched.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some(std::time::Instant::now());
-                current = i;
-            }
-            probe = Some(conn);
-            break;
-        }
-        match (&probe, lost) {
-            (None, false) => {
-                tracing::warn!(hosts = %names.join(", "), "PostgreSQL: no host accepts connections for writes; retrying")
-            }
-            (Some(_), true) => {
-                tracing::info!(host = %names[current], "PostgreSQL: a host accepts writes again")
-            }
-            _ => {}
-        }
-        lost = probe.is_none();
-    }
-}
 
 #[cfg(test)]
 mod tests {
     use super::{pg_targets, PgTargets, SqlStore, StoreOptions};
     use crate::db::{Conn, DbError, SqliteConn};
     use std::time::Duration;
+
+    /// A connection of its own to `url`, outside the store.
+    async fn connect_elsewhere(url: &str) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(connection);
+        client
+    }
 
     /// Commit a row to `meta` through a connection of its own, outside the store.
     async fn insert_elsewhere(url: &str) {
@@ -750,12 +624,8 @@ mod tests {
                 conn.execute(INSERT, &[]).await.expect("insert");
             }
             None => {
-                use sqlx::Connection as _;
-                let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
-                sqlx::query(INSERT)
-                    .execute(&mut conn)
-                    .await
-                    .expect("insert");
+                let client = connect_elsewhere(url).await;
+                client.batch_execute(INSERT).await.expect("insert");
             }
         }
     }
@@ -823,11 +693,10 @@ mod tests {
                     .next()
                     .filter(|_| url.starts_with("postgres"))
                 {
-                    use sqlx::Connection as _;
                     let admin = "postgres://postgres@127.0.0.1:5432/postgres";
-                    let mut conn = sqlx::PgConnection::connect(admin).await.expect("connect");
-                    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                        .execute(&mut conn)
+                    connect_elsewhere(admin)
+                        .await
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
                         .await
                         .expect("drop");
                 }
@@ -837,25 +706,29 @@ mod tests {
     }
 
     #[test]
-    fn several_hosts_become_one_url_each_and_target_session_attrs_is_read() {
+    fn target_session_attrs_is_read_and_taken_out_of_the_url() {
         assert_eq!(
             pg_targets("postgres://postgres@127.0.0.1:5432/db"),
             Ok(PgTargets {
-                urls: vec!["postgres://postgres@127.0.0.1:5432/db".into()],
+                url: "postgres://postgres@127.0.0.1:5432/db".into(),
+                hosts: vec!["127.0.0.1:5432".into()],
                 read_write: false
             })
         );
+        let several = "postgresql://u:p@h1:5432,h2,[::1]:5434/db?sslmode=disable&target_session_attrs=read-write&application_name=r";
         assert_eq!(
-            pg_targets("postgresql://u:p@h1:5432,h2,[::1]:5434/db?sslmode=disable&target_session_attrs=read-write&application_name=r"),
+            pg_targets(several),
             Ok(PgTargets {
-                urls: vec![
-                    "postgresql://u:p@h1:5432/db?sslmode=disable&application_name=r".into(),
-                    "postgresql://u:p@h2/db?sslmode=disable&application_name=r".into(),
-                    "postgresql://u:p@[::1]:5434/db?sslmode=disable&application_name=r".into(),
-                ],
+                url: "postgresql://u:p@h1:5432,h2,[::1]:5434/db?sslmode=disable&application_name=r"
+                    .into(),
+                hosts: vec!["h1:5432".into(), "h2".into(), "[::1]:5434".into()],
                 read_write: true
             })
         );
+        // What is left is a URL the driver reads, hosts and ports in order.
+        let config: tokio_postgres::Config = pg_targets(several).unwrap().url.parse().unwrap();
+        assert_eq!(config.get_hosts().len(), 3);
+        assert_eq!(config.get_ports(), [5432, 5432, 5434]);
         // Several hosts default to read-write; one host may ask for it; `any` turns it off.
         assert!(pg_targets("postgres://h1,h2/db").unwrap().read_write);
         assert!(
@@ -864,7 +737,7 @@ mod tests {
                 .read_write
         );
         let any = pg_targets("postgres://h1,h2?target_session_attrs=any").unwrap();
-        assert_eq!(any.urls, ["postgres://h1", "postgres://h2"]);
+        assert_eq!(any.url, "postgres://h1,h2");
         assert!(!any.read_write);
         let refused = pg_targets("postgres://h1,h2/db?target_session_attrs=standby").unwrap_err();
         assert!(

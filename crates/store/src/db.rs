@@ -1,5 +1,5 @@
-//! The two database drivers behind one small interface ([`Conn`]): rusqlite for SQLite and sqlx for
-//! PostgreSQL. Everything above this module writes one SQL text per statement (with `$n`
+//! The two database drivers behind one small interface ([`Conn`]): rusqlite for SQLite and tokio-postgres
+//! (pooled by deadpool-postgres) for PostgreSQL. Everything above this module writes one SQL text per statement (with `$n`
 //! placeholders, which both databases understand) and reads rows of four kinds of cells.
 //!
 //! SQLite runs in-process and never waits on the network, so its connection answers every call
@@ -13,7 +13,6 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use async_trait::async_trait;
-use sqlx::{Column, Row as _, TypeInfo, ValueRef};
 
 use crate::translate::Arg;
 
@@ -442,53 +441,119 @@ impl Conn for SqliteConn {
 
 // --------------------------------------------------------------------------------- PostgreSQL
 
-pub fn pg_error(e: sqlx::Error) -> DbError {
-    let message = e.to_string();
-    let kind = match &e {
-        sqlx::Error::Database(db) => match db.code().as_deref() {
-            Some("23505") => DbErrorKind::Unique,
+/// Prepared statements kept per PostgreSQL connection; past it the connection's cache is emptied
+/// (a client can make any number of distinct statements with its `$filter`s).
+const PG_STATEMENT_CACHE: usize = 256;
+
+/// Whether a tokio-postgres error means the server cannot be reached or went away (no
+/// SQLSTATE: the connection failed, closed or timed out).
+fn pg_unreachable(e: &tokio_postgres::Error) -> bool {
+    use std::error::Error as _;
+    if e.is_closed() || e.source().is_some_and(|s| s.is::<std::io::Error>()) {
+        return true;
+    }
+    let text = e.to_string();
+    [
+        "error connecting to server",
+        "error communicating with the server",
+        "timeout waiting for server",
+    ]
+    .iter()
+    .any(|prefix| text.starts_with(prefix))
+}
+
+pub fn pg_error(e: tokio_postgres::Error) -> DbError {
+    if let Some(db) = e.as_db_error() {
+        let kind = match db.code().code() {
+            "23505" => DbErrorKind::Unique,
             // deadlock_detected, serialization_failure
-            Some("40P01") | Some("40001") => DbErrorKind::Retry,
+            "40P01" | "40001" => DbErrorKind::Retry,
             // query_canceled (statement_timeout)
-            Some("57014") => DbErrorKind::Timeout,
+            "57014" => DbErrorKind::Timeout,
             // admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections,
             // read_only_sql_transaction (a standby, or a primary made read-only)
-            Some("57P01") | Some("57P02") | Some("57P03") | Some("53300") | Some("25006") => {
-                DbErrorKind::Unavailable
-            }
+            "57P01" | "57P02" | "57P03" | "53300" | "25006" => DbErrorKind::Unavailable,
             // disk_full
-            Some("53100") => DbErrorKind::Full,
+            "53100" => DbErrorKind::Full,
             _ => DbErrorKind::Other,
-        },
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::WorkerCrashed => DbErrorKind::Unavailable,
-        _ => DbErrorKind::Other,
+        };
+        let mut message = format!("error returned from database: {}", db.message());
+        if let Some(detail) = db.detail() {
+            message.push_str(&format!(" ({detail})"));
+        }
+        return DbError { kind, message };
+    }
+    let kind = if pg_unreachable(&e) {
+        DbErrorKind::Unavailable
+    } else {
+        DbErrorKind::Other
+    };
+    let message = match std::error::Error::source(&e) {
+        Some(source) => format!("{e}: {source}"),
+        None => e.to_string(),
     };
     DbError { kind, message }
 }
 
-fn pg_bind<'q>(
-    mut query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    args: &'q [Arg],
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    for arg in args {
-        query = match arg {
-            Arg::Int(v) => query.bind(*v),
-            Arg::Text(v) => match v.as_deref().map(text_in) {
-                Some(std::borrow::Cow::Owned(escaped)) => query.bind(Some(escaped)),
-                _ => query.bind(v.as_deref()),
-            },
-            Arg::Bytes(v) => query.bind(v.as_deref()),
-        };
+/// A connection could not be had from the pool.
+pub fn pg_pool_error(e: deadpool_postgres::PoolError) -> DbError {
+    use deadpool_postgres::PoolError;
+    let unavailable = |message: &str| DbError {
+        kind: DbErrorKind::Unavailable,
+        message: message.to_owned(),
+    };
+    match e {
+        PoolError::Backend(e) => pg_error(e),
+        PoolError::Timeout(_) => unavailable("no PostgreSQL connection became free in time"),
+        PoolError::Closed => unavailable("the store is closed"),
+        PoolError::PostCreateHook(e) => unavailable(&e.to_string()),
+        PoolError::NoRuntimeSpecified => DbError::other("the PostgreSQL pool has no runtime"),
     }
-    query
 }
 
-/// How a result column's cells are read: from its type, looked up once per result (every row of
-/// a result has the same columns), not once per cell.
+/// One bound parameter, sent with the type its [`Arg`] names (BIGINT, TEXT or BYTEA), as the
+/// statement was prepared with.
+#[derive(Debug)]
+enum PgParam<'a> {
+    Int(Option<i64>),
+    Text(Option<std::borrow::Cow<'a, str>>),
+    Bytes(Option<&'a [u8]>),
+}
+
+impl tokio_postgres::types::ToSql for PgParam<'_> {
+    fn to_sql(
+        &self,
+        ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            PgParam::Int(v) => v.to_sql(ty, out),
+            PgParam::Text(v) => v.as_deref().to_sql(ty, out),
+            PgParam::Bytes(v) => v.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        <i64 as tokio_postgres::types::ToSql>::accepts(ty)
+            || <&str as tokio_postgres::types::ToSql>::accepts(ty)
+            || <&[u8] as tokio_postgres::types::ToSql>::accepts(ty)
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+fn pg_params(args: &[Arg]) -> (Vec<tokio_postgres::types::Type>, Vec<PgParam<'_>>) {
+    use tokio_postgres::types::Type;
+    args.iter()
+        .map(|arg| match arg {
+            Arg::Int(v) => (Type::INT8, PgParam::Int(*v)),
+            Arg::Text(v) => (Type::TEXT, PgParam::Text(v.as_deref().map(text_in))),
+            Arg::Bytes(v) => (Type::BYTEA, PgParam::Bytes(v.as_deref())),
+        })
+        .unzip()
+}
+
+/// How a result column's cells are read: from its type, looked up once per statement.
 #[derive(Debug, Clone, Copy)]
 enum PgKind {
     Int8,
@@ -501,95 +566,216 @@ enum PgKind {
     Other,
 }
 
-fn pg_kinds(row: &sqlx::postgres::PgRow) -> Vec<PgKind> {
-    row.columns()
-        .iter()
-        .map(|column| match column.type_info().name() {
-            "INT8" => PgKind::Int8,
-            "INT4" => PgKind::Int4,
-            "INT2" => PgKind::Int2,
-            "BOOL" => PgKind::Bool,
-            "TEXT" | "VARCHAR" | "NAME" | "BPCHAR" => PgKind::Text,
-            "BYTEA" => PgKind::Bytea,
-            _ => PgKind::Other,
-        })
-        .collect()
+fn pg_kind(ty: &tokio_postgres::types::Type) -> PgKind {
+    use tokio_postgres::types::Type;
+    if *ty == Type::INT8 {
+        PgKind::Int8
+    } else if *ty == Type::INT4 {
+        PgKind::Int4
+    } else if *ty == Type::INT2 {
+        PgKind::Int2
+    } else if *ty == Type::BOOL {
+        PgKind::Bool
+    } else if [Type::TEXT, Type::VARCHAR, Type::NAME, Type::BPCHAR].contains(ty) {
+        PgKind::Text
+    } else if *ty == Type::BYTEA {
+        PgKind::Bytea
+    } else {
+        PgKind::Other
+    }
 }
 
-/// One non-NULL value decoded straight from its bytes (the column's type was checked by
-/// [`pg_kinds`]; the error is the one `try_get` reports).
-fn pg_decode<'r, T: sqlx::Decode<'r, sqlx::Postgres>>(
-    value: sqlx::postgres::PgValueRef<'r>,
-    i: usize,
-) -> Result<T, DbError> {
-    T::decode(value).map_err(|source| {
-        pg_error(sqlx::Error::ColumnDecode {
-            index: format!("{i:?}"),
-            source,
-        })
-    })
-}
-
-fn pg_row(row: &sqlx::postgres::PgRow, kinds: &[PgKind]) -> Result<Row, DbError> {
+fn pg_row(row: &tokio_postgres::Row, kinds: &[PgKind]) -> Result<Row, DbError> {
     let mut cells = Vec::with_capacity(kinds.len());
     for (i, kind) in kinds.iter().enumerate() {
-        let value = row.try_get_raw(i).map_err(pg_error)?;
-        if value.is_null() {
-            cells.push(Cell::Null);
-            continue;
-        }
         let cell = match kind {
-            PgKind::Int8 => Cell::Int(pg_decode::<i64>(value, i)?),
-            PgKind::Int4 => Cell::Int(pg_decode::<i32>(value, i)?.into()),
-            PgKind::Int2 => Cell::Int(pg_decode::<i16>(value, i)?.into()),
-            PgKind::Bool => Cell::Int(pg_decode::<bool>(value, i)?.into()),
-            PgKind::Text => Cell::Text(text_out(pg_decode::<String>(value, i)?)),
-            PgKind::Bytea => Cell::Blob(pg_decode::<Vec<u8>>(value, i)?),
-            PgKind::Other => {
-                return Err(DbError::other(format!(
-                    "column {i} has the unexpected type {} (cast it to BIGINT or TEXT)",
-                    row.columns()[i].type_info().name()
-                )))
-            }
-        };
-        cells.push(cell);
+            PgKind::Int8 => row.try_get::<_, Option<i64>>(i).map(|v| v.map(Cell::Int)),
+            PgKind::Int4 => row
+                .try_get::<_, Option<i32>>(i)
+                .map(|v| v.map(|v| Cell::Int(v.into()))),
+            PgKind::Int2 => row
+                .try_get::<_, Option<i16>>(i)
+                .map(|v| v.map(|v| Cell::Int(v.into()))),
+            PgKind::Bool => row
+                .try_get::<_, Option<bool>>(i)
+                .map(|v| v.map(|v| Cell::Int(v.into()))),
+            PgKind::Text => row
+                .try_get::<_, Option<&str>>(i)
+                .map(|v| v.map(|v| Cell::Text(text_out(v.to_owned())))),
+            PgKind::Bytea => row
+                .try_get::<_, Option<Vec<u8>>>(i)
+                .map(|v| v.map(Cell::Blob)),
+            PgKind::Other => match row.try_get::<_, Option<PgAny>>(i) {
+                Ok(None) => Ok(None),
+                _ => {
+                    return Err(DbError::other(format!(
+                        "column {i} has the unexpected type {} (cast it to BIGINT or TEXT)",
+                        row.columns()[i].type_()
+                    )))
+                }
+            },
+        }
+        .map_err(pg_error)?;
+        cells.push(cell.unwrap_or(Cell::Null));
     }
     Ok(Row(cells))
 }
 
+/// Any value, only to tell NULL from a value of a type the store does not read.
+struct PgAny;
+
+impl<'a> tokio_postgres::types::FromSql<'a> for PgAny {
+    fn from_sql(
+        _: &tokio_postgres::types::Type,
+        _: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(PgAny)
+    }
+
+    fn accepts(_: &tokio_postgres::types::Type) -> bool {
+        true
+    }
+}
+
+/// A pooled PostgreSQL connection. Transactions are begun and ended with [`PgConn::begin`],
+/// [`PgConn::commit`] and [`PgConn::rollback`]; a connection dropped inside one (a cancelled
+/// request) or after the server went away (a failover, a restart, a server turned read-only) is
+/// closed instead of pooled again, so the server rolls back what it held and the next request
+/// gets a fresh connection (to the host that now accepts writes).
+pub struct PgConn {
+    client: Option<deadpool_postgres::Object>,
+    in_transaction: bool,
+    discard: bool,
+}
+
+impl PgConn {
+    pub fn new(client: deadpool_postgres::Object) -> PgConn {
+        PgConn {
+            client: Some(client),
+            in_transaction: false,
+            discard: false,
+        }
+    }
+
+    fn client(&self) -> Result<&deadpool_postgres::Object, DbError> {
+        self.client
+            .as_ref()
+            .ok_or_else(|| DbError::other("the PostgreSQL connection was closed"))
+    }
+
+    /// Remember an error that means this connection must not be used again.
+    fn note<T>(&mut self, out: Result<T, DbError>) -> Result<T, DbError> {
+        if let Err(e) = &out {
+            if e.kind == DbErrorKind::Unavailable {
+                self.discard = true;
+            }
+        }
+        out
+    }
+
+    /// Begin a transaction (`begin` is the statement: `BEGIN`, or with an isolation level).
+    pub async fn begin(&mut self, begin: &str) -> Result<(), DbError> {
+        self.batch(begin).await?;
+        self.in_transaction = true;
+        Ok(())
+    }
+
+    pub async fn commit(&mut self) -> Result<(), DbError> {
+        self.end("COMMIT").await
+    }
+
+    pub async fn rollback(&mut self) -> Result<(), DbError> {
+        self.end("ROLLBACK").await
+    }
+
+    async fn end(&mut self, end: &str) -> Result<(), DbError> {
+        // A transaction that failed to end leaves the connection in an unknown state: closed
+        // when dropped (`in_transaction` stays set).
+        self.batch(end).await?;
+        self.in_transaction = false;
+        Ok(())
+    }
+
+    /// The statement prepared for `sql` with parameters of `types` (cached per connection).
+    async fn statement(
+        &self,
+        sql: &str,
+        types: &[tokio_postgres::types::Type],
+    ) -> Result<tokio_postgres::Statement, DbError> {
+        let client = self.client()?;
+        if client.statement_cache.size() >= PG_STATEMENT_CACHE {
+            client.statement_cache.clear();
+        }
+        client
+            .prepare_typed_cached(sql, types)
+            .await
+            .map_err(pg_error)
+    }
+
+    async fn run_query(&self, sql: &str, args: &[Arg]) -> Result<Vec<Row>, DbError> {
+        let (types, params) = pg_params(args);
+        let statement = self.statement(sql, &types).await?;
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            params.iter().map(|p| p as _).collect();
+        let rows = self
+            .client()?
+            .query(&statement, &refs)
+            .await
+            .map_err(pg_error)?;
+        let kinds: Vec<PgKind> = statement
+            .columns()
+            .iter()
+            .map(|c| pg_kind(c.type_()))
+            .collect();
+        rows.iter().map(|row| pg_row(row, &kinds)).collect()
+    }
+
+    async fn run_execute(&self, sql: &str, args: &[Arg]) -> Result<u64, DbError> {
+        let (types, params) = pg_params(args);
+        let statement = self.statement(sql, &types).await?;
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            params.iter().map(|p| p as _).collect();
+        self.client()?
+            .execute(&statement, &refs)
+            .await
+            .map_err(pg_error)
+    }
+}
+
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        if self.in_transaction || self.discard {
+            if let Some(client) = self.client.take() {
+                // Out of the pool and dropped: the connection closes.
+                drop(deadpool_postgres::Object::take(client));
+            }
+        }
+    }
+}
+
 #[async_trait]
-impl Conn for sqlx::PgConnection {
+impl Conn for PgConn {
     fn is_sqlite(&self) -> bool {
         false
     }
 
     async fn query(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<Row>, DbError> {
-        let rows = pg_bind(sqlx::query(sql), args)
-            .fetch_all(&mut *self)
-            .await
-            .map_err(pg_error)?;
-        let Some(first) = rows.first() else {
-            return Ok(Vec::new());
-        };
-        let kinds = pg_kinds(first);
-        rows.iter().map(|row| pg_row(row, &kinds)).collect()
+        let out = self.run_query(sql, args).await;
+        self.note(out)
     }
 
     async fn execute(&mut self, sql: &str, args: &[Arg]) -> Result<u64, DbError> {
-        let done = pg_bind(sqlx::query(sql), args)
-            .execute(&mut *self)
-            .await
-            .map_err(pg_error)?;
-        Ok(done.rows_affected())
+        let out = self.run_execute(sql, args).await;
+        self.note(out)
     }
 
     async fn batch(&mut self, sql: &str) -> Result<(), DbError> {
-        // A query without arguments goes over the simple-query protocol, which allows several
-        // statements in one text.
-        sqlx::Executor::execute(&mut *self, sql)
-            .await
-            .map_err(pg_error)?;
-        Ok(())
+        // The simple-query protocol, which allows several statements in one text.
+        let out = match self.client() {
+            Ok(client) => client.batch_execute(sql).await.map_err(pg_error),
+            Err(e) => Err(e),
+        };
+        self.note(out)
     }
 }
 

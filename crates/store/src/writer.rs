@@ -16,9 +16,9 @@ use futures_util::future::BoxFuture;
 use remediate_domain::write::{Write, WriteOutcome};
 
 use crate::commands::Writer;
-use crate::connect::{Backend, Dialect, SqlStore};
+use crate::connect::{pg_connection, Backend, Dialect, SqlStore};
 use crate::counters;
-use crate::db::{self, run_now, Conn, DbError, DbErrorKind, SqliteConn};
+use crate::db::{run_now, Conn, DbError, DbErrorKind, SqliteConn};
 use crate::error::{store_error, ExecError};
 use crate::StoreError;
 
@@ -129,7 +129,6 @@ impl SqlStore {
                 answer.await.map_err(|_| writer_stopped())?
             }
             Backend::Postgres { pool } => {
-                let pg = |e: sqlx::Error| store_error(db::pg_error(e));
                 // Round-robin over the counter shards: concurrent transactions add to different rows.
                 static NEXT_SHARD: std::sync::atomic::AtomicU64 =
                     std::sync::atomic::AtomicU64::new(0);
@@ -142,8 +141,8 @@ impl SqlStore {
                 // One statement that touches one row and nothing else is its own transaction:
                 // one round trip instead of BEGIN, the statement and COMMIT.
                 if matches!(write, Write::CheckIn { .. }) {
-                    let mut conn = pool.acquire().await.map_err(pg)?;
-                    return match writer.execute(&mut *conn, tenant, write).await {
+                    let mut conn = pg_connection(pool).await?;
+                    return match writer.execute(&mut conn, tenant, write).await {
                         Ok(outcome) => Ok(outcome),
                         Err(ExecError::Rejected(e)) => Err(e),
                         Err(ExecError::Db(e)) => Err(store_error(e)),
@@ -154,15 +153,10 @@ impl SqlStore {
                 if crate::report::is_report(&write) {
                     let mut attempt = 1;
                     loop {
-                        let mut conn = pool.acquire().await.map_err(pg)?;
+                        let mut conn = pg_connection(pool).await?;
                         let _timer = TransactionTimer::start(&self.observer);
-                        match crate::report::execute(
-                            &mut *conn,
-                            tenant,
-                            writer.shard,
-                            write.clone(),
-                        )
-                        .await
+                        match crate::report::execute(&mut conn, tenant, writer.shard, write.clone())
+                            .await
                         {
                             Ok(outcome) => return Ok(outcome),
                             Err(ExecError::Rejected(e)) => return Err(e),
@@ -183,17 +177,18 @@ impl SqlStore {
                 // again (the lock order of `lock_script` and the counters makes this rare).
                 let mut attempt = 1;
                 loop {
-                    let mut tx = pool.begin().await.map_err(pg)?;
+                    let mut tx = pg_connection(pool).await?;
+                    tx.begin("BEGIN").await.map_err(store_error)?;
                     // Dropped (and told to the observer) once the transaction has ended.
                     let _timer = TransactionTimer::start(&self.observer);
-                    match writer.execute(&mut *tx, tenant, write.clone()).await {
-                        Ok(outcome) => match tx.commit().await.map_err(db::pg_error) {
+                    match writer.execute(&mut tx, tenant, write.clone()).await {
+                        Ok(outcome) => match tx.commit().await {
                             Ok(()) => return Ok(outcome),
                             Err(e) if e.kind == DbErrorKind::Retry && attempt < WRITE_ATTEMPTS => {}
                             Err(e) => return Err(store_error(e)),
                         },
                         Err(ExecError::Rejected(e)) => {
-                            tx.rollback().await.map_err(pg)?;
+                            tx.rollback().await.map_err(store_error)?;
                             return Err(e);
                         }
                         Err(ExecError::Db(e)) => {
@@ -248,8 +243,8 @@ impl SqlStore {
                     .map_err(store_error)
             }
             Backend::Postgres { pool } => {
-                let pg = |e: sqlx::Error| store_error(db::pg_error(e));
-                let mut tx = pool.begin().await.map_err(pg)?;
+                let mut tx = pg_connection(pool).await?;
+                tx.begin("BEGIN").await.map_err(store_error)?;
                 // Maintenance (pruning, recounting) may take long: no statement timeout.
                 tx.batch("SET LOCAL statement_timeout = 0")
                     .await
@@ -260,11 +255,11 @@ impl SqlStore {
                         .await
                         .map_err(store_error)?;
                 }
-                let out = f(&mut *tx).await.map_err(store_error)?;
+                let out = f(&mut tx).await.map_err(store_error)?;
                 if commit {
-                    tx.commit().await.map_err(pg)?;
+                    tx.commit().await.map_err(store_error)?;
                 } else {
-                    tx.rollback().await.map_err(pg)?;
+                    tx.rollback().await.map_err(store_error)?;
                 }
                 Ok(out)
             }

@@ -212,13 +212,8 @@ pub(crate) async fn sql(app: &TestApp, statement: &str) -> u64 {
             conn.execute(statement, []).unwrap() as u64
         }
         Some(url) => {
-            use sqlx::Connection;
-            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-            sqlx::query(statement)
-                .execute(&mut conn)
-                .await
-                .unwrap()
-                .rows_affected()
+            let conn = crate::harness::pg_connect(&url).await.unwrap();
+            conn.execute(statement, &[]).await.unwrap()
         }
     }
 }
@@ -234,12 +229,13 @@ pub(crate) async fn sql_text(app: &TestApp, query: &str) -> Vec<String> {
             rows.map(Result::unwrap).collect()
         }
         Some(url) => {
-            use sqlx::Connection;
-            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-            sqlx::query_scalar::<_, String>(query)
-                .fetch_all(&mut conn)
+            let conn = crate::harness::pg_connect(&url).await.unwrap();
+            conn.query(query, &[])
                 .await
                 .unwrap()
+                .into_iter()
+                .map(|row| row.get::<_, String>(0))
+                .collect()
         }
     }
 }

@@ -801,16 +801,12 @@ async fn set_left_at(app: &TestApp, id: &str, status: i64, heartbeat: i64) {
             assert_eq!(changed, 1);
         }
         Some(url) => {
-            use sqlx::Connection;
-            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-            let done = sqlx::query(sql)
-                .bind(status)
-                .bind(id)
-                .bind(heartbeat)
-                .execute(&mut conn)
+            let conn = crate::harness::pg_connect(&url).await.unwrap();
+            let done = conn
+                .execute(sql, &[&status, &id, &heartbeat])
                 .await
                 .unwrap();
-            assert_eq!(done.rows_affected(), 1);
+            assert_eq!(done, 1);
         }
     }
 }

@@ -97,6 +97,16 @@ pub fn postgres_available() -> bool {
         .is_ok()
 }
 
+/// A direct connection to PostgreSQL beside the server (for reading or changing its database), its
+/// connection driven by a spawned task until the client is dropped.
+pub async fn pg_connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
 /// The in-process server's logs go to the test's captured output (`REMEDIATE_LOG`, default warn).
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("REMEDIATE_LOG")
@@ -602,7 +612,7 @@ impl TestApp {
 /// path of a fresh server (it creates and migrates a missing database itself). Any failure here
 /// falls back to that path.
 mod postgres {
-    use sqlx::{Connection, Executor};
+    use tokio_postgres::Client;
 
     const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -639,27 +649,27 @@ mod postgres {
     }
 
     async fn copy(db: &str, template: &str) -> Result<(), String> {
-        let mut admin = sqlx::PgConnection::connect(ADMIN_URL)
+        let admin = super::pg_connect(ADMIN_URL)
             .await
             .map_err(|e| e.to_string())?;
-        let exists: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
-                .bind(template)
-                .fetch_optional(&mut admin)
-                .await
-                .map_err(|e| e.to_string())?;
+        let exists: Option<i32> = admin
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&template])
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|row| row.get(0));
         if exists.is_none() {
-            build(&mut admin, template).await?;
+            build(&admin, template).await?;
         }
         // A copy fails while anything else is connected to the template (rarely, autovacuum).
         let mut last = String::new();
         for _ in 0..5 {
             match admin
-                .execute(format!("CREATE DATABASE {db} TEMPLATE {template}").as_str())
+                .batch_execute(&format!("CREATE DATABASE {db} TEMPLATE {template}"))
                 .await
             {
-                Ok(_) => {
-                    let _ = admin.close().await;
+                Ok(()) => {
+                    // Dropping the client ends the session (its task sends Terminate).
+                    drop(admin);
                     return Ok(());
                 }
                 Err(e) => last = e.to_string(),
@@ -671,14 +681,14 @@ mod postgres {
 
     /// Migrate a new database with the server's code, drop its paging secret, and rename it to
     /// `template` (another process may have won the race: then ours is dropped).
-    async fn build(admin: &mut sqlx::PgConnection, template: &str) -> Result<(), String> {
+    async fn build(admin: &Client, template: &str) -> Result<(), String> {
         let building = format!(
             "{template}_b{}",
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
         let url = format!("postgres://postgres@127.0.0.1:5432/{building}");
         admin
-            .execute(format!("CREATE DATABASE {building}").as_str())
+            .batch_execute(&format!("CREATE DATABASE {building}"))
             .await
             .map_err(|e| e.to_string())?;
         let migrated = async {
@@ -696,25 +706,32 @@ mod postgres {
                 .map_err(|e| e.to_string())?;
             store.close().await;
             let _ = std::fs::remove_dir_all(&dir);
-            let mut conn = sqlx::PgConnection::connect(&url)
+            // Closed (not just dropped) before the rename, which needs no session on `building`:
+            // the connection's task is awaited after the client goes.
+            let (conn, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
                 .await
                 .map_err(|e| e.to_string())?;
-            conn.execute("DELETE FROM meta WHERE key = 'paging_secret'")
+            let connection = tokio::spawn(connection);
+            let deleted = conn
+                .execute("DELETE FROM meta WHERE key = 'paging_secret'", &[])
                 .await
-                .map_err(|e| e.to_string())?;
-            conn.close().await.map_err(|e| e.to_string())
+                .map_err(|e| e.to_string());
+            drop(conn);
+            let closed = connection.await.map_err(|e| e.to_string())?;
+            deleted?;
+            closed.map_err(|e| e.to_string())
         }
         .await;
         let renamed = match migrated {
             Ok(()) => admin
-                .execute(format!("ALTER DATABASE {building} RENAME TO {template}").as_str())
+                .batch_execute(&format!("ALTER DATABASE {building} RENAME TO {template}"))
                 .await
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
         if renamed.is_err() {
             let _ = admin
-                .execute(format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)").as_str())
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"))
                 .await;
         }
         match renamed {
@@ -725,13 +742,13 @@ mod postgres {
         }
     }
 
-    async fn exists(admin: &mut sqlx::PgConnection, name: &str) -> bool {
-        sqlx::query_scalar::<_, i32>("SELECT 1 FROM pg_database WHERE datname = $1")
-            .bind(name)
-            .fetch_optional(admin)
+    async fn exists(admin: &Client, name: &str) -> bool {
+        admin
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
             .await
             .ok()
             .flatten()
+            .map(|row| row.get::<_, i32>(0))
             .is_some()
     }
 }

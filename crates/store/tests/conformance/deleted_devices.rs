@@ -25,10 +25,8 @@ async fn listed(s: &TestStore) -> Vec<(String, String)> {
                 .unwrap()
         }
         Backend::Postgres => {
-            use sqlx::{Connection, Row};
-            let mut conn = sqlx::PgConnection::connect(&s._scratch.url).await.unwrap();
-            sqlx::query(SQL)
-                .fetch_all(&mut conn)
+            let conn = crate::pg_connect(&s._scratch.url).await.unwrap();
+            conn.query(SQL, &[])
                 .await
                 .unwrap()
                 .into_iter()
@@ -110,10 +108,8 @@ both!(
                 conn.execute("DELETE FROM deleted_devices", []).unwrap();
             }
             Backend::Postgres => {
-                use sqlx::Connection;
-                let mut conn = sqlx::PgConnection::connect(&s._scratch.url).await.unwrap();
-                sqlx::query("DELETE FROM deleted_devices")
-                    .execute(&mut conn)
+                let conn = crate::pg_connect(&s._scratch.url).await.unwrap();
+                conn.execute("DELETE FROM deleted_devices", &[])
                     .await
                     .unwrap();
             }

@@ -69,24 +69,15 @@ async fn oracle(s: &TestStore, script: &str) -> (Vec<HistoryDay>, Option<Instant
             (days, last.and_then(Instant::from_ticks))
         }
         Backend::Postgres => {
-            use sqlx::{Connection, Row};
-            let mut conn = sqlx::PgConnection::connect(&s._scratch.url).await.unwrap();
-            let days = sqlx::query(ORACLE)
-                .bind(A)
-                .bind(script)
-                .fetch_all(&mut conn)
+            let conn = crate::pg_connect(&s._scratch.url).await.unwrap();
+            let days = conn
+                .query(ORACLE, &[&A, &script])
                 .await
                 .unwrap()
                 .into_iter()
-                .map(|r| day_of(r.get::<i64, _>(0), [r.get(1), r.get(2), r.get(3)]))
+                .map(|r| day_of(r.get::<_, i64>(0), [r.get(1), r.get(2), r.get(3)]))
                 .collect();
-            let last: Option<i64> = sqlx::query(LAST)
-                .bind(A)
-                .bind(script)
-                .fetch_one(&mut conn)
-                .await
-                .unwrap()
-                .get(0);
+            let last: Option<i64> = conn.query_one(LAST, &[&A, &script]).await.unwrap().get(0);
             (days, last.and_then(Instant::from_ticks))
         }
     }
@@ -102,9 +93,8 @@ pub(crate) async fn raw(s: &TestStore, sql: &str) {
             conn.execute_batch(sql).unwrap();
         }
         Backend::Postgres => {
-            use sqlx::Connection;
-            let mut conn = sqlx::PgConnection::connect(&s._scratch.url).await.unwrap();
-            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+            let conn = crate::pg_connect(&s._scratch.url).await.unwrap();
+            conn.batch_execute(sql).await.unwrap();
         }
     }
 }

@@ -59,6 +59,16 @@ pub fn require_postgres() -> bool {
     false
 }
 
+/// A direct connection to PostgreSQL beside the store (for reading or changing the database under
+/// it), its connection driven by a spawned task until the client is dropped.
+pub(crate) async fn pg_connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
 /// A fresh database of either kind, removed when dropped.
 pub struct Scratch {
     pub url: String,

@@ -33,9 +33,13 @@ async fn recorded(s: &TestStore) -> Vec<(i64, String, Option<String>)> {
             rows.map(Result::unwrap).collect()
         }
         crate::Backend::Postgres => {
-            use sqlx::Connection;
-            let mut conn = sqlx::PgConnection::connect(&s._scratch.url).await.unwrap();
-            sqlx::query_as(SQL).fetch_all(&mut conn).await.unwrap()
+            let conn = crate::pg_connect(&s._scratch.url).await.unwrap();
+            conn.query(SQL, &[])
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect()
         }
     }
 }

@@ -324,32 +324,33 @@ pub fn sqlite_schema(path: &str) -> Schema {
 
 /// The schema of a PostgreSQL database's `public` schema.
 pub async fn postgres_schema(url: &str) -> Schema {
-    use sqlx::{Connection, Row};
-    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    let conn = crate::pg_connect(url).await.unwrap();
     let mut schema = Schema::new();
-    let tables = sqlx::query(
-        "SELECT table_name::text FROM information_schema.tables \
-         WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .unwrap();
+    let tables = conn
+        .query(
+            "SELECT table_name::text FROM information_schema.tables \
+             WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
+            &[],
+        )
+        .await
+        .unwrap();
     for row in tables {
         schema.insert(row.get(0), TableDesc::default());
     }
-    let columns = sqlx::query(
-        "SELECT table_name::text, column_name::text, data_type::text, is_nullable = 'NO', \
-                collation_name::text \
-         FROM information_schema.columns WHERE table_schema = 'public'",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .unwrap();
+    let columns = conn
+        .query(
+            "SELECT table_name::text, column_name::text, data_type::text, is_nullable = 'NO', \
+                    collation_name::text \
+             FROM information_schema.columns WHERE table_schema = 'public'",
+            &[],
+        )
+        .await
+        .unwrap();
     for row in columns {
         let table: String = row.get(0);
-        let ty = postgres_type(&row.get::<String, _>(2));
+        let ty = postgres_type(&row.get::<_, String>(2));
         let collation = if ty == Type::Text {
-            collation_name(row.get::<Option<String>, _>(4).as_deref())
+            collation_name(row.get::<_, Option<String>>(4).as_deref())
         } else {
             String::new()
         };
@@ -367,28 +368,29 @@ pub async fn postgres_schema(url: &str) -> Schema {
         );
     }
     // One row per index key column; bit 1 of indoption is DESC (bit 2, NULLS FIRST, is ignored).
-    let keys = sqlx::query(
-        "SELECT t.relname::text, i.relname::text, ix.indisunique, ix.indisprimary, \
-                ix.indpred IS NOT NULL, COALESCE(a.attname::text, '<expression>'), \
-                (ix.indoption[(k.n - 1)::int] & 1) = 1 \
-         FROM pg_index ix \
-         JOIN pg_class i ON i.oid = ix.indexrelid \
-         JOIN pg_class t ON t.oid = ix.indrelid \
-         JOIN pg_namespace ns ON ns.oid = t.relnamespace \
-         JOIN pg_am am ON am.oid = i.relam AND am.amname = 'btree' \
-         CROSS JOIN LATERAL unnest(ix.indkey::int2[]) WITH ORDINALITY AS k(attnum, n) \
-         LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum AND k.attnum > 0 \
-         WHERE ns.nspname = 'public' AND k.n <= ix.indnkeyatts \
-         ORDER BY 1, 2, k.n",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .unwrap();
+    let keys = conn
+        .query(
+            "SELECT t.relname::text, i.relname::text, ix.indisunique, ix.indisprimary, \
+                    ix.indpred IS NOT NULL, COALESCE(a.attname::text, '<expression>'), \
+                    (ix.indoption[(k.n - 1)::int] & 1) = 1 \
+             FROM pg_index ix \
+             JOIN pg_class i ON i.oid = ix.indexrelid \
+             JOIN pg_class t ON t.oid = ix.indrelid \
+             JOIN pg_namespace ns ON ns.oid = t.relnamespace \
+             JOIN pg_am am ON am.oid = i.relam AND am.amname = 'btree' \
+             CROSS JOIN LATERAL unnest(ix.indkey::int2[]) WITH ORDINALITY AS k(attnum, n) \
+             LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum AND k.attnum > 0 \
+             WHERE ns.nspname = 'public' AND k.n <= ix.indnkeyatts \
+             ORDER BY 1, 2, k.n",
+            &[],
+        )
+        .await
+        .unwrap();
     for row in keys {
         let table: String = row.get(0);
         let desc = schema.get_mut(&table).expect("an index of a listed table");
         let column: String = row.get(5);
-        if row.get::<bool, _>(3) {
+        if row.get::<_, bool>(3) {
             desc.primary_key.push(column);
             continue;
         }
@@ -399,7 +401,8 @@ pub async fn postgres_schema(url: &str) -> Schema {
         });
         index.columns.push((column, row.get(6)));
     }
-    conn.close().await.unwrap();
+    // Dropping the client ends the session (its task sends Terminate).
+    drop(conn);
     schema
 }
 
@@ -487,16 +490,16 @@ fn sqlite_views(path: &str) -> BTreeMap<String, BTreeSet<String>> {
 
 /// Each view of a PostgreSQL database's `public` schema with its column names.
 async fn postgres_views(url: &str) -> BTreeMap<String, BTreeSet<String>> {
-    use sqlx::{Connection, Row};
-    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-    let rows = sqlx::query(
-        "SELECT c.table_name::text, c.column_name::text FROM information_schema.columns c \
-         JOIN information_schema.views v ON v.table_schema = c.table_schema AND v.table_name = c.table_name \
-         WHERE c.table_schema = 'public'",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .unwrap();
+    let conn = crate::pg_connect(url).await.unwrap();
+    let rows = conn
+        .query(
+            "SELECT c.table_name::text, c.column_name::text FROM information_schema.columns c \
+             JOIN information_schema.views v ON v.table_schema = c.table_schema AND v.table_name = c.table_name \
+             WHERE c.table_schema = 'public'",
+            &[],
+        )
+        .await
+        .unwrap();
     let mut views: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for row in rows {
         views.entry(row.get(0)).or_default().insert(row.get(1));
@@ -514,19 +517,17 @@ async fn drift_in_either_database_is_caught() {
     migrate(&postgres).await;
     // What a careless migration pair might do: each change on one side only.
     {
-        use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(&postgres.url).await.unwrap();
-        sqlx::raw_sql(
+        let conn = crate::pg_connect(&postgres.url).await.unwrap();
+        conn.batch_execute(
             "ALTER TABLE managed_devices ALTER COLUMN \"serialNumber\" TYPE TEXT COLLATE \"default\"; \
              ALTER TABLE run_history ALTER COLUMN \"detectionState\" SET NOT NULL; \
              DROP INDEX run_history_script; \
              CREATE INDEX run_history_script ON run_history (\"tenant\", \"scriptId\", \"recordedDateTime\" DESC); \
              ALTER TABLE counters ADD COLUMN \"extra\" BIGINT;",
         )
-        .execute(&mut conn)
         .await
         .unwrap();
-        conn.close().await.unwrap();
+        drop(conn);
     }
     let conn = rusqlite::Connection::open(&sqlite.name).unwrap();
     conn.execute_batch("CREATE INDEX \"meta_value\" ON \"meta\" (\"value\")")
