@@ -27,7 +27,7 @@ PATTERNS = [
     ("row decoding (store)", r"serde_json::de|serde_core::de|remediate_store::codec|remediate_store::db::|remediate_store::reads|"
                              r"remediate_store::connect|remediate_store::plans|remediate_store::counters|"
                              r"remediate_store::translate|SqlStore|rusqlite::"),
-    ("PostgreSQL driver (sqlx)", r"sqlx|sqlx_core|sqlx_postgres|tokio_postgres|postgres_protocol|postgres_types"),
+    ("PostgreSQL driver (tokio-postgres, deadpool; sqlx before)", r"sqlx|sqlx_core|sqlx_postgres|tokio_postgres|postgres_protocol|postgres_types|deadpool"),
     ("OData parse/bind, routing", r"remediate_odata|remediate_api::query|remediate_api::route|remediate_api::ctx|"
                                   r"remediate_api::dispatch|remediate_api::device|percent_encoding"),
     ("request ids (uuid/getrandom)", r"uuid::|getrandom|rand::"),
