@@ -705,6 +705,81 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A PostgreSQL read transaction whose request is cancelled mid-statement (the client went
+    /// away) must not leave its connection inside the transaction for the next request: that
+    /// request would read the old snapshot, and a writer's statements would join a read-only
+    /// transaction. The connection is closed instead of pooled (`db::PgConn`), and the next
+    /// read, on the pool's only connection, is a fresh session.
+    #[test]
+    fn a_cancelled_snapshot_read_does_not_leave_its_transaction_to_the_next_request() {
+        let postgres = "127.0.0.1:5432".parse().expect("address");
+        if std::net::TcpStream::connect_timeout(&postgres, Duration::from_secs(2)).is_err() {
+            assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "no PostgreSQL");
+            eprintln!("SKIPPED: PostgreSQL is not reachable");
+            return;
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let name = format!(
+            "remediate_cancelled_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
+        runtime.block_on(async {
+            let store = SqlStore::connect(&StoreOptions {
+                url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
+                max_connections: 1,
+                acquire_timeout: Duration::from_secs(10),
+                statement_timeout: Duration::from_secs(30),
+            })
+            .await
+            .expect("connect");
+            const ISOLATION: &str = "SELECT current_setting('transaction_isolation')";
+            let cancelled = tokio::time::timeout(
+                Duration::from_millis(300),
+                store.read_snapshot(|c| {
+                    Box::pin(async move {
+                        c.query_one(ISOLATION, &[]).await?;
+                        c.execute("SELECT pg_sleep(5)", &[]).await?;
+                        Ok::<_, DbError>(())
+                    })
+                }),
+            )
+            .await;
+            assert!(cancelled.is_err(), "the snapshot read was not cancelled");
+            for _ in 0..3 {
+                let isolation = store
+                    .read(|c| Box::pin(async move { c.query_one(ISOLATION, &[]).await?.text(0) }))
+                    .await
+                    .expect("the next read");
+                assert_eq!(isolation.as_deref(), Some("read committed"));
+            }
+            let written = store
+                .read(|c| {
+                    Box::pin(async move {
+                        c.execute(
+                            "INSERT INTO meta (key, value) VALUES ('after-cancel', 'x')",
+                            &[],
+                        )
+                        .await
+                    })
+                })
+                .await
+                .expect("a write after the cancelled read");
+            assert_eq!(written, 1);
+            store.close().await;
+            connect_elsewhere("postgres://postgres@127.0.0.1:5432/postgres")
+                .await
+                .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .await
+                .expect("drop");
+        });
+    }
+
     #[test]
     fn target_session_attrs_is_read_and_taken_out_of_the_url() {
         assert_eq!(
