@@ -630,11 +630,8 @@ mod tests {
         }
     }
 
-    /// `read_snapshot` (the segment plan's counters and rows): every statement of the read sees
-    /// the database as of its first, so a row another connection commits meanwhile shows only in
-    /// the next read — on both databases.
-    #[test]
-    fn a_snapshot_read_does_not_see_a_write_committed_during_it() {
+    /// A current-thread runtime, and a name no other run uses (process id and time).
+    fn runtime_and_unique() -> (tokio::runtime::Runtime, String) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -646,16 +643,33 @@ mod tests {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos())
         );
+        (runtime, unique)
+    }
+
+    /// Is the shared PostgreSQL server there? In CI it must be.
+    fn postgres_reachable() -> bool {
+        let postgres = "127.0.0.1:5432".parse().expect("address");
+        let up = std::net::TcpStream::connect_timeout(&postgres, Duration::from_secs(2)).is_ok();
+        if !up {
+            assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "no PostgreSQL");
+        }
+        up
+    }
+
+    /// `read_snapshot` (the segment plan's counters and rows): every statement of the read sees
+    /// the database as of its first, so a row another connection commits meanwhile shows only in
+    /// the next read — on both databases.
+    #[test]
+    fn a_snapshot_read_does_not_see_a_write_committed_during_it() {
+        let (runtime, unique) = runtime_and_unique();
         let dir = std::env::temp_dir().join(format!("remediate-snapshot-{unique}"));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let mut urls = vec![format!("sqlite://{}", dir.join("store.db").display())];
-        let postgres = "127.0.0.1:5432".parse().expect("address");
-        if std::net::TcpStream::connect_timeout(&postgres, Duration::from_secs(2)).is_ok() {
+        if postgres_reachable() {
             urls.push(format!(
                 "postgres://postgres@127.0.0.1:5432/remediate_snapshot_{unique}"
             ));
         } else {
-            assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "no PostgreSQL");
             eprintln!("SKIPPED (PostgreSQL half): PostgreSQL is not reachable");
         }
         runtime.block_on(async {
@@ -712,23 +726,12 @@ mod tests {
     /// read, on the pool's only connection, is a fresh session.
     #[test]
     fn a_cancelled_snapshot_read_does_not_leave_its_transaction_to_the_next_request() {
-        let postgres = "127.0.0.1:5432".parse().expect("address");
-        if std::net::TcpStream::connect_timeout(&postgres, Duration::from_secs(2)).is_err() {
-            assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "no PostgreSQL");
+        if !postgres_reachable() {
             eprintln!("SKIPPED: PostgreSQL is not reachable");
             return;
         }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let name = format!(
-            "remediate_cancelled_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos())
-        );
+        let (runtime, unique) = runtime_and_unique();
+        let name = format!("remediate_cancelled_{unique}");
         runtime.block_on(async {
             let store = SqlStore::connect(&StoreOptions {
                 url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
