@@ -783,6 +783,77 @@ mod tests {
         });
     }
 
+    /// PostgreSQL cells of every type the store reads become the four kinds of cells, text with
+    /// its stored NUL undone; a cell of another type is an error naming it, unless it is NULL.
+    #[test]
+    fn postgres_cells_of_each_type_are_read_and_other_types_refused() {
+        use crate::db::Cell;
+        if !postgres_reachable() {
+            eprintln!("SKIPPED: PostgreSQL is not reachable");
+            return;
+        }
+        let (runtime, unique) = runtime_and_unique();
+        let name = format!("remediate_cells_{unique}");
+        runtime.block_on(async {
+            let store = SqlStore::connect(&StoreOptions {
+                url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
+                max_connections: 2,
+                acquire_timeout: Duration::from_secs(10),
+                statement_timeout: Duration::from_secs(30),
+            })
+            .await
+            .expect("connect");
+            let row = store
+                .read(|c| {
+                    Box::pin(async move {
+                        c.query_one(
+                            "SELECT CAST($1 AS BIGINT), CAST(7 AS INTEGER), CAST(-2 AS SMALLINT), \
+                             true, CAST('v' AS VARCHAR), $2, CAST($3 AS BYTEA), CAST(NULL AS NUMERIC), \
+                             CAST(NULL AS TEXT)",
+                            &[
+                                crate::db::int(i64::MIN),
+                                crate::db::text("a\0b"),
+                                crate::translate::Arg::Bytes(Some(vec![0, 255])),
+                            ],
+                        )
+                        .await
+                    })
+                })
+                .await
+                .expect("a row of every kind");
+            assert_eq!(
+                row.0,
+                [
+                    Cell::Int(i64::MIN),
+                    Cell::Int(7),
+                    Cell::Int(-2),
+                    Cell::Int(1),
+                    Cell::Text("v".into()),
+                    Cell::Text("a\0b".into()),
+                    Cell::Blob(vec![0, 255]),
+                    Cell::Null,
+                    Cell::Null,
+                ]
+            );
+            let refused = store
+                .read(|c| {
+                    Box::pin(async move { c.query_one("SELECT CAST(1.5 AS NUMERIC)", &[]).await })
+                })
+                .await
+                .expect_err("a numeric cell");
+            assert!(
+                refused.to_string().contains("unexpected type numeric"),
+                "{refused}"
+            );
+            store.close().await;
+            connect_elsewhere("postgres://postgres@127.0.0.1:5432/postgres")
+                .await
+                .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .await
+                .expect("drop");
+        });
+    }
+
     #[test]
     fn target_session_attrs_is_read_and_taken_out_of_the_url() {
         assert_eq!(
