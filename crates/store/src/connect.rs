@@ -511,19 +511,18 @@ async fn ensure_database(
         })?;
     let connection = tokio::spawn(connection);
     let pg = |e| store_error(db::pg_error(e));
-    let found = client
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
-        .await
-        .map_err(pg)?;
-    if found.is_none() {
+    let exists = || async {
+        client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+            .await
+            .map(|row| row.is_some())
+            .map_err(pg)
+    };
+    if !exists().await? {
         let create = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
         if let Err(e) = client.batch_execute(&create).await {
             // Another process may have created it concurrently.
-            let found = client
-                .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
-                .await
-                .map_err(pg)?;
-            if found.is_none() {
+            if !exists().await? {
                 return Err(pg(e));
             }
         }
@@ -646,6 +645,32 @@ mod tests {
         (runtime, unique)
     }
 
+    /// A store on `url` (created and migrated) with `max_connections` connections.
+    async fn store_on(url: &str, max_connections: u32) -> SqlStore {
+        SqlStore::connect(&StoreOptions {
+            url: url.to_owned(),
+            max_connections,
+            acquire_timeout: Duration::from_secs(10),
+            statement_timeout: Duration::from_secs(30),
+        })
+        .await
+        .expect("connect")
+    }
+
+    /// The URL of database `name` on the shared PostgreSQL server.
+    fn postgres_url(name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:5432/{name}")
+    }
+
+    /// Drop a test's database on the shared PostgreSQL server.
+    async fn drop_database(name: &str) {
+        connect_elsewhere(&postgres_url("postgres"))
+            .await
+            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .await
+            .expect("drop");
+    }
+
     /// Is the shared PostgreSQL server there? In CI it must be.
     fn postgres_reachable() -> bool {
         let postgres = "127.0.0.1:5432".parse().expect("address");
@@ -666,22 +691,13 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let mut urls = vec![format!("sqlite://{}", dir.join("store.db").display())];
         if postgres_reachable() {
-            urls.push(format!(
-                "postgres://postgres@127.0.0.1:5432/remediate_snapshot_{unique}"
-            ));
+            urls.push(postgres_url(&format!("remediate_snapshot_{unique}")));
         } else {
             eprintln!("SKIPPED (PostgreSQL half): PostgreSQL is not reachable");
         }
         runtime.block_on(async {
             for url in urls {
-                let store = SqlStore::connect(&StoreOptions {
-                    url: url.clone(),
-                    max_connections: 4,
-                    acquire_timeout: Duration::from_secs(10),
-                    statement_timeout: Duration::from_secs(30),
-                })
-                .await
-                .expect("connect");
+                let store = store_on(&url, 4).await;
                 const COUNT: &str = "SELECT CAST(COUNT(*) AS BIGINT) FROM meta";
                 let writer = url.clone();
                 let (before, during) = store
@@ -707,12 +723,7 @@ mod tests {
                     .next()
                     .filter(|_| url.starts_with("postgres"))
                 {
-                    let admin = "postgres://postgres@127.0.0.1:5432/postgres";
-                    connect_elsewhere(admin)
-                        .await
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                        .await
-                        .expect("drop");
+                    drop_database(name).await;
                 }
             }
         });
@@ -733,14 +744,7 @@ mod tests {
         let (runtime, unique) = runtime_and_unique();
         let name = format!("remediate_cancelled_{unique}");
         runtime.block_on(async {
-            let store = SqlStore::connect(&StoreOptions {
-                url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
-                max_connections: 1,
-                acquire_timeout: Duration::from_secs(10),
-                statement_timeout: Duration::from_secs(30),
-            })
-            .await
-            .expect("connect");
+            let store = store_on(&postgres_url(&name), 1).await;
             const ISOLATION: &str = "SELECT current_setting('transaction_isolation')";
             let cancelled = tokio::time::timeout(
                 Duration::from_millis(300),
@@ -775,11 +779,7 @@ mod tests {
                 .expect("a write after the cancelled read");
             assert_eq!(written, 1);
             store.close().await;
-            connect_elsewhere("postgres://postgres@127.0.0.1:5432/postgres")
-                .await
-                .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                .await
-                .expect("drop");
+            drop_database(&name).await;
         });
     }
 
@@ -795,14 +795,7 @@ mod tests {
         let (runtime, unique) = runtime_and_unique();
         let name = format!("remediate_cells_{unique}");
         runtime.block_on(async {
-            let store = SqlStore::connect(&StoreOptions {
-                url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
-                max_connections: 2,
-                acquire_timeout: Duration::from_secs(10),
-                statement_timeout: Duration::from_secs(30),
-            })
-            .await
-            .expect("connect");
+            let store = store_on(&postgres_url(&name), 2).await;
             let row = store
                 .read(|c| {
                     Box::pin(async move {
@@ -846,11 +839,7 @@ mod tests {
                 "{refused}"
             );
             store.close().await;
-            connect_elsewhere("postgres://postgres@127.0.0.1:5432/postgres")
-                .await
-                .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                .await
-                .expect("drop");
+            drop_database(&name).await;
         });
     }
 

@@ -553,6 +553,11 @@ fn pg_params(args: &[Arg]) -> (Vec<tokio_postgres::types::Type>, Vec<PgParam<'_>
         .unzip()
 }
 
+/// The parameters as the driver takes them.
+fn pg_refs<'p>(params: &'p [PgParam<'_>]) -> Vec<&'p (dyn tokio_postgres::types::ToSql + Sync)> {
+    params.iter().map(|p| p as _).collect()
+}
+
 /// How a result column's cells are read: from its type, looked up once per statement.
 #[derive(Debug, Clone, Copy)]
 enum PgKind {
@@ -715,11 +720,9 @@ impl PgConn {
     async fn run_query(&self, sql: &str, args: &[Arg]) -> Result<Vec<Row>, DbError> {
         let (types, params) = pg_params(args);
         let statement = self.statement(sql, &types).await?;
-        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-            params.iter().map(|p| p as _).collect();
         let rows = self
             .client()?
-            .query(&statement, &refs)
+            .query(&statement, &pg_refs(&params))
             .await
             .map_err(pg_error)?;
         let kinds: Vec<PgKind> = statement
@@ -733,10 +736,8 @@ impl PgConn {
     async fn run_execute(&self, sql: &str, args: &[Arg]) -> Result<u64, DbError> {
         let (types, params) = pg_params(args);
         let statement = self.statement(sql, &types).await?;
-        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-            params.iter().map(|p| p as _).collect();
         self.client()?
-            .execute(&statement, &refs)
+            .execute(&statement, &pg_refs(&params))
             .await
             .map_err(pg_error)
     }
